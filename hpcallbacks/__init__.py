@@ -3,6 +3,7 @@
 This package is the framework-agnostic core (pure Python, no framework imported):
 
 * :mod:`hpcallbacks.schedules` — learning-rate schedules, pure functions of the update count.
+* :mod:`hpcallbacks.plans` — fine-tuning plans: staged unfreezing, per-group LR factors, BN policy.
 
 Adapters apply the plans while training runs: ``hpcallbacks_keras``, ``hpcallbacks_lightning``,
 ``hpcallbacks_hf``.
@@ -36,6 +37,16 @@ from .schedules import (
     serialize,
 )
 
+from .plans import (
+    BN_POLICIES,
+    FreezePlan,
+    LRFactors,
+    Recommendation,
+    ResolvedPlan,
+    Stage,
+    fine_tune_learning_rate,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -43,4 +54,5 @@ __all__ = [
     "InverseTimeDecay", "Join", "LinearCosineDecay", "MultiStepDecay", "NoisyLinearCosineDecay", "OneCycle",
     "PiecewiseConstantDecay", "PolynomialDecay", "ReduceOnPlateau", "Schedule", "SlantedTriangular", "StepDecay",
     "Warmup", "WarmupStableDecay", "as_schedule", "deserialize", "serialize", "__version__",
+    "BN_POLICIES", "FreezePlan", "LRFactors", "Recommendation", "ResolvedPlan", "Stage", "fine_tune_learning_rate",
 ]
