@@ -1,0 +1,364 @@
+"""Batch-size rules (handbook H4): LR scaling, gradient accumulation, batch ramps, LARS.
+
+Every rule is a plain function of numbers, so each framework adapter applies the same numbers:
+
+* :func:`scale_learning_rate` — the learning rate for a new batch size (linear or square-root
+  rule) and :func:`scaling_warmup` — the gradual warmup the linear rule needs (Goyal et al. 2017).
+* :func:`accumulation_steps` — micro-batches per optimizer update for a target batch size, as an
+  :class:`Accumulation`; :meth:`Accumulation.back_off` keeps the effective batch when the
+  micro-batch must shrink (out of memory), where shrinking the batch silently would change the
+  training (as HF's ``auto_find_batch_size`` does).
+* :class:`BatchRamp` — "don't decay the learning rate, increase the batch size" (Smith et al.
+  2017): the batch size per stage that gives the same noise scale ``lr / B`` as a decay schedule.
+* :func:`lars_trust_ratio` — LARS / LARC layer-wise trust ratio: the formula the tensor
+  mechanics apply per layer.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import _checks as check
+from ._values import Value
+from .schedules import Schedule, Warmup, as_schedule
+
+__all__ = [
+    "scale_learning_rate",
+    "scaling_warmup",
+    "Accumulation",
+    "accumulation_steps",
+    "BatchRamp",
+    "RampStage",
+    "lars_trust_ratio",
+]
+
+_RULES = ("linear", "sqrt")
+
+
+def _scale(base_batch_size: int, batch_size: int, rule: str) -> float:
+    base = check.positive_int("base_batch_size", base_batch_size)
+    new = check.positive_int("batch_size", batch_size)
+    rule = check.choice("rule", rule, _RULES)
+    return new / base if rule == "linear" else math.sqrt(new / base)
+
+
+def scale_learning_rate(lr: float, base_batch_size: int, batch_size: int, rule: str = "linear") -> float:
+    """The learning rate for ``batch_size`` given one that works at ``base_batch_size``.
+
+    ``rule="linear"`` (Goyal et al. 2017): ``lr * batch_size / base_batch_size`` — use it with
+    :func:`scaling_warmup` when scaling up. ``rule="sqrt"`` (Krizhevsky 2014; Hoffer et al. 2017):
+    ``lr * sqrt(batch_size / base_batch_size)``, the usual rule for Adam-type optimizers.
+
+    >>> scale_learning_rate(0.1, 256, 1024)
+    0.4
+    >>> scale_learning_rate(1e-3, 256, 1024, rule="sqrt")
+    0.002
+    """
+    lr = check.non_negative("lr", lr)
+    return lr * _scale(base_batch_size, batch_size, rule)
+
+
+def scaling_warmup(
+    schedule: Schedule | float,
+    base_batch_size: int,
+    batch_size: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 5.0,
+    rule: str = "linear",
+) -> Schedule:
+    """``schedule`` (already scaled for ``batch_size``) behind the gradual warmup of Goyal et al.
+
+    Goyal et al. 2017 ramp linearly from the unscaled learning rate to the scaled one over the
+    first 5 epochs: with ``k = batch_size / base_batch_size`` (``sqrt`` of it for
+    ``rule="sqrt"``) and ``w = round(warmup_epochs * steps_per_epoch)`` updates, this returns
+    ``Warmup(schedule, w, start_value=schedule(0) / k)``. Like every :class:`Warmup`, the wrapped
+    schedule counts its steps from the end of the warmup (a step decay at update ``m`` moves to
+    ``m + w``; subtract ``w`` from its milestones to keep them where they were). When the batch
+    does not grow (``k <= 1``) or ``w == 0``, ``schedule`` is returned as is.
+
+    >>> from hpcallbacks.schedules import Constant
+    >>> lr = scale_learning_rate(0.1, 256, 1024)
+    >>> s = scaling_warmup(Constant(lr), 256, 1024, steps_per_epoch=10)
+    >>> s.warmup_steps, round(s(0), 12), s(50)
+    (50.0, 0.1, 0.4)
+    """
+    schedule = as_schedule(schedule)
+    k = _scale(base_batch_size, batch_size, rule)
+    steps = round(check.positive_int("steps_per_epoch", steps_per_epoch)
+                  * check.non_negative("warmup_epochs", warmup_epochs))
+    if k <= 1.0 or steps == 0:
+        return schedule
+    return Warmup(schedule, warmup_steps=steps, start_value=schedule(0) / k)
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Accumulation(Value):
+    """Gradient accumulation: ``steps`` micro-batches per optimizer update.
+
+    ``effective_batch_size = steps * per_device_batch_size * world_size``; ``exact`` says
+    whether that equals ``target_batch_size`` (always true without a target). The optimizer
+    update count, and so every schedule, advances once per ``steps`` micro-batches.
+
+    >>> a = Accumulation(steps=4, per_device_batch_size=32, world_size=2)
+    >>> a.effective_batch_size, a.exact
+    (256, True)
+    """
+
+    steps: int
+    per_device_batch_size: int
+    world_size: int = 1
+    target_batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", check.positive_int("steps", self.steps))
+        object.__setattr__(self, "per_device_batch_size",
+                           check.positive_int("per_device_batch_size", self.per_device_batch_size))
+        object.__setattr__(self, "world_size", check.positive_int("world_size", self.world_size))
+        if self.target_batch_size is not None:
+            object.__setattr__(self, "target_batch_size",
+                               check.positive_int("target_batch_size", self.target_batch_size))
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Samples per optimizer update: ``steps * per_device_batch_size * world_size``."""
+        return self.steps * self.per_device_batch_size * self.world_size
+
+    @property
+    def exact(self) -> bool:
+        """True when the effective batch is the target (or there is no target)."""
+        return self.target_batch_size is None or self.effective_batch_size == self.target_batch_size
+
+    def back_off(self, per_device_batch_size: int | None = None) -> Accumulation:
+        """The same effective batch with a smaller micro-batch (after an out-of-memory error).
+
+        The new micro-batch is ``per_device_batch_size`` when given, else the largest size of at
+        most half the current one that keeps the effective batch exact: it must divide
+        ``steps * per_device_batch_size``, and ``steps`` grows to match (halving an even
+        micro-batch doubles ``steps``). Refuses a micro-batch that cannot shrink further.
+
+        >>> Accumulation(steps=2, per_device_batch_size=64).back_off()
+        Accumulation(steps=4, per_device_batch_size=32, world_size=1, target_batch_size=None)
+        >>> Accumulation(steps=1, per_device_batch_size=48).back_off(per_device_batch_size=16).steps
+        3
+        """
+        samples = self.steps * self.per_device_batch_size  # per device and update: kept
+        if per_device_batch_size is None:
+            if self.per_device_batch_size == 1:
+                raise ValueError("per_device_batch_size is already 1; the micro-batch cannot shrink further")
+            new = max(d for d in range(1, self.per_device_batch_size // 2 + 1) if samples % d == 0)
+        else:
+            new = check.number("per_device_batch_size", per_device_batch_size,
+                               low=1, high=self.per_device_batch_size - 1, integer=True)
+            if samples % new:
+                raise ValueError(
+                    f"per_device_batch_size must divide steps * per_device_batch_size = {samples} to keep "
+                    f"the effective batch {self.effective_batch_size}; got {new}"
+                )
+        return Accumulation(samples // new, new, self.world_size, self.target_batch_size)
+
+
+def accumulation_steps(
+    target_batch_size: int, per_device_batch_size: int, world_size: int = 1, exact: bool = True
+) -> Accumulation:
+    """Micro-batches per update so that ``steps * per_device_batch_size * world_size`` is the target.
+
+    A target that is not a multiple of ``per_device_batch_size * world_size`` is refused when
+    ``exact`` (the message names the nearest reachable sizes); with ``exact=False`` the nearest
+    reachable one is used (the smaller on a tie) and the result's ``exact`` is False. A target
+    below one micro-batch per device is always refused.
+
+    >>> accumulation_steps(256, 32, world_size=2)
+    Accumulation(steps=4, per_device_batch_size=32, world_size=2, target_batch_size=256)
+    >>> a = accumulation_steps(100, 32, exact=False)
+    >>> a.steps, a.effective_batch_size, a.exact
+    (3, 96, False)
+    """
+    target = check.positive_int("target_batch_size", target_batch_size)
+    per_device = check.positive_int("per_device_batch_size", per_device_batch_size)
+    world = check.positive_int("world_size", world_size)
+    exact = check.boolean("exact", exact)
+    unit = per_device * world
+    if target < unit:
+        raise ValueError(
+            f"target_batch_size must be >= per_device_batch_size * world_size = {per_device} * {world} "
+            f"= {unit}; got {target}"
+        )
+    steps, rest = divmod(target, unit)
+    if rest:
+        lower, upper = steps * unit, (steps + 1) * unit
+        if exact:
+            raise ValueError(
+                f"target_batch_size must be a multiple of per_device_batch_size * world_size = {unit} "
+                f"when exact=True; got {target} (nearest reachable: {lower} or {upper}; or pass exact=False)"
+            )
+        if upper - target < target - lower:
+            steps += 1
+    return Accumulation(steps, per_device, world, target)
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RampStage:
+    """One stage of a :class:`BatchRamp`: from ``start`` (in base-batch steps) on, this batch."""
+
+    start: float
+    batch_size: int
+    accumulation_steps: int
+
+
+@dataclass(frozen=True)
+class BatchRamp(Value):
+    """Increase the batch size instead of decaying the learning rate (Smith et al. 2017).
+
+    SGD's noise scale is proportional to ``lr / B``. Given the decay ``schedule`` you would run
+    at ``base_batch_size`` and its reference rate ``lr0`` (``base_learning_rate``, default
+    ``schedule(0)``), at progress ``t`` the ramp uses
+
+    * ``B(t) = clamp(floor_u(base_batch_size * lr0 / schedule(t)), base_batch_size, floor_u(max_batch_size))``
+      where ``floor_u`` rounds down to a multiple of ``u = per_device_batch_size * world_size``,
+    * ``lr(t) = schedule(t) * B(t) / base_batch_size``,
+
+    so ``lr(t) / B(t) == schedule(t) / base_batch_size`` always: the batch grows while the
+    schedule decays, and once the batch reaches its cap (or the schedule rises above ``lr0``,
+    as in a warmup) the learning rate moves instead. ``accumulation(t)`` gives the micro-batches
+    per update (``B(t) / u``; ``per_device_batch_size`` defaults to
+    ``base_batch_size / world_size``, so the base batch needs no accumulation).
+
+    ``t`` counts progress in base-batch steps, ``samples_seen / base_batch_size`` — the step the
+    decay schedule would be at — not optimizer updates: with a larger batch an epoch has fewer
+    updates. Adapters keep the number of samples seen.
+
+    >>> from hpcallbacks.schedules import PiecewiseConstantDecay
+    >>> decay = PiecewiseConstantDecay([100, 200], [0.1, 0.02, 0.004])
+    >>> ramp = BatchRamp(decay, base_batch_size=128, max_batch_size=1024)
+    >>> [ramp.batch_size(t) for t in (0, 150, 250)]
+    [128, 640, 1024]
+    >>> [round(ramp.learning_rate(t), 12) for t in (0, 150, 250)]
+    [0.1, 0.1, 0.032]
+    """
+
+    schedule: Schedule
+    base_batch_size: int
+    max_batch_size: int
+    per_device_batch_size: int | None = None
+    world_size: int = 1
+    base_learning_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schedule", as_schedule(self.schedule))
+        base = check.positive_int("base_batch_size", self.base_batch_size)
+        world = check.positive_int("world_size", self.world_size)
+        object.__setattr__(self, "base_batch_size", base)
+        object.__setattr__(self, "world_size", world)
+        object.__setattr__(self, "max_batch_size",
+                           check.number("max_batch_size", self.max_batch_size, low=base, integer=True))
+        if self.per_device_batch_size is None:
+            if base % world:
+                raise ValueError(f"base_batch_size must be a multiple of world_size = {world}; got {base}")
+        else:
+            per_device = check.positive_int("per_device_batch_size", self.per_device_batch_size)
+            object.__setattr__(self, "per_device_batch_size", per_device)
+            if base % (per_device * world):
+                raise ValueError(
+                    f"base_batch_size must be a multiple of per_device_batch_size * world_size = "
+                    f"{per_device * world}; got {base}"
+                )
+        if self.base_learning_rate is not None:
+            object.__setattr__(self, "base_learning_rate",
+                               check.positive("base_learning_rate", self.base_learning_rate))
+        elif not self.schedule(0) > 0:
+            raise ValueError(
+                f"base_learning_rate must be given when schedule(0) is not > 0 (a warmup from 0); "
+                f"schedule(0) = {self.schedule(0)!r}"
+            )
+
+    @property
+    def unit(self) -> int:
+        """The batch-size granularity: ``per_device_batch_size * world_size``."""
+        if self.per_device_batch_size is None:
+            return self.base_batch_size
+        return self.per_device_batch_size * self.world_size
+
+    def _reference(self) -> float:
+        return self.base_learning_rate if self.base_learning_rate is not None else self.schedule(0)
+
+    def batch_size(self, step: float) -> int:
+        """``B(t)``: the batch size at progress ``step`` (base-batch steps)."""
+        lr = self.schedule(step)
+        cap = self.max_batch_size // self.unit * self.unit
+        if lr <= 0:
+            return cap
+        ideal = self.base_batch_size * self._reference() / lr
+        rounded = math.floor(ideal / self.unit * (1 + 1e-9)) * self.unit  # 1e-9: float noise in lr0 / lr
+        return min(max(rounded, self.base_batch_size), cap)
+
+    def learning_rate(self, step: float) -> float:
+        """``lr(t) = schedule(t) * B(t) / base_batch_size``."""
+        return self.schedule(step) * self.batch_size(step) / self.base_batch_size
+
+    def noise_scale(self, step: float) -> float:
+        """``lr(t) / B(t)``, equal to ``schedule(t) / base_batch_size``."""
+        return self.learning_rate(step) / self.batch_size(step)
+
+    def accumulation(self, step: float) -> Accumulation:
+        """The micro-batches per update at ``step``: ``B(t) / unit`` of ``per_device_batch_size``."""
+        per_device = self.unit // self.world_size
+        return Accumulation(self.batch_size(step) // self.unit, per_device, self.world_size)
+
+    def stages(self, total_steps: int) -> tuple[RampStage, ...]:
+        """The batch-size changes over ``total_steps`` base-batch steps (evaluated at whole steps)."""
+        total = check.positive_int("total_steps", total_steps)
+        stages: list[RampStage] = []
+        for t in range(total):
+            size = self.batch_size(t)
+            if not stages or stages[-1].batch_size != size:
+                stages.append(RampStage(t, size, size // self.unit))
+        return tuple(stages)
+
+
+# --------------------------------------------------------------------------------------------
+def lars_trust_ratio(
+    w_norm: float,
+    g_norm: float,
+    trust_coefficient: float = 0.001,
+    weight_decay: float = 0.0,
+    eps: float = 1e-8,
+    clip: bool = False,
+    lr: float | None = None,
+) -> float:
+    """The LARS trust ratio of one layer (You et al. 2017), with the LARC clip variant.
+
+    ``ratio = trust_coefficient * ||w|| / (||g|| + weight_decay * ||w|| + eps)``, and ``1.0``
+    when ``||w||`` or ``||g||`` is 0 (a fresh zero-initialised layer or a layer without
+    gradient keeps the global rate). The layer's gradient (plus ``weight_decay * w``) is
+    multiplied by the ratio, so its learning rate is ``lr * ratio``. With ``clip=True`` (LARC,
+    NVIDIA apex) the ratio is ``min(ratio / lr, 1)``, so the layer's learning rate is
+    ``min(ratio, lr)``: never above the global rate; ``lr`` is required then and ignored
+    otherwise. This is the formula the tensor mechanics (torch, Keras) apply per layer.
+
+    >>> round(lars_trust_ratio(w_norm=2.0, g_norm=0.5, trust_coefficient=0.02), 6)
+    0.08
+    >>> lars_trust_ratio(2.0, 0.5, trust_coefficient=0.02, clip=True, lr=0.05)  # 0.08 / 0.05 > 1
+    1.0
+    >>> round(lars_trust_ratio(2.0, 0.5, trust_coefficient=0.02, clip=True, lr=0.16), 6)
+    0.5
+    >>> lars_trust_ratio(0.0, 0.5)
+    1.0
+    """
+    w = check.non_negative("w_norm", w_norm)
+    g = check.non_negative("g_norm", g_norm)
+    trust = check.positive("trust_coefficient", trust_coefficient)
+    decay = check.non_negative("weight_decay", weight_decay)
+    eps = check.non_negative("eps", eps)
+    clip = check.boolean("clip", clip)
+    if clip:
+        if lr is None:
+            raise ValueError("lr must be the global learning rate (> 0) when clip=True; got None")
+        lr = check.positive("lr", lr)
+    elif lr is not None:
+        check.non_negative("lr", lr)
+    if w == 0 or g == 0:
+        return 1.0
+    ratio = trust * w / (g + decay * w + eps)
+    return min(ratio / lr, 1.0) if clip else ratio
