@@ -157,6 +157,11 @@ def _lr(name: str, value: Any) -> float:
     return check.non_negative(name, value)
 
 
+def _length(name: str, value: Any) -> float:
+    """A length counted in optimizer updates: at least one update."""
+    return check.number(name, value, low=1.0)
+
+
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Constant(Schedule):
@@ -200,7 +205,7 @@ class ExponentialDecay(Schedule):
         _set(
             self,
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
-            decay_steps=check.positive("decay_steps", self.decay_steps),
+            decay_steps=_length("decay_steps", self.decay_steps),
             decay_rate=check.number("decay_rate", self.decay_rate, low=0.0, high=1.0, low_open=True),
             staircase=check.boolean("staircase", self.staircase),
         )
@@ -275,7 +280,7 @@ class PolynomialDecay(Schedule):
         _set(
             self,
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
-            decay_steps=check.positive("decay_steps", self.decay_steps),
+            decay_steps=_length("decay_steps", self.decay_steps),
             end_learning_rate=_lr("end_learning_rate", self.end_learning_rate),
             power=check.positive("power", self.power),
             cycle=check.boolean("cycle", self.cycle),
@@ -319,7 +324,7 @@ class InverseTimeDecay(Schedule):
         _set(
             self,
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
-            decay_steps=check.positive("decay_steps", self.decay_steps),
+            decay_steps=_length("decay_steps", self.decay_steps),
             decay_rate=check.positive("decay_rate", self.decay_rate),
             staircase=check.boolean("staircase", self.staircase),
         )
@@ -362,14 +367,14 @@ class CosineDecay(Schedule):
         _set(
             self,
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
-            decay_steps=check.positive("decay_steps", self.decay_steps),
+            decay_steps=_length("decay_steps", self.decay_steps),
             alpha=check.unit("alpha", self.alpha),
             warmup_steps=check.non_negative("warmup_steps", self.warmup_steps),
         )
         if self.warmup_target is not None:
             _set(self, warmup_target=_lr("warmup_target", self.warmup_target))
-            if self.warmup_steps == 0:
-                raise ValueError("warmup_steps must be > 0 when warmup_target is set; got 0")
+            if self.warmup_steps < 1:
+                raise ValueError(f"warmup_steps must be >= 1 when warmup_target is set; got {self.warmup_steps!r}")
 
     def __call__(self, step: int | float) -> float:
         t = _step(step)
@@ -411,7 +416,7 @@ class CosineRestart(Schedule):
         _set(
             self,
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
-            first_decay_steps=check.positive("first_decay_steps", self.first_decay_steps),
+            first_decay_steps=_length("first_decay_steps", self.first_decay_steps),
             t_mul=check.number("t_mul", self.t_mul, low=1.0),
             m_mul=check.number("m_mul", self.m_mul, low=0.0, high=1.0),
             alpha=check.unit("alpha", self.alpha),
@@ -426,7 +431,10 @@ class CosineRestart(Schedule):
             return i, x - i
         # Geometric periods: period i starts at (t_mul**i - 1) / (t_mul - 1) first-periods.
         def start(k: int) -> float:
-            return (t_mul**k - 1.0) / (t_mul - 1.0)
+            try:
+                return (t_mul**k - 1.0) / (t_mul - 1.0)
+            except OverflowError:
+                return math.inf
 
         i = max(0, math.floor(math.log1p(x * (t_mul - 1.0)) / math.log(t_mul)))
         while start(i + 1) <= x:
@@ -466,10 +474,10 @@ class LinearCosineDecay(Schedule):
         _set(
             self,
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
-            decay_steps=check.positive("decay_steps", self.decay_steps),
+            decay_steps=_length("decay_steps", self.decay_steps),
             num_periods=check.non_negative("num_periods", self.num_periods),
             alpha=check.unit("alpha", self.alpha),
-            beta=check.non_negative("beta", self.beta),
+            beta=check.unit("beta", self.beta),
         )
 
     @property
@@ -538,12 +546,12 @@ class NoisyLinearCosineDecay(Schedule):
         _set(
             self,
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
-            decay_steps=check.positive("decay_steps", self.decay_steps),
+            decay_steps=_length("decay_steps", self.decay_steps),
             initial_variance=check.non_negative("initial_variance", self.initial_variance),
             variance_decay=check.non_negative("variance_decay", self.variance_decay),
             num_periods=check.non_negative("num_periods", self.num_periods),
             alpha=check.unit("alpha", self.alpha),
-            beta=check.non_negative("beta", self.beta),
+            beta=check.unit("beta", self.beta),
             seed=check.number("seed", self.seed, low=0, high=2**32 - 1, integer=True),
         )
 
@@ -594,7 +602,7 @@ class Warmup(Schedule):
         _set(
             self,
             schedule=as_schedule(self.schedule),
-            warmup_steps=check.positive("warmup_steps", self.warmup_steps),
+            warmup_steps=_length("warmup_steps", self.warmup_steps),
             start_value=_lr("start_value", self.start_value),
             mode=check.choice("mode", self.mode, ("linear", "exponential")),
         )
@@ -611,7 +619,8 @@ class Warmup(Schedule):
             return self.start_value + (target - self.start_value) * frac
         if target == 0:
             return 0.0 if frac > 0 else self.start_value
-        return self.start_value * (target / self.start_value) ** frac
+        log_start = math.log(self.start_value)
+        return math.exp(log_start + (math.log(target) - log_start) * frac)
 
 
 @dataclass(frozen=True)
@@ -712,8 +721,8 @@ class OneCycle(Schedule):
         ends = [p[0] for p in self._phases()]
         if not (ends[0] > 0 and all(b > a for a, b in zip(ends, ends[1:]))):
             raise ValueError(
-                f"pct_start must leave every phase at least one update: with total_steps="
-                f"{self.total_steps}, pct_start={self.pct_start} gives phase ends {ends}"
+                f"pct_start must leave every phase at least one update (pct_start * total_steps > 1); "
+                f"got pct_start={self.pct_start} with total_steps={self.total_steps} (phase ends {ends})"
             )
 
     def _phases(self) -> list[tuple[float, float, float]]:
@@ -784,7 +793,7 @@ class Cyclic(Schedule):
         if self.mode == "triangular":
             factor = 1.0
         elif self.mode == "triangular2":
-            factor = 1 / (2.0 ** (cycle - 1))
+            factor = math.ldexp(1.0, -(cycle - 1))  # 1 / 2 ** (cycle - 1), underflowing to 0
         else:
             factor = self.gamma**t
         return self.base_lr + height * factor
@@ -819,8 +828,8 @@ class SlantedTriangular(Schedule):
         )
         if math.floor(self.total_steps * self.cut_frac) < 1:
             raise ValueError(
-                f"cut_frac must give at least one warmup update: total_steps * cut_frac = "
-                f"{self.total_steps} * {self.cut_frac} < 1"
+                f"cut_frac must give at least one warmup update (total_steps * cut_frac >= 1); "
+                f"got cut_frac={self.cut_frac} with total_steps={self.total_steps}"
             )
 
     def __call__(self, step: int | float) -> float:
