@@ -293,7 +293,8 @@ class FreezePlan:
             else:
                 raise ValueError(f"stages[{i}] must be a Stage or a (start, trainable) pair; got {s!r}")
         if parsed[0].start != 0:
-            raise ValueError(f"stages[0].start must be 0 (the plan must say what trains first); got {parsed[0].start!r}")
+            raise ValueError(
+                f"stages[0].start must be 0 (the plan must say what trains first); got {parsed[0].start!r}")
         check.increasing("stage starts", [s.start for s in parsed])
         if not isinstance(self.factors, LRFactors):
             raise ValueError(f"factors must be an LRFactors value; got {self.factors!r}")
@@ -412,7 +413,8 @@ class FreezePlan:
         """Bind the plan to ``num_groups`` groups and (for epoch plans) ``steps_per_epoch`` updates.
 
         An epoch start ``e`` begins at update ``ceil(e * steps_per_epoch)``; stages that land on
-        the same update keep only the last one, so each boundary is crossed exactly once.
+        the same update keep only the last one, and a stage that changes no group is dropped, so
+        each boundary is crossed exactly once and changes something.
         """
         n = num_groups
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -436,6 +438,8 @@ class FreezePlan:
                     f"after the one at {previous.start:g} trained {previous.trainable!r} ({n} groups)"
                 )
             previous = stage
+            if masks and masks[-1] == mask:
+                continue  # a stage that changes nothing is no boundary
             if starts and starts[-1] == update:
                 masks[-1] = mask
             else:

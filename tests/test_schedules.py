@@ -152,7 +152,8 @@ def test_finite_schedules_hold_their_last_value():
 
 def test_repr_reads_like_the_constructor():
     s = S.CosineRestart(0.001, first_decay_steps=500)
-    assert repr(s) == "CosineRestart(initial_learning_rate=0.001, first_decay_steps=500.0, t_mul=2.0, m_mul=1.0, alpha=0.0)"
+    assert repr(s) == ("CosineRestart(initial_learning_rate=0.001, first_decay_steps=500.0, t_mul=2.0, m_mul=1.0, "
+                       "alpha=0.0)")
     assert eval(repr(s), vars(S)) == s
 
 
