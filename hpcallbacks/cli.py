@@ -30,10 +30,25 @@ def _settings(pairs: Sequence[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def _schedule(name: str, pairs: Sequence[str] | None) -> S.Schedule:
+# What a required argument defaults to on the command line: a rate, or the length drawn.
+_RATE_ARGS = ("initial_learning_rate", "max_lr", "value", "base_lr")
+_LENGTH_ARGS = ("decay_steps", "first_decay_steps", "total_steps", "step_size", "step_size_up")
+
+
+def _schedule(name: str, pairs: Sequence[str] | None, steps: int = 1000) -> S.Schedule:
+    """Build schedule ``name`` from ``--set`` pairs; missing rates default to 1e-3 and missing
+    lengths to ``steps`` (the cycle of a restart schedule: one epoch)."""
     if name not in S.SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(sorted(S.SCHEDULES))}; got {name!r}")
     kwargs = _settings(pairs, "--set")
+    import dataclasses
+
+    for f in dataclasses.fields(S.SCHEDULES[name]):
+        if f.default is dataclasses.MISSING and f.name not in kwargs:
+            if f.name in _RATE_ARGS:
+                kwargs[f.name] = 1e-3 if f.name != "max_lr" else 1e-2
+            elif f.name in _LENGTH_ARGS:
+                kwargs[f.name] = steps
     try:
         return S.SCHEDULES[name](**kwargs)
     except TypeError as error:  # missing or unknown argument
@@ -73,7 +88,7 @@ def cmd_list(_: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plot import plot_schedule
 
-    schedule = _schedule(args.name, args.set)
+    schedule = _schedule(args.name, args.set, args.steps)
     _print_values(schedule, args.steps)
     path = plot_schedule(schedule, args.steps, args.output)
     print(f"wrote {path}")
@@ -83,7 +98,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_plot_plan(args: argparse.Namespace) -> int:
     from .plot import plot_plan
 
-    schedule = _schedule(args.schedule, args.set)
+    length = args.steps_per_epoch * (1 if args.schedule == "CosineRestart" else args.epochs)
+    schedule = _schedule(args.schedule, args.set, length)
     kwargs = _settings(args.plan_set, "--plan-set")
     kwargs["factors"] = _factors(args.factors)
     kwargs["bn"] = args.bn
