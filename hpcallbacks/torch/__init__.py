@@ -1,0 +1,29 @@
+"""Torch mechanics shared by the torch adapters (Lightning, HuggingFace): modules, optimizers, norms.
+
+Imports torch only (never a trainer). The adapters translate their framework's events into
+these calls:
+
+* :func:`discover_groups` -> :class:`LayerGroup` list, bottom to top;
+* :func:`regroup_optimizer` once at fit start (every parameter in the optimizer from the
+  beginning, one named param group per layer group x hyperparameter group, carrying its LR
+  factor), :func:`regroup_lr_scheduler` for a torch scheduler built before it;
+* :func:`set_group_lrs` per optimizer update (floats only);
+* :func:`apply_trainable` when a plan's stage changes (``requires_grad`` + BatchNorm policy);
+* :func:`swap_norms` / :class:`FrozenBatchNorm2d` before the optimizer and DDP exist;
+* :class:`LARS`, a torch optimizer.
+"""
+from __future__ import annotations
+
+from .freeze import apply_trainable, batch_norm_layers, is_kept_eval, keep_eval
+from .groups import BLOCK_LIST_NAMES, LayerGroup, discover_groups
+from .lars import LARS
+from .norms import FrozenBatchNorm2d, swap_norms
+from .optim import LR_KEYS, param_group_index, regroup_lr_scheduler, regroup_optimizer, set_group_lrs
+
+__all__ = [
+    "LayerGroup", "discover_groups", "BLOCK_LIST_NAMES",
+    "regroup_optimizer", "regroup_lr_scheduler", "set_group_lrs", "param_group_index", "LR_KEYS",
+    "apply_trainable", "batch_norm_layers", "keep_eval", "is_kept_eval",
+    "swap_norms", "FrozenBatchNorm2d",
+    "LARS",
+]
