@@ -1,0 +1,41 @@
+"""hpcallbacks for Keras 3 (any backend): the core's plans as callbacks that change a real ``fit``.
+
+>>> from hpcallbacks_keras import CosineRestart, StagedUnfreeze
+>>> callbacks = [CosineRestart(), StagedUnfreeze()]   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from ._groups import Group, discover_groups, resolve_groups
+from .callbacks import (
+    Constant,
+    CosineDecay,
+    CosineRestart,
+    Cyclic,
+    DiscriminativeLR,
+    ExponentialDecay,
+    FreezeBatchNorm,
+    HPCallback,
+    InverseSqrt,
+    InverseTimeDecay,
+    LearningRateSchedule,
+    LinearCosineDecay,
+    MultiStepDecay,
+    NoisyLinearCosineDecay,
+    OneCycle,
+    PiecewiseConstantDecay,
+    PolynomialDecay,
+    ReduceOnPlateau,
+    SlantedTriangular,
+    StagedUnfreeze,
+    StepDecay,
+    Warmup,
+    WarmupStableDecay,
+)
+
+__all__ = [
+    "Constant", "CosineDecay", "CosineRestart", "Cyclic", "DiscriminativeLR", "ExponentialDecay", "FreezeBatchNorm",
+    "HPCallback", "InverseSqrt", "InverseTimeDecay", "LearningRateSchedule", "LinearCosineDecay", "MultiStepDecay",
+    "NoisyLinearCosineDecay", "OneCycle", "PiecewiseConstantDecay", "PolynomialDecay", "ReduceOnPlateau",
+    "SlantedTriangular", "StagedUnfreeze", "StepDecay", "Warmup", "WarmupStableDecay",
+    "Group", "discover_groups", "resolve_groups",
+]

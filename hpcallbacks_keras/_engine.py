@@ -1,0 +1,548 @@
+"""The in-graph machinery shared by every hpcallbacks Keras callback (one engine per model).
+
+How the learning rate changes at every optimizer update without a host round-trip:
+
+* at the start of ``fit`` the engine evaluates the core's function of the update count (the
+  schedule, times any ReduceOnPlateau factor) into a float32 *window table* held in a
+  non-trainable ``keras.Variable`` (``table[t - offset]``), refilled from the host only when the
+  run leaves the window or a plateau reduction changes the future values;
+* the model's optimizer (the inner one of a ``LossScaleOptimizer``) gets three instance-level
+  wrappers: ``_backend_apply_gradients`` first assigns ``table[iterations - offset]`` to the
+  optimizer's own learning-rate variable (so weight decay, logging and checkpoints see the LR
+  in force), ``_backend_update_step`` calls the original once per layer group with
+  ``lr * factor[g]`` (per-group learning rates for any optimizer, Adam included) and
+  ``_apply_weight_decay`` applies decoupled weight decay per group with the same factor;
+* ``optimizer.iterations`` counts optimizer updates (Keras floor-divides its micro-batch counter
+  by ``gradient_accumulation_steps``), so with accumulation the table advances per update.
+
+Staged unfreezing: the optimizer holds every variable the plan will ever train; the trainable
+flags are set per stage and ``model.make_train_function(force=True)`` is called once when they
+change (never a recompile: iterations and slots stay). With ``steps_per_execution > 1`` a stage
+can start inside an execution block, where Python callbacks do not run: the block then trains
+the union of the groups of its updates, and each group that is not active at every update of
+the block is gated in-graph (``ops.cond`` on the plan's stage table), so a frozen group gets no
+update and no weight decay at exactly the updates the plan says.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from ._groups import Group, set_group_trainable
+
+_PATCHED = ("_backend_apply_gradients", "_backend_update_step", "_apply_weight_decay")
+_ENGINE_ATTR = "_hpcallbacks_engine"
+_INITIAL_LR_ATTR = "_hpcallbacks_initial_learning_rate"
+_WINDOW_MIN = 64
+_WINDOW_MAX = 1 << 16
+
+
+def inner_optimizer(optimizer: Any) -> Any:
+    """The optimizer that really updates variables (unwraps ``LossScaleOptimizer``)."""
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
+def _to_int(value: Any) -> int:
+    return int(np.asarray(ops.convert_to_numpy(value)))
+
+
+def _lr_is_variable(optimizer: Any) -> bool:
+    return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
+
+
+@dataclass
+class _Fit:
+    """What the callbacks of one ``fit`` call asked for (rebuilt at each fit)."""
+
+    token: Any
+    callbacks: list[Any] = field(default_factory=list)
+    schedule: tuple[Any, Callable[[int], float]] | None = None
+    plateau: tuple[Any, Any] | None = None
+    groups: tuple[Any, list[Group]] | None = None
+    factors: tuple[Any, tuple[float, ...]] | None = None
+    plan: tuple[Any, Any] | None = None
+    bn_policy: str = "freeze_stats"
+    frozen_bn: list[Any] = field(default_factory=list)
+    started: bool = False
+    logged_epoch: int | None = None
+    epoch_logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Trace:
+    """What the patched optimizer methods read while Keras traces the train step."""
+
+    table: Any = None
+    offset: Any = None
+    window: int = 0
+    var_group: dict[int, int] = field(default_factory=dict)
+    factors: tuple[float, ...] = ()
+    gated: frozenset[int] = frozenset()
+    starts: Any = None
+    masks: Any = None
+
+    @property
+    def grouped(self) -> bool:
+        return bool(self.var_group) and (bool(self.gated) or any(f != 1.0 for f in self.factors))
+
+
+def _name(owner: Any) -> str:
+    return type(owner).__name__
+
+
+class Engine:
+    """Per-model coordinator of the hpcallbacks callbacks of a ``fit`` call."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.fit: _Fit | None = None
+        self.trace = _Trace()
+        self.micro = 0
+        self.acc = 1
+        self.table = None
+        self.offset = None
+        self.window = 0
+        self.window_start = 0
+        self.host_table: np.ndarray | None = None
+        self.traced_union: tuple[bool, ...] | None = None
+        self.traced_gates: frozenset[int] = frozenset()
+        self.need_retrace = False
+        self.retraces = 0
+
+    # -- attachment ----------------------------------------------------------------------------
+    @classmethod
+    def of(cls, model: Any) -> Engine:
+        engine = model.__dict__.get(_ENGINE_ATTR)
+        if engine is None:
+            engine = cls(model)
+            object.__setattr__(model, _ENGINE_ATTR, engine)
+        engine.note_optimizer()
+        return engine
+
+    def note_optimizer(self) -> None:
+        """Remember the optimizer's learning rate as compiled, before any fit changes it."""
+        opt = getattr(self.model, "optimizer", None)
+        if opt is None:
+            return
+        opt = inner_optimizer(opt)
+        if _INITIAL_LR_ATTR not in opt.__dict__ and _lr_is_variable(opt):
+            object.__setattr__(opt, _INITIAL_LR_ATTR, float(ops.convert_to_numpy(opt._learning_rate)))
+
+    @property
+    def optimizer(self) -> Any:
+        opt = getattr(self.model, "optimizer", None)
+        if opt is None:
+            raise ValueError("model: compile the model with an optimizer before fit; hpcallbacks callbacks change "
+                             "the optimizer's learning rate and variables")
+        return inner_optimizer(opt)
+
+    def initial_learning_rate(self, who: str) -> float:
+        opt = self.optimizer
+        if _INITIAL_LR_ATTR in opt.__dict__:
+            return opt.__dict__[_INITIAL_LR_ATTR]
+        self.require_variable_lr(who)
+        return float(ops.convert_to_numpy(opt._learning_rate))
+
+    def require_variable_lr(self, who: str) -> None:
+        opt = self.optimizer
+        if not _lr_is_variable(opt):
+            raise ValueError(
+                f"{who}: the optimizer was compiled with learning_rate={opt._learning_rate!r}, a schedule object, "
+                f"so its learning rate cannot be set; {who} schedules it itself: compile with a float, e.g. "
+                f"{type(opt).__name__}(learning_rate=1e-3), and pass the schedule to {who} (or use "
+                "hpcallbacks_keras.LearningRateSchedule with the hpcallbacks equivalent of that schedule)")
+
+    # -- per-fit registration ------------------------------------------------------------------
+    def register(self, callback: Any) -> bool:
+        """Add ``callback`` to the current fit; True if it drives the engine (the first one)."""
+        token = callback.params
+        if self.fit is None or self.fit.token is not token or self.fit.started:
+            self.fit = _Fit(token=token)
+        self.fit.callbacks.append(callback)
+        return len(self.fit.callbacks) == 1
+
+    @property
+    def accumulation(self) -> int:
+        return int(getattr(self.optimizer, "gradient_accumulation_steps", None) or 1)
+
+    def steps_per_epoch(self, who: str, required: bool = True) -> int | None:
+        """Optimizer updates per epoch of the run (micro-batches // accumulation)."""
+        steps = (self.fit.callbacks[0].params or {}).get("steps") if self.fit else None
+        if steps is None:
+            if required:
+                raise ValueError(f"{who}: the number of steps per epoch is unknown (a dataset of unknown length): "
+                                 "pass steps_per_epoch= to fit, or give the lengths in updates explicitly")
+            return None
+        updates = int(steps) // self.accumulation
+        if updates < 1:
+            raise ValueError(f"{who}: an epoch of {steps} batches makes no optimizer update with "
+                             f"gradient_accumulation_steps={self.accumulation}; use more batches per epoch")
+        return updates
+
+    def epochs(self) -> int:
+        return int((self.fit.callbacks[0].params or {}).get("epochs") or 1) if self.fit else 1
+
+    def _claim(self, slot: str, owner: Any, value: Any, what: str) -> None:
+        current = getattr(self.fit, slot)
+        if current is not None and current[0] is not owner:
+            raise ValueError(f"{_name(owner)}: {_name(current[0])} already sets the {what} of this fit; pass one "
+                             f"{what} callback (compose schedules with hpcallbacks.Join or Warmup)")
+        setattr(self.fit, slot, (owner, value))
+
+    def set_schedule(self, owner: Any, fn: Callable[[int], float]) -> None:
+        self.require_variable_lr(_name(owner))
+        self._claim("schedule", owner, fn, "learning-rate schedule")
+
+    def set_plateau(self, owner: Any, plateau: Any) -> None:
+        self.require_variable_lr(_name(owner))
+        self._claim("plateau", owner, plateau, "plateau rule")
+
+    def set_groups(self, owner: Any, groups: list[Group], explicit: bool) -> list[Group]:
+        """Register layer groups; two callbacks of one fit must agree on them."""
+        if self.fit.groups is not None and self.fit.groups[0] is not owner:
+            other_owner, other = self.fit.groups
+            same = len(other) == len(groups) and all(
+                [id(layer) for layer in a.layers] == [id(layer) for layer in b.layers] for a, b in zip(other, groups))
+            if not same:
+                if not explicit:
+                    return other  # follow the callback that named its groups
+                if not getattr(other_owner, "_explicit_groups", False):
+                    self.fit.groups = (owner, groups)
+                    return groups
+                raise ValueError(f"{_name(owner)}: groups differ from those of {_name(other_owner)} "
+                                 f"({[g.name for g in groups]} vs {[g.name for g in other]}); pass the same groups= "
+                                 "to both")
+            return other
+        self.fit.groups = (owner, groups)
+        return groups
+
+    def set_factors(self, owner: Any, factors: tuple[float, ...]) -> None:
+        current = self.fit.factors
+        if current is not None and current[0] is not owner:
+            if all(f == 1.0 for f in factors):
+                return
+            if not all(f == 1.0 for f in current[1]) and tuple(current[1]) != tuple(factors):
+                raise ValueError(f"{_name(owner)}: per-group learning-rate factors are already set by "
+                                 f"{_name(current[0])}; give the factors once (DiscriminativeLR or the plan's factors)")
+        self._check_weight_decay(owner, factors)
+        self.fit.factors = (owner, tuple(float(f) for f in factors))
+
+    def _check_weight_decay(self, owner: Any, factors: Sequence[float]) -> None:
+        opt = self.optimizer
+        if getattr(opt, "weight_decay", None) and any(f != 1.0 for f in factors) and not _lr_is_variable(opt):
+            raise ValueError(f"{_name(owner)}: per-group factors with weight_decay need a float learning rate; the "
+                             f"optimizer was compiled with learning_rate={opt._learning_rate!r}: compile with a float "
+                             "and schedule it with an hpcallbacks LR callback")
+
+    def set_plan(self, owner: Any, resolved: Any, bn_policy: str) -> None:
+        self._claim("plan", owner, resolved, "freeze plan")
+        self.fit.bn_policy = bn_policy
+
+    def add_frozen_bn(self, owner: Any, layers: list[Any]) -> None:
+        self.fit.frozen_bn.extend(layers)
+
+    # -- flags ---------------------------------------------------------------------------------
+    def _groups(self) -> list[Group]:
+        return self.fit.groups[1] if self.fit and self.fit.groups else []
+
+    def apply_flags(self, union: Sequence[bool] | None) -> None:
+        groups = self._groups()
+        if union is not None:
+            for group, on in zip(groups, union):
+                set_group_trainable(group, bool(on), self.fit.bn_policy)
+        for bn in self.fit.frozen_bn:
+            bn.trainable = False
+
+    def ever_trainable_variables(self, masks: Sequence[Sequence[bool]]) -> list[Any]:
+        """Variables trainable in some stage (flags restored afterwards)."""
+        model = self.model
+        layer_flags = [(layer, layer._trainable) for layer in model._flatten_layers(include_self=False)]
+        var_flags = [(v, v.trainable) for v in model.weights]
+        ids: set[int] = set()
+        try:
+            for mask in dict.fromkeys(tuple(m) for m in masks):
+                self.apply_flags(mask)
+                ids.update(id(v) for v in model.trainable_variables)
+        finally:
+            for layer, flag in layer_flags:
+                layer._trainable = flag
+            for v, flag in var_flags:
+                v.trainable = flag
+        return [v for v in model.weights if id(v) in ids]
+
+    def ensure_optimizer_holds(self, owner: Any, variables: list[Any]) -> None:
+        """The optimizer must be built on every variable the plan will train (rebuilt if still fresh)."""
+        opt = self.optimizer
+        order = {id(v): i for i, v in enumerate(self.model.weights)}
+        if not opt.built:  # TF builds it lazily at the first trace: build it on everything the plan trains
+            wanted = {id(v): v for v in list(self.model.trainable_variables) + list(variables)}
+            self.model.optimizer.build(sorted(wanted.values(), key=lambda v: order.get(id(v), -1)))
+            return
+        known = getattr(opt, "_trainable_variables_indices", {})
+        missing = [v for v in variables if opt._var_key(v) not in known]
+        if not missing:
+            return
+        names = sorted({v.path for v in missing})[:8]
+        if _to_int(opt._iterations) != 0:
+            raise ValueError(
+                f"{_name(owner)}: the optimizer was built without the variables {names} (their layers were frozen "
+                "when fit built it) and has already trained, so it cannot take them now. Leave the layers trainable "
+                f"when you compile and call fit ({_name(owner)} freezes them itself), or build the optimizer on all of "
+                "them first: model.optimizer.build(model.trainable_variables) with every layer trainable")
+        wrapper = self.model.optimizer
+        try:
+            fresh = type(wrapper).from_config(wrapper.get_config())
+        except Exception as e:  # noqa: BLE001 - any failure means we cannot rebuild it safely
+            raise ValueError(
+                f"{_name(owner)}: the optimizer was built without the variables {names} (their layers were frozen "
+                f"before fit) and could not be rebuilt from its config ({e}); leave the layers trainable when you "
+                f"call fit ({_name(owner)} freezes them itself)") from None
+        initial = inner_optimizer(wrapper).__dict__.get(_INITIAL_LR_ATTR)
+        ordered = sorted({id(v): v for v in list(opt._trainable_variables) + variables}.values(),
+                         key=lambda v: order.get(id(v), -1))
+        fresh.build(ordered)
+        self.model.optimizer = fresh
+        if initial is not None:
+            object.__setattr__(inner_optimizer(fresh), _INITIAL_LR_ATTR, initial)
+
+    # -- the run -------------------------------------------------------------------------------
+    def lr_at(self, t: int) -> float:
+        fn = self.fit.schedule[1] if self.fit.schedule else None
+        base = fn(t) if fn is not None else self.initial_learning_rate("ReduceOnPlateau")
+        if self.fit.plateau is not None:
+            base = self.fit.plateau[1].apply(base)
+        return base
+
+    @property
+    def table_mode(self) -> bool:
+        return bool(self.fit and (self.fit.schedule or self.fit.plateau))
+
+    def start(self) -> None:
+        fit = self.fit
+        fit.started = True
+        opt = self.optimizer
+        self.acc = self.accumulation
+        self.micro = _to_int(opt._iterations)
+        u = self.micro // self.acc
+        if self.table_mode:
+            steps = self.steps_per_epoch("", required=False)
+            remaining = (steps * self.epochs() - u) if steps else 4 * 1024
+            spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
+            self.window = int(min(_WINDOW_MAX, max(_WINDOW_MIN, remaining + spe + 2)))
+            self.table = keras.Variable(np.zeros((self.window,), "float32"), trainable=False, dtype="float32",
+                                        name="hpcallbacks_lr_table")
+            self.offset = keras.Variable(0, trainable=False, dtype="int32", name="hpcallbacks_lr_offset")
+            self.fill(u)
+        else:
+            self.table = self.offset = None
+            self.host_table = None
+        self.patch(opt)
+        self.traced_union = None
+        self.traced_gates = frozenset()
+        self.need_retrace = True
+        if fit.plan is None:
+            self.apply_flags(None)
+
+    def fill(self, start: int) -> None:
+        """Evaluate the core's numbers for updates ``start .. start + window - 1`` into the table."""
+        values = np.array([self.lr_at(t) for t in range(start, start + self.window)], dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"the learning-rate schedule gave a non-finite value between updates {start} and "
+                             f"{start + self.window}")
+        self.host_table = values
+        self.window_start = start
+        self.table.assign(values.astype("float32"))
+        self.offset.assign(start)
+
+    def refill(self) -> None:
+        if self.table is not None:
+            self.fill(self.micro // self.acc)
+
+    def block_begin(self, begin: int) -> None:
+        """Before Keras runs the next execution block (``steps_per_execution`` micro-batches)."""
+        if not self.fit.started:
+            self.start()
+        steps = (self.fit.callbacks[0].params or {}).get("steps")
+        spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        n = spe if steps is None else max(1, min(spe, int(steps) - int(begin)))
+        first = self.micro // self.acc
+        last = (self.micro + n - 1) // self.acc
+        if self.table is not None and (first < self.window_start or last >= self.window_start + self.window):
+            self.fill(first)
+        union: tuple[bool, ...] | None = None
+        gates: frozenset[int] = frozenset()
+        plan = self.fit.plan[1] if self.fit.plan else None
+        if plan is not None:
+            masks = plan.masks[plan.stage_at(first): plan.stage_at(last) + 1]
+            union = tuple(any(m[g] for m in masks) for g in range(plan.num_groups))
+            gates = frozenset(g for g in range(plan.num_groups) if union[g] and not all(m[g] for m in masks))
+        if self.need_retrace or union != self.traced_union or not gates <= self.traced_gates:
+            if union != self.traced_union or self.need_retrace:
+                self.apply_flags(union)
+            self.traced_union = union
+            self.traced_gates = gates
+            self.need_retrace = False
+            self.trace = self._snapshot(gates)
+            self.model.make_train_function(force=True)
+            self.retraces += 1
+        self.micro += n
+
+    def resync(self) -> None:
+        """Read the device's update counter (once per epoch, only for data of unknown length)."""
+        self.micro = _to_int(self.optimizer._iterations)
+
+    def _snapshot(self, gates: frozenset[int]) -> _Trace:
+        groups = self._groups()
+        var_group: dict[int, int] = {}
+        for g, group in enumerate(groups):
+            for v in group.weights:
+                var_group.setdefault(id(v), g)
+                value = getattr(v, "value", None)
+                if value is not None:
+                    var_group.setdefault(id(value), g)
+        factors = self.fit.factors[1] if self.fit.factors else (1.0,) * len(groups)
+        plan = self.fit.plan[1] if self.fit.plan else None
+        starts = masks = None
+        if plan is not None and gates:
+            starts = np.asarray(plan.starts, dtype="int32")
+            masks = np.asarray(plan.masks, dtype=bool)
+        return _Trace(table=self.table, offset=self.offset, window=self.window, var_group=var_group,
+                      factors=tuple(factors), gated=gates, starts=starts, masks=masks)
+
+    def end(self) -> None:
+        """After fit: the optimizer gets its own methods back; the next fit re-traces without them."""
+        self.unpatch(self.optimizer)
+        self.trace = _Trace()
+        self.model.make_train_function(force=True)
+        self.fit = None
+
+    # -- logs ----------------------------------------------------------------------------------
+    def epoch_logs(self, epoch: int, logs: dict | None) -> None:
+        fit = self.fit
+        if fit is None or not fit.started:
+            return
+        if fit.logged_epoch != epoch:
+            fit.logged_epoch = epoch
+            fit.epoch_logs = self._log_values()
+        if logs is not None:
+            logs.update(fit.epoch_logs)
+
+    def _log_values(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        last = self.micro // self.acc - 1
+        if last < 0:
+            return out
+        groups = self._groups()
+        if self.table_mode:
+            i = last - self.window_start
+            base = float(self.host_table[i]) if self.host_table is not None and 0 <= i < self.window else \
+                self.lr_at(last)
+            out["learning_rate"] = base
+            factors = self.fit.factors[1] if self.fit.factors else ()
+            if factors and any(f != 1.0 for f in factors):
+                for group, f in zip(groups, factors):
+                    out[f"learning_rate/{group.name}"] = base * f
+        plan = self.fit.plan[1] if self.fit.plan else None
+        if plan is not None:
+            out["trainable_groups"] = float(sum(plan.trainable_at(last)))
+        return out
+
+    # -- optimizer wrappers --------------------------------------------------------------------
+    def patch(self, opt: Any) -> None:
+        self.unpatch(opt)
+        originals = {name: getattr(opt, name) for name in _PATCHED}
+        object.__setattr__(opt, "_backend_apply_gradients",
+                           functools.partial(_apply_gradients, self, opt, originals["_backend_apply_gradients"]))
+        object.__setattr__(opt, "_backend_update_step",
+                           functools.partial(_update_step, self, originals["_backend_update_step"]))
+        object.__setattr__(opt, "_apply_weight_decay",
+                           functools.partial(_weight_decay, self, opt, originals["_apply_weight_decay"]))
+
+    @staticmethod
+    def unpatch(opt: Any) -> None:
+        for name in _PATCHED:
+            if name in opt.__dict__:
+                object.__delattr__(opt, name)
+
+
+# -- what runs inside the train step ----------------------------------------------------------
+def _iteration(opt: Any) -> Any:
+    return ops.cast(opt.iterations, "int32")
+
+
+def _active(tr: _Trace, opt: Any, g: int) -> Any:
+    stage = ops.sum(ops.cast(ops.greater_equal(_iteration(opt), tr.starts), "int32")) - 1
+    return ops.take(ops.convert_to_tensor(tr.masks[:, g]), stage)
+
+
+def _buckets(tr: _Trace, grads: Sequence[Any] | None, variables: Sequence[Any]) -> dict[int, tuple[list, list]]:
+    out: dict[int, tuple[list, list]] = {}
+    for i, v in enumerate(variables):
+        g = tr.var_group.get(id(v), -1)
+        gs, vs = out.setdefault(g, ([], []))
+        if grads is not None:
+            gs.append(grads[i])
+        vs.append(v)
+    return out
+
+
+def _apply_gradients(engine: Engine, opt: Any, original: Callable, grads: Any, variables: Any) -> Any:
+    tr = engine.trace
+    if tr.table is not None:
+        index = ops.clip(_iteration(opt) - tr.offset, 0, tr.window - 1)
+        opt._learning_rate.assign(ops.cast(ops.take(tr.table, index), opt._learning_rate.dtype))
+    return original(grads, variables)
+
+
+def _update_step(engine: Engine, original: Callable, grads: Any, variables: Any, learning_rate: Any) -> Any:
+    tr = engine.trace
+    if not tr.grouped:
+        return original(grads, variables, learning_rate)
+    opt = inner_optimizer(engine.model.optimizer)
+    for g, (gs, vs) in _buckets(tr, grads, variables).items():
+        factor = tr.factors[g] if g >= 0 else 1.0
+        lr = learning_rate if factor == 1.0 else learning_rate * factor
+
+        def run(gs: list = gs, vs: list = vs, lr: Any = lr) -> None:
+            original(gs, vs, lr)
+
+        if g in tr.gated:
+            ops.cond(_active(tr, opt, g), run, lambda: None)
+        else:
+            run()
+    return None
+
+
+def _weight_decay(engine: Engine, opt: Any, original: Callable, variables: Any) -> Any:
+    tr = engine.trace
+    if getattr(opt, "weight_decay", None) is None or not tr.grouped:
+        return original(variables)
+    for g, (_, vs) in _buckets(tr, None, variables).items():
+        factor = tr.factors[g] if g >= 0 else 1.0
+
+        def run(vs: list = vs, factor: float = factor) -> None:
+            if factor == 1.0 or not _lr_is_variable(opt):
+                original(vs)
+                return
+            lr_var = opt._learning_rate
+            base = ops.convert_to_tensor(lr_var)
+            lr_var.assign(base * factor)
+            original(vs)
+            lr_var.assign(base)
+
+        if g in tr.gated:
+            ops.cond(_active(tr, opt, g), run, lambda: None)
+        else:
+            run()
+    return None
+
+
+__all__ = ["Engine", "inner_optimizer"]

@@ -1,0 +1,456 @@
+"""The hpcallbacks Keras callbacks: learning-rate schedules, plateau rule, fine-tuning plans.
+
+Every callback here drives the shared per-model :class:`~hpcallbacks_keras._engine.Engine`:
+the learning rate is read in-graph from a table of the core's numbers at every optimizer update
+(also with ``steps_per_execution > 1``, ``jit_compile=True``, ``gradient_accumulation_steps`` and
+``LossScaleOptimizer``), per-group factors scale each group's update, and stages re-trace the
+train step once. Arguments are checked when the callback is built or at ``on_train_begin``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+
+from hpcallbacks import schedules as S
+from hpcallbacks.plans import BN_POLICIES, FreezePlan, LRFactors
+
+from ._engine import Engine
+from ._groups import batch_norm_layers, resolve_groups
+
+__all__ = [
+    "HPCallback",
+    "LearningRateSchedule",
+    "Constant",
+    "ExponentialDecay",
+    "PiecewiseConstantDecay",
+    "PolynomialDecay",
+    "InverseTimeDecay",
+    "CosineDecay",
+    "CosineRestart",
+    "LinearCosineDecay",
+    "NoisyLinearCosineDecay",
+    "Warmup",
+    "StepDecay",
+    "MultiStepDecay",
+    "OneCycle",
+    "Cyclic",
+    "SlantedTriangular",
+    "InverseSqrt",
+    "WarmupStableDecay",
+    "ReduceOnPlateau",
+    "StagedUnfreeze",
+    "DiscriminativeLR",
+    "FreezeBatchNorm",
+]
+
+
+class HPCallback(keras.callbacks.Callback):
+    """Base of the callbacks that share the model's engine (see the module docstring).
+
+    The first hpcallbacks callback of a ``fit`` drives the engine: it starts it at the first
+    epoch (after every ``on_train_begin``, so ``BackupAndRestore`` has restored the optimizer's
+    update count), prepares each execution block in ``on_train_batch_begin`` (a few integer
+    comparisons; it never reads a device value), and writes the LR logs at each epoch end.
+    It defines no ``on_train_batch_end``, so Keras keeps dispatching batch ends asynchronously.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._engine: Engine | None = None
+        self._driver = False
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        self._engine = Engine.of(model)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine.of(self.model)
+        return self._engine
+
+    def setup(self, engine: Engine) -> None:
+        """Register with the engine; raise ValueError for what the model or run does not allow."""
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        engine = self.engine
+        self._driver = engine.register(self)
+        self.setup(engine)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if not self._driver:
+            return
+        engine = self.engine
+        if not engine.fit.started:
+            engine.start()
+        elif (self.params or {}).get("steps") is None:
+            engine.resync()
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self._driver:
+            self.engine.block_begin(batch)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.engine.epoch_logs(epoch, logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._driver and self.engine.fit is not None:
+            self.engine.end()
+
+
+# -- learning-rate schedules ----------------------------------------------------------------------
+class LearningRateSchedule(HPCallback):
+    """Apply any core schedule (``hpcallbacks.schedules``) to the optimizer at every update.
+
+    ``schedule(t)`` is the learning rate of update ``t`` (``t = optimizer.iterations``, counting
+    updates, not micro-batches). The optimizer must be compiled with a float learning rate
+    (a Keras schedule object cannot be set: ``ValueError`` at ``on_train_begin``).
+
+    >>> import hpcallbacks as hp
+    >>> cb = LearningRateSchedule(hp.CosineDecay(1e-3, decay_steps=1000))
+    >>> cb.schedule
+    CosineDecay(initial_learning_rate=0.001, decay_steps=1000.0, alpha=0.0, warmup_target=None, warmup_steps=0.0)
+    """
+
+    def __init__(self, schedule: S.Schedule | float) -> None:
+        super().__init__()
+        self.schedule = S.as_schedule(schedule, "schedule")
+
+    def build_schedule(self, engine: Engine) -> S.Schedule:
+        return self.schedule
+
+    def setup(self, engine: Engine) -> None:
+        schedule = self.build_schedule(engine)
+        self.resolved_schedule = schedule
+        engine.set_schedule(self, schedule)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"schedule": S.serialize(self.schedule)}
+
+
+class _Context:
+    """What family defaults are computed from: the compiled LR and the run's lengths."""
+
+    def __init__(self, who: str, engine: Engine | None, given: dict[str, Any]) -> None:
+        self.who = who
+        self.engine = engine
+        self.given = given
+
+    @property
+    def lr(self) -> float:
+        return 1.0 if self.engine is None else self.engine.initial_learning_rate(self.who)
+
+    @property
+    def upe(self) -> int:
+        return 1000 if self.engine is None else int(self.engine.steps_per_epoch(self.who))
+
+    @property
+    def total(self) -> int:
+        return 1000 if self.engine is None else self.upe * self.engine.epochs()
+
+
+_REQUIRED = object()
+
+
+class _Family(LearningRateSchedule):
+    """A callback for one core family; arguments as in the core, with run-derived defaults."""
+
+    core: type[S.Schedule]
+    defaults: dict[str, Callable[[_Context], Any]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        HPCallback.__init__(self)
+        bound = self.__signature__.bind(*args, **kwargs)
+        bound.apply_defaults()
+        self.arguments = dict(bound.arguments)
+        missing = [k for k, v in self.arguments.items() if v is None and k not in self.defaults
+                   and self._core_default(k) is _REQUIRED]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: {missing[0]} must be given (it has no default)")
+        self.schedule = self._build(_Context(type(self).__name__, None, self.arguments))  # checks the arguments
+
+    @classmethod
+    def _core_default(cls, name: str) -> Any:
+        for f in dataclasses.fields(cls.core):
+            if f.name == name:
+                return _REQUIRED if f.default is dataclasses.MISSING else f.default
+        return _REQUIRED
+
+    def _build(self, ctx: _Context) -> S.Schedule:
+        kwargs = {}
+        for name, value in self.arguments.items():
+            if value is None and name in self.defaults:
+                value = self.defaults[name](ctx)
+            elif value is None and self._core_default(name) is not _REQUIRED:
+                value = self._core_default(name)
+            kwargs[name] = value
+        try:
+            return self.core(**kwargs)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: {e}") from None
+
+    def build_schedule(self, engine: Engine) -> S.Schedule:
+        return self._build(_Context(type(self).__name__, engine, self.arguments))
+
+    def get_config(self) -> dict[str, Any]:
+        return {k: (S.serialize(v) if isinstance(v, S.Schedule) else v) for k, v in self.arguments.items()}
+
+    def __repr__(self) -> str:
+        given = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items() if v is not None)
+        return f"{type(self).__name__}({given})"
+
+
+def _family(core: type[S.Schedule], defaults: dict[str, Callable[[_Context], Any]], note: str) -> type[_Family]:
+    params = []
+    for f in dataclasses.fields(core):
+        if not f.init:
+            continue
+        default = None if (f.name in defaults or f.default is dataclasses.MISSING) else f.default
+        params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+    doc = (f"Callback for the core :class:`hpcallbacks.{core.__name__}` (same arguments, same numbers).\n\n"
+           f"Defaults taken from the run: {note}\n\nThe core's description:\n\n" + inspect.cleandoc(core.__doc__ or ""))
+    doc = doc.replace(">>>", "...")  # the core's examples are the core's doctests
+    cls = type(core.__name__, (_Family,), {
+        "core": core, "defaults": defaults, "__doc__": doc, "__module__": __name__,
+        "__signature__": inspect.Signature(params),
+    })
+    return cls
+
+
+_LR = lambda c: c.lr
+_UPE = lambda c: c.upe
+_TOTAL = lambda c: c.total
+_NOTE_LR = "``initial_learning_rate`` = the compiled optimizer's learning rate"
+
+Constant = _family(S.Constant, {"value": _LR}, "``value`` = the compiled learning rate.")
+ExponentialDecay = _family(
+    S.ExponentialDecay, {"initial_learning_rate": _LR, "decay_steps": _TOTAL, "decay_rate": lambda c: 0.1},
+    f"{_NOTE_LR}; ``decay_steps`` = all updates of the run and ``decay_rate`` = 0.1 (the LR ends 10x lower).")
+PiecewiseConstantDecay = _family(S.PiecewiseConstantDecay, {}, "none (``boundaries`` count updates).")
+PolynomialDecay = _family(S.PolynomialDecay, {"initial_learning_rate": _LR, "decay_steps": _TOTAL},
+                          f"{_NOTE_LR}; ``decay_steps`` = all updates of the run.")
+InverseTimeDecay = _family(
+    S.InverseTimeDecay, {"initial_learning_rate": _LR, "decay_steps": _UPE, "decay_rate": lambda c: 1.0},
+    f"{_NOTE_LR}; ``decay_steps`` = updates per epoch and ``decay_rate`` = 1 (``lr / (1 + epochs done)``).")
+CosineDecay = _family(
+    S.CosineDecay, {"initial_learning_rate": _LR,
+                    "decay_steps": lambda c: max(1, c.total - int(c.given.get("warmup_steps") or 0))},
+    f"{_NOTE_LR}; ``decay_steps`` = all updates of the run after the warmup.")
+CosineRestart = _family(S.CosineRestart, {"initial_learning_rate": _LR, "first_decay_steps": _UPE},
+                        f"{_NOTE_LR}; ``first_decay_steps`` = updates per epoch (restarts after the first epoch).")
+LinearCosineDecay = _family(S.LinearCosineDecay, {"initial_learning_rate": _LR, "decay_steps": _TOTAL},
+                            f"{_NOTE_LR}; ``decay_steps`` = all updates of the run.")
+NoisyLinearCosineDecay = _family(S.NoisyLinearCosineDecay, {"initial_learning_rate": _LR, "decay_steps": _TOTAL},
+                                 f"{_NOTE_LR}; ``decay_steps`` = all updates of the run.")
+Warmup = _family(S.Warmup, {"schedule": lambda c: S.Constant(c.lr), "warmup_steps": _UPE},
+                 "``schedule`` = the compiled learning rate held constant; ``warmup_steps`` = one epoch of updates.")
+StepDecay = _family(S.StepDecay, {"initial_learning_rate": _LR, "step_size": _UPE},
+                    f"{_NOTE_LR}; ``step_size`` = updates per epoch (torch ``StepLR`` stepped per epoch).")
+MultiStepDecay = _family(S.MultiStepDecay, {"initial_learning_rate": _LR},
+                         f"{_NOTE_LR} (``milestones`` count updates).")
+OneCycle = _family(S.OneCycle, {"max_lr": _LR, "total_steps": _TOTAL},
+                   "``max_lr`` = the compiled learning rate; ``total_steps`` = all updates of the run.")
+Cyclic = _family(
+    S.Cyclic, {"max_lr": _LR, "base_lr": lambda c: (c.given.get("max_lr") or c.lr) / 10.0,
+               "step_size_up": _UPE},
+    "``max_lr`` = the compiled learning rate, ``base_lr`` = max_lr / 10, ``step_size_up`` = one epoch.")
+SlantedTriangular = _family(S.SlantedTriangular, {"max_lr": _LR, "total_steps": _TOTAL},
+                            "``max_lr`` = the compiled learning rate; ``total_steps`` = all updates of the run.")
+InverseSqrt = _family(S.InverseSqrt, {"initial_learning_rate": _LR}, _NOTE_LR + ".")
+
+
+def _wsd_part(name: str) -> Callable[[_Context], int]:
+    def default(c: _Context) -> int:
+        total = c.total
+        warm = c.given.get("warmup_steps")
+        decay = c.given.get("decay_steps")
+        warm = max(1, round(0.1 * total)) if warm is None else warm
+        decay = max(1, round(0.1 * total)) if decay is None else decay
+        return {"warmup_steps": warm, "decay_steps": decay, "stable_steps": max(0, total - warm - decay)}[name]
+    return default
+
+
+WarmupStableDecay = _family(
+    S.WarmupStableDecay, {"initial_learning_rate": _LR, "warmup_steps": _wsd_part("warmup_steps"),
+                          "stable_steps": _wsd_part("stable_steps"), "decay_steps": _wsd_part("decay_steps")},
+    f"{_NOTE_LR}; warmup and decay = 10% of the run's updates each, stable = the rest.")
+
+
+# -- plateau ----------------------------------------------------------------------------------------
+class ReduceOnPlateau(HPCallback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stops improving (core rule).
+
+    Composes with any hpcallbacks LR callback of the same fit (``lr = max(schedule(t) * factor**k,
+    min(schedule(t), min_lr))``), or with the compiled learning rate alone. Unlike Keras'
+    ``ReduceLROnPlateau`` it works when the learning rate is scheduled. The reduced values are
+    written into the in-graph table at the epoch end (no re-trace). Arguments as in
+    :class:`hpcallbacks.ReduceOnPlateau`. Its state (best value, wait, reductions) restarts at
+    each ``fit``; it is not part of a ``BackupAndRestore`` checkpoint.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",
+                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, convention: str = "keras",
+                 threshold_mode: str | None = None, verbose: int = 0) -> None:
+        super().__init__()
+        self.plateau = S.ReduceOnPlateau(monitor=monitor, factor=factor, patience=patience, mode=mode,
+                                         min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
+                                         convention=convention, threshold_mode=threshold_mode)
+        self.verbose = verbose
+
+    def setup(self, engine: Engine) -> None:
+        self.plateau.reset()
+        engine.set_plateau(self, self.plateau)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        value = (logs or {}).get(self.plateau.monitor)
+        if value is None:
+            warnings.warn(f"ReduceOnPlateau: monitor {self.plateau.monitor!r} is not in the logs "
+                          f"(available: {sorted(logs or {})}); pass monitor= one of them", stacklevel=2)
+            return
+        before = self.plateau.reductions
+        self.plateau.update(float(value))
+        if self.plateau.reductions != before:
+            self.engine.refill()
+            if self.verbose:
+                print(f"\nEpoch {epoch + 1}: ReduceOnPlateau: learning rate x {self.plateau.current_factor:g}")
+
+
+# -- fine-tuning ------------------------------------------------------------------------------------
+class _Grouped(HPCallback):
+    def __init__(self, groups: Sequence[Any] | None) -> None:
+        super().__init__()
+        if groups is not None and (isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence)
+                                   or not groups):
+            raise ValueError(f"groups must be a non-empty list of layer names / regexes / layers (bottom to top), "
+                             f"or None to discover them; got {groups!r}")
+        self.groups = groups
+        self._explicit_groups = groups is not None
+
+    def resolve_groups(self, engine: Engine) -> list[Any]:
+        try:
+            found = resolve_groups(self.model, self.groups)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}: {e}") from None
+        self.resolved_groups = engine.set_groups(self, found, self._explicit_groups)
+        return self.resolved_groups
+
+
+class StagedUnfreeze(_Grouped):
+    """Unfreeze layer groups in stages (handbook H5 way 2), really, inside one ``fit``.
+
+    ``plan`` is a :class:`hpcallbacks.FreezePlan` (default ``FreezePlan.gradual(every_epochs=1)``:
+    the top group, then one more group every epoch); ``groups`` lists the layer groups bottom to
+    top (layer names, regular expressions over whole layer names, layers, or lists of those;
+    default: the top-level layers with weights, a nested base model opened into its layers);
+    ``bn`` overrides the plan's BatchNorm policy for frozen groups (``"freeze_stats"``: inference
+    mode, moving statistics kept; ``"train"``: batch statistics and moving averages as in training,
+    affine weights frozen; ``"freeze_all"``: every BatchNorm in inference mode, always).
+
+    At each stage the trainable flags change and the train step is re-traced once
+    (``make_train_function(force=True)``); the optimizer keeps its slots and ``iterations``. The
+    optimizer must hold every variable the plan will train: leave the layers trainable when you
+    compile (the callback freezes them); a fresh optimizer built without them is rebuilt. The
+    plan's LR factors apply per group (see :class:`DiscriminativeLR`). With
+    ``steps_per_execution > 1`` a stage starting inside an execution block is applied exactly by
+    an in-graph gate; BatchNorm layers of a group unfrozen inside a block switch to training mode
+    at the start of that block.
+    """
+
+    def __init__(self, plan: FreezePlan | None = None, groups: Sequence[Any] | None = None,
+                 bn: str | None = None) -> None:
+        super().__init__(groups)
+        if plan is None:
+            plan = FreezePlan.gradual(every_epochs=1)
+        if not isinstance(plan, FreezePlan):
+            raise ValueError(f"plan must be a hpcallbacks.FreezePlan (e.g. FreezePlan.gradual()); got {plan!r}")
+        if bn is not None and bn not in BN_POLICIES:
+            raise ValueError(f"bn must be one of {', '.join(map(repr, BN_POLICIES))} or None; got {bn!r}")
+        self.plan = plan
+        self.bn = bn
+
+    def setup(self, engine: Engine) -> None:
+        groups = self.resolve_groups(engine)
+        steps = engine.steps_per_epoch("StagedUnfreeze", required=self.plan.unit == "epoch")
+        try:
+            resolved = self.plan.resolve(len(groups), steps)
+        except ValueError as e:
+            raise ValueError(f"StagedUnfreeze: {e} (the model has {len(groups)} groups: "
+                             f"{[g.name for g in groups]})") from None
+        self.resolved_plan = resolved
+        engine.set_plan(self, resolved, self.bn or resolved.bn)
+        engine.set_factors(self, resolved.factors)
+        engine.ensure_optimizer_holds(self, engine.ever_trainable_variables(resolved.masks))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"plan": self.plan.get_config(), "groups": self.groups, "bn": self.bn}
+
+
+class DiscriminativeLR(_Grouped):
+    """Per-group learning-rate factors (handbook H5 way 1): ``lr_g = lr * factor[g]``, top group 1.
+
+    ``factors`` is a :class:`hpcallbacks.LRFactors` (default ``LRFactors.geometric(2.6)``, ULMFiT),
+    a list of numbers (one per group, divided by the last), or a ``FreezePlan`` (its factors).
+    Works with any Keras optimizer (each group's update step is called with its own learning rate,
+    so Adam's normalisation is not undone as gradient scaling would be), composes with any LR
+    callback and with :class:`StagedUnfreeze`; decoupled weight decay is scaled per group too.
+    """
+
+    def __init__(self, factors: LRFactors | Sequence[float] | FreezePlan | None = None,
+                 groups: Sequence[Any] | None = None) -> None:
+        super().__init__(groups)
+        if factors is None:
+            factors = LRFactors.geometric(2.6)
+        elif isinstance(factors, FreezePlan):
+            factors = factors.factors
+        elif not isinstance(factors, LRFactors):
+            if isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence):
+                raise ValueError(f"factors must be an LRFactors, a list of numbers or a FreezePlan; got {factors!r}")
+            factors = LRFactors.explicit(factors)
+        self.factors = factors
+
+    def setup(self, engine: Engine) -> None:
+        groups = self.resolve_groups(engine)
+        try:
+            resolved = self.factors.resolve(len(groups))
+        except ValueError as e:
+            raise ValueError(f"DiscriminativeLR: {e} ({[g.name for g in groups]}); give one factor per group or "
+                             "pass groups=") from None
+        self.resolved_factors = resolved
+        engine.set_factors(self, resolved)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"factors": self.factors.get_config(), "groups": self.groups}
+
+
+class FreezeBatchNorm(HPCallback):
+    """Keep BatchNormalization layers in inference mode for the whole fit (handbook H4, H6).
+
+    Their moving statistics stay as loaded and their affine weights stay fixed (Keras ties both to
+    ``layer.trainable``; for a BatchNorm-free replacement use :func:`hpcallbacks_keras.swap_norms`).
+    ``layers``: names / regular expressions / layers to restrict it to (default: every
+    BatchNormalization in the model, nested ones included). One re-trace at the start of fit.
+    """
+
+    def __init__(self, layers: Sequence[Any] | None = None) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def setup(self, engine: Engine) -> None:
+        if self.layers is None:
+            found = batch_norm_layers(self.model)
+        else:
+            try:
+                groups = resolve_groups(self.model, list(self.layers))
+            except ValueError as e:
+                raise ValueError(f"FreezeBatchNorm: {e}".replace("groups[", "layers[")) from None
+            found = [bn for g in groups for layer in g.layers for bn in batch_norm_layers(layer)]
+            if not found:
+                raise ValueError(f"FreezeBatchNorm: layers {list(self.layers)!r} contain no BatchNormalization layer")
+        self.frozen = found
+        engine.add_frozen_bn(self, found)
