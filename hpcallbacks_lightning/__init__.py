@@ -1,0 +1,51 @@
+"""hpcallbacks for PyTorch Lightning: the core's schedules and plans as Lightning callbacks.
+
+``hpcallbacks_lightning.X`` subclasses ``lightning.pytorch.Callback`` (or
+``pytorch_lightning.Callback`` when only ``pytorch_lightning`` is installed);
+``hpcallbacks_lightning.pl.X`` is the same callback on ``pytorch_lightning.Callback``. Use the one
+matching your ``Trainer``'s package; both have the same names, arguments and numbers, and their
+checkpoint states are interchangeable.
+
+>>> from hpcallbacks_lightning import CosineRestart, StagedUnfreeze   # doctest: +SKIP
+>>> Trainer(callbacks=[CosineRestart(), StagedUnfreeze(FreezePlan.gradual(every_epochs=1))])  # doctest: +SKIP
+
+Callbacks: ``LearningRateSchedule(schedule)`` and one per core schedule family
+(``CosineRestart``, ``CosineDecay``, ``ExponentialDecay``, ``OneCycle``, ``Warmup``, ...),
+``ReduceOnPlateau``, ``StagedUnfreeze``, ``DiscriminativeLR``, ``FreezeBatchNorm``, ``SwapNorm``.
+"""
+from __future__ import annotations
+
+try:
+    from lightning.pytorch import Callback as _Callback
+except ImportError:  # pragma: no cover - only pytorch_lightning installed
+    from pytorch_lightning import Callback as _Callback
+
+from ._impl import build as _build
+
+_classes = _build(_Callback, __name__)
+
+LearningRateSchedule = _classes["LearningRateSchedule"]
+Constant = _classes["Constant"]
+ExponentialDecay = _classes["ExponentialDecay"]
+PiecewiseConstantDecay = _classes["PiecewiseConstantDecay"]
+PolynomialDecay = _classes["PolynomialDecay"]
+InverseTimeDecay = _classes["InverseTimeDecay"]
+CosineDecay = _classes["CosineDecay"]
+CosineRestart = _classes["CosineRestart"]
+LinearCosineDecay = _classes["LinearCosineDecay"]
+NoisyLinearCosineDecay = _classes["NoisyLinearCosineDecay"]
+Warmup = _classes["Warmup"]
+StepDecay = _classes["StepDecay"]
+MultiStepDecay = _classes["MultiStepDecay"]
+OneCycle = _classes["OneCycle"]
+Cyclic = _classes["Cyclic"]
+SlantedTriangular = _classes["SlantedTriangular"]
+InverseSqrt = _classes["InverseSqrt"]
+WarmupStableDecay = _classes["WarmupStableDecay"]
+ReduceOnPlateau = _classes["ReduceOnPlateau"]
+StagedUnfreeze = _classes["StagedUnfreeze"]
+DiscriminativeLR = _classes["DiscriminativeLR"]
+FreezeBatchNorm = _classes["FreezeBatchNorm"]
+SwapNorm = _classes["SwapNorm"]
+
+__all__ = sorted(_classes)

@@ -1,0 +1,712 @@
+"""The callbacks' behaviour, independent of the Lightning namespace.
+
+Each class here is a mixin with the Lightning hook methods; :mod:`hpcallbacks_lightning` and
+:mod:`hpcallbacks_lightning.pl` combine them with the ``Callback`` base of ``lightning.pytorch``
+and ``pytorch_lightning`` respectively. Nothing here imports Lightning: the trainer and the
+module are used through their public attributes only.
+
+When things happen in a ``Trainer.fit`` (Lightning 2.6):
+
+``setup``            groups discovered, plans checked, norms swapped, ``requires_grad`` of every
+                     group a stage will train set (before DDP wraps the model);
+``on_fit_start``     after ``configure_optimizers`` and after callback states were restored from
+                     ``ckpt_path``, before the optimizer state is restored: the optimizer is
+                     regrouped (one named group per layer group), user LR schedulers are
+                     expanded to the new groups or refused;
+``on_train_start``   after the checkpoint's loop state is restored (``trainer.global_step`` is the
+                     resumed update count) and the data is set up (steps per epoch known): plans
+                     and default schedule lengths resolved, the stage of ``global_step`` applied;
+``on_train_batch_start``  per micro-batch, one integer comparison; on the first micro-batch of
+                     each optimizer update the LR (and, at a stage boundary, the trainable set)
+                     is set for that update, so with ``accumulate_grad_batches=k`` it changes
+                     once per update, never per micro-batch;
+``on_before_optimizer_step``  logging, every ``log_every_n_steps`` updates.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from hpcallbacks import schedules as S
+from hpcallbacks.plans import BN_POLICIES, FreezePlan, LRFactors, Recommendation, ResolvedPlan
+from hpcallbacks.torch import (
+    LayerGroup,
+    apply_trainable,
+    batch_norm_layers,
+    discover_groups,
+    keep_eval,
+    regroup_lr_scheduler,
+    regroup_optimizer,
+    set_group_lrs,
+    swap_norms,
+)
+
+log = logging.getLogger("hpcallbacks")
+
+_LOG_KW = dict(on_step=True, on_epoch=False, prog_bar=False, logger=True, batch_size=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+def _fitting(stage: Any) -> bool:
+    return str(getattr(stage, "value", stage)) == "fit"
+
+
+def _run_lengths(trainer: Any) -> tuple[int | None, float]:
+    """(updates per epoch or None for an iterable data set, total updates (may be inf))."""
+    batches = trainer.num_training_batches
+    acc = max(1, int(trainer.accumulate_grad_batches))
+    spe = None if batches == float("inf") else max(1, math.ceil(batches / acc))
+    return spe, trainer.estimated_stepping_batches
+
+
+def _is_ddp(trainer: Any) -> bool:
+    return getattr(trainer, "world_size", 1) > 1 and hasattr(trainer.strategy, "_ddp_kwargs")
+
+
+def _should_log(trainer: Any, step: int) -> bool:
+    """Log on the trainer's logging steps, and only when it has a logger."""
+    every = getattr(trainer, "log_every_n_steps", 50) or 50
+    return step % every == 0 and bool(getattr(trainer, "loggers", None))
+
+
+def _peers(trainer: Any, kind: type) -> list[Any]:
+    return [cb for cb in trainer.callbacks if isinstance(cb, kind)]
+
+
+def _group_spec(groups: Any, pl_module: Any) -> Any:
+    return groups(pl_module) if callable(groups) else groups
+
+
+def _split_by_optimizer(groups: Sequence[LayerGroup], optimizers: Sequence[Any]) -> list[list[LayerGroup]]:
+    """With several optimizers, each gets the part of every group it already holds."""
+    if len(optimizers) == 1:
+        return [list(groups)]
+    owner: dict[int, int] = {}
+    for i, opt in enumerate(optimizers):
+        for g in opt.param_groups:
+            for p in g["params"]:
+                owner.setdefault(id(p), i)
+    orphans = [f"{g.name}" for g in groups for p in g.params if id(p) not in owner]
+    if orphans:
+        raise ValueError(
+            f"with {len(optimizers)} optimizers every grouped parameter must already be in one of them; "
+            f"parameters of group(s) {sorted(set(orphans))} are in none: add them to an optimizer in "
+            "configure_optimizers, or pass groups= covering one optimizer's modules only")
+    out: list[list[LayerGroup]] = [[] for _ in optimizers]
+    for i in range(len(optimizers)):
+        for g in groups:
+            params = tuple(p for p in g.params if owner[id(p)] == i)
+            if params:
+                out[i].append(LayerGroup(g.name, g.modules, params))
+    return out
+
+
+def _regroup(trainer: Any, groups: Sequence[LayerGroup], factors: Sequence[float]) -> None:
+    optimizers = list(trainer.optimizers)
+    if not optimizers:
+        raise ValueError("configure_optimizers returned no optimizer; StagedUnfreeze/DiscriminativeLR need one")
+    by_name = {g.name: f for g, f in zip(groups, factors, strict=True)}
+    for opt, part in zip(optimizers, _split_by_optimizer(groups, optimizers), strict=True):
+        if part:
+            regroup_optimizer(opt, part, [by_name[g.name] for g in part])
+    for config in getattr(trainer, "lr_scheduler_configs", []) or []:
+        for opt in optimizers:
+            regroup_lr_scheduler(config.scheduler, opt)
+
+
+# ----------------------------------------------------------------------------------------------
+# learning-rate schedules
+class _ScheduleBase:
+    """Owns the learning rate: sets ``lr = schedule(update) x factor of the group`` once per update."""
+
+    def __init__(self, log: bool = True) -> None:
+        if not isinstance(log, bool):
+            raise ValueError(f"log must be True or False; got {log!r}")
+        self.log_lr = log
+        self.schedule: S.Schedule | None = None  # the resolved schedule of this run
+        self._loaded = False
+        self._initial_lr: float | None = None
+        self._last_step = -1
+        self._lr = 0.0
+        self._multipliers: list[Any] = []
+
+    # subclasses: the schedule of this run from the optimizer's LR and the run's lengths
+    def _make_schedule(self, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
+        raise NotImplementedError
+
+    def _owns_lr(self) -> bool:
+        return True
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        owners = [cb for cb in _peers(trainer, _ScheduleBase) if not isinstance(cb, ReduceOnPlateauMixin)]
+        if len(owners) > 1:
+            names = ", ".join(type(cb).__name__ for cb in owners)
+            raise ValueError(f"callbacks holds {len(owners)} learning-rate schedules ({names}); keep one "
+                             "(combine schedules with hpcallbacks.Join or Warmup)")
+        if not self._owns_lr():
+            return
+        configs = getattr(trainer, "lr_scheduler_configs", []) or []
+        if configs:
+            names = ", ".join(type(c.scheduler).__name__ for c in configs)
+            raise ValueError(
+                f"configure_optimizers returns an LR scheduler ({names}) and the {type(self).__name__} callback "
+                "also sets the learning rate: return only the optimizer from configure_optimizers, or remove "
+                f"{type(self).__name__} from callbacks")
+        if not trainer.optimizers:
+            raise ValueError(f"{type(self).__name__} needs an optimizer; configure_optimizers returned none")
+        first = trainer.optimizers[0].param_groups[0]
+        lr = first.get("base_lr", first["lr"])
+        self._initial_lr = float(lr.item() if hasattr(lr, "item") else lr)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._last_step = -1
+        self._multipliers = [cb for cb in _peers(trainer, ReduceOnPlateauMixin) if cb is not self and not cb._owns]
+        if not self._owns_lr():
+            return
+        if not self._loaded or self.schedule is None:
+            spe, total = _run_lengths(trainer)
+            self.schedule = self._make_schedule(self._initial_lr or 0.0, spe, total)
+        self._loaded = False
+
+    def _lr_at(self, step: int) -> float:
+        lr = self.schedule(step)  # type: ignore[misc]
+        for m in self._multipliers:
+            lr = m.plateau.apply(lr)
+        return lr
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step != self._last_step and self._owns_lr():
+            self._last_step = step
+            lr = self._lr = self._lr_at(step)
+            for opt in trainer.optimizers:
+                set_group_lrs(opt, lr)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self.log_lr and self._owns_lr() and _should_log(trainer, trainer.global_step):
+            pl_module.log("lr", self._lr, **_LOG_KW)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.schedule is None:
+            return {}
+        return {"schedule": S.serialize(self.schedule), "initial_lr": self._initial_lr}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("schedule"):
+            self.schedule = S.deserialize(state_dict["schedule"])
+            self._initial_lr = state_dict.get("initial_lr")
+            self._loaded = True
+
+
+class LearningRateScheduleMixin(_ScheduleBase):
+    """Any core schedule as the learning rate of every update: ``lr = schedule(update) x group factor``.
+
+    ``schedule``: a :class:`hpcallbacks.Schedule` (or a number, a constant LR). The schedule
+    counts optimizer updates (``trainer.global_step``), so ``accumulate_grad_batches`` does not
+    change it. Refuses (``ValueError`` at fit start) an LR scheduler returned by
+    ``configure_optimizers``: the callback owns the LR. Per-group factors come from
+    ``StagedUnfreeze`` / ``DiscriminativeLR`` (the ``"lr_factor"`` of each param group, 1 when
+    absent). Logs ``lr``. State (the schedule) is saved in checkpoints.
+    """
+
+    def __init__(self, schedule: S.Schedule | float, *, log: bool = True) -> None:
+        super().__init__(log=log)
+        self._given = S.as_schedule(schedule)
+
+    def _make_schedule(self, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
+        return self._given
+
+
+_REQUIRED = inspect.Parameter.empty
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED = _Missing()
+
+
+def _lr_default(name: str) -> bool:
+    return name in ("initial_learning_rate", "max_lr", "value")
+
+
+def family_mixin(name: str, core: type[S.Schedule], epoch: tuple[str, ...] = (), total: tuple[str, ...] = (),
+                 doc: str = "") -> type:
+    """A callback mixin for one core family: the family's arguments, LR and lengths defaulted.
+
+    LR arguments (``initial_learning_rate``, ``max_lr``, ``value``; ``Warmup``'s ``schedule``)
+    default to the optimizer's LR; ``epoch`` lengths to the run's updates per epoch; ``total``
+    lengths to the run's total updates (``trainer.estimated_stepping_batches``).
+    """
+    core_sig = inspect.signature(core)
+    params = []
+    defaulted = set(epoch) | set(total)
+    for p in core_sig.parameters.values():
+        if _lr_default(p.name) or p.name in defaulted or (core is S.Warmup and p.name == "schedule"):
+            default: Any = None
+        elif p.default is _REQUIRED:
+            default = REQUIRED
+        else:
+            default = p.default
+        params.append(inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+    params.append(inspect.Parameter("log", inspect.Parameter.KEYWORD_ONLY, default=True))
+    signature = inspect.Signature(params)
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise ValueError(f"{name}: {e}") from None
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        _ScheduleBase.__init__(self, log=arguments.pop("log"))
+        missing = [k for k, v in arguments.items() if v is REQUIRED]
+        if missing:
+            raise ValueError(f"{name} needs {', '.join(missing)} (no default can be taken from the run)")
+        self.arguments = arguments
+        self._core(0.1, 10, 1000)  # refuse bad arguments now, with placeholders for the run's values
+
+    def _core(self: Any, initial_lr: float, spe: int | None, total_steps: float) -> S.Schedule:
+        kwargs = dict(self.arguments)
+        for key, value in kwargs.items():
+            if value is not None:
+                continue
+            if _lr_default(key):
+                kwargs[key] = initial_lr
+            elif core is S.Warmup and key == "schedule":
+                kwargs[key] = S.Constant(initial_lr)
+            elif key in epoch:
+                if spe is None:
+                    raise ValueError(f"{name}: {key} defaults to the updates per epoch, unknown for an iterable "
+                                     f"data set without a length: pass {key}=")
+                kwargs[key] = spe
+            elif key in total:
+                if total_steps == float("inf") or total_steps is None:
+                    raise ValueError(f"{name}: {key} defaults to the run's total updates, unknown here (infinite "
+                                     f"max_epochs / iterable data): pass {key}= or set Trainer(max_steps=...)")
+                kwargs[key] = int(total_steps)
+        return core(**kwargs)
+
+    def _make_schedule(self: Any, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
+        return self._core(initial_lr, steps_per_epoch, total)
+
+    def __repr__(self: Any) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items() if v is not None)
+        return f"{name}({args})"
+
+    namespace = {
+        "__init__": __init__, "_core": _core, "_make_schedule": _make_schedule, "__repr__": __repr__,
+        "__signature__": signature, "__doc__": doc or _family_doc(name, core, epoch, total),
+    }
+    return type(f"{name}Mixin", (_ScheduleBase,), namespace)
+
+
+def _family_doc(name: str, core: type, epoch: Sequence[str], total: Sequence[str]) -> str:
+    parts = [f"The :class:`hpcallbacks.{core.__name__}` schedule as a callback setting the LR of every update.",
+             "", "Arguments as the core schedule's; defaults taken from the run:"]
+    parts.append("* the learning-rate argument: the optimizer's LR at fit start;")
+    for k in epoch:
+        parts.append(f"* ``{k}``: the run's optimizer updates per epoch;")
+    for k in total:
+        parts.append(f"* ``{k}``: the run's total optimizer updates;")
+    parts += ["", "The LR counts optimizer updates (not micro-batches) and is multiplied by each param group's",
+              "``lr_factor``. A scheduler from ``configure_optimizers`` is refused (ValueError at fit start)."]
+    return "\n".join(parts)
+
+
+#: Family name -> (core class, epoch-length args, total-length args).
+FAMILIES: dict[str, tuple[type[S.Schedule], tuple[str, ...], tuple[str, ...]]] = {
+    "Constant": (S.Constant, (), ()),
+    "ExponentialDecay": (S.ExponentialDecay, ("decay_steps",), ()),
+    "PiecewiseConstantDecay": (S.PiecewiseConstantDecay, (), ()),
+    "PolynomialDecay": (S.PolynomialDecay, (), ("decay_steps",)),
+    "InverseTimeDecay": (S.InverseTimeDecay, ("decay_steps",), ()),
+    "CosineDecay": (S.CosineDecay, (), ("decay_steps",)),
+    "CosineRestart": (S.CosineRestart, ("first_decay_steps",), ()),
+    "LinearCosineDecay": (S.LinearCosineDecay, (), ("decay_steps",)),
+    "NoisyLinearCosineDecay": (S.NoisyLinearCosineDecay, (), ("decay_steps",)),
+    "Warmup": (S.Warmup, ("warmup_steps",), ()),
+    "StepDecay": (S.StepDecay, ("step_size",), ()),
+    "MultiStepDecay": (S.MultiStepDecay, (), ()),
+    "OneCycle": (S.OneCycle, (), ("total_steps",)),
+    "Cyclic": (S.Cyclic, ("step_size_up",), ()),
+    "SlantedTriangular": (S.SlantedTriangular, (), ("total_steps",)),
+    "InverseSqrt": (S.InverseSqrt, (), ()),
+    "WarmupStableDecay": (S.WarmupStableDecay, (), ()),
+}
+
+FAMILY_MIXINS: dict[str, type] = {name: family_mixin(name, *spec) for name, spec in FAMILIES.items()}
+
+
+class ReduceOnPlateauMixin(_ScheduleBase):
+    """Divide the LR by ``1 / factor`` when ``monitor`` stops improving (core :class:`hpcallbacks.ReduceOnPlateau`).
+
+    Composes with a schedule: ``lr = max(schedule(t) * factor ** reductions, min(schedule(t), min_lr))``.
+    The schedule is ``schedule`` when given, else the schedule callback in the same Trainer
+    (``CosineRestart()``, ``LearningRateSchedule(...)``, ...) when there is one, else the
+    optimizer's constant LR. The metric is read from ``trainer.callback_metrics`` at the end of
+    each training epoch (after validation); a missing metric warns and changes nothing. Under
+    DDP, rank 0's decision is broadcast. State (best, wait, cooldown, reductions) is saved in
+    checkpoints.
+    """
+
+    def __init__(self, schedule: S.Schedule | float | None = None, monitor: str = "val_loss", factor: float = 0.1,
+                 patience: int = 10, mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0,
+                 min_lr: float = 0.0, convention: str = "keras", threshold_mode: str | None = None,
+                 *, log: bool = True) -> None:
+        super().__init__(log=log)
+        self._given = None if schedule is None else S.as_schedule(schedule)
+        self.plateau = S.ReduceOnPlateau(monitor=monitor, factor=factor, patience=patience, mode=mode,
+                                         min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
+                                         convention=convention, threshold_mode=threshold_mode)
+        self._owns = True
+        self._warned = False
+
+    def _owns_lr(self) -> bool:
+        return self._owns
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        plateaus = _peers(trainer, ReduceOnPlateauMixin)
+        if len(plateaus) > 1:
+            raise ValueError("callbacks holds more than one ReduceOnPlateau; keep one")
+        others = [cb for cb in _peers(trainer, _ScheduleBase) if not isinstance(cb, ReduceOnPlateauMixin)]
+        if others and self._given is not None:
+            raise ValueError(f"ReduceOnPlateau(schedule=...) and the {type(others[0]).__name__} callback both give "
+                             "a schedule: drop schedule= (the plateau factor then multiplies the other callback's LR)")
+        self._owns = not others
+        super().on_fit_start(trainer, pl_module)
+
+    def _make_schedule(self, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
+        return self._given if self._given is not None else S.Constant(initial_lr)
+
+    def _lr_at(self, step: int) -> float:
+        return self.plateau.apply(self.schedule(step))  # type: ignore[misc]
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        value = trainer.callback_metrics.get(self.plateau.monitor)
+        if value is None:
+            if not self._warned:
+                self._warned = True
+                known = sorted(trainer.callback_metrics)
+                warnings.warn(f"ReduceOnPlateau: metric {self.plateau.monitor!r} was not logged this epoch "
+                              f"(logged: {known}); the learning rate is not reduced", stacklevel=2)
+            return
+        before = self.plateau.reductions
+        self.plateau.update(float(value))
+        state = trainer.strategy.broadcast(self.plateau.state_dict(), src=0)
+        self.plateau.load_state_dict(state)
+        if self.plateau.reductions != before:
+            log.info("ReduceOnPlateau: %s plateaued, LR factor now %g", self.plateau.monitor,
+                     self.plateau.current_factor)
+        self._last_step = -1  # re-apply at the next update
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["plateau"] = self.plateau.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if "plateau" in state_dict:
+            self.plateau.load_state_dict(state_dict["plateau"])
+
+
+# ----------------------------------------------------------------------------------------------
+# fine-tuning: staged unfreezing and discriminative learning rates
+def _as_plan(plan: Any) -> FreezePlan:
+    if plan is None:
+        return FreezePlan.gradual(every_epochs=1)
+    if isinstance(plan, Recommendation):
+        return plan.plan
+    if isinstance(plan, FreezePlan):
+        return plan
+    raise ValueError(f"plan must be a hpcallbacks FreezePlan (or FreezePlan.recommend(...)); got {plan!r}")
+
+
+def _as_factors(factors: Any) -> LRFactors:
+    if isinstance(factors, LRFactors):
+        return factors
+    if isinstance(factors, (int, float)) and not isinstance(factors, bool):
+        return LRFactors.geometric(factors)
+    if isinstance(factors, (list, tuple)):
+        return LRFactors.explicit(factors)
+    raise ValueError(f"factors must be an LRFactors value, a list of per-group factors (bottom to top) or a "
+                     f"geometric decay (> 1); got {factors!r}")
+
+
+class StagedUnfreezeMixin:
+    """Staged unfreezing of layer groups (handbook H5 way 2) by a core :class:`hpcallbacks.FreezePlan`.
+
+    ``plan``: a ``FreezePlan`` (default ``FreezePlan.gradual(every_epochs=1)``: the top group,
+    then one more group each epoch) or ``FreezePlan.recommend(...)``. ``groups``: ``None`` (the
+    module's groups by :func:`hpcallbacks.torch.discover_groups`), a list of module names /
+    regexes / modules / lists of those (bottom to top), or a callable ``pl_module -> list``.
+    ``bn``: overrides the plan's BatchNorm policy (``"train"``, ``"freeze_stats"``,
+    ``"freeze_all"``).
+
+    At fit start the optimizer is regrouped (one named param group per layer group, every
+    parameter in it from the start, LR ``x`` the plan's factor), so nothing is added mid-run:
+    torch LR schedulers from ``configure_optimizers`` keep working (their per-group lists are
+    expanded to the new groups) and checkpoints keep one structure. At each optimizer update the
+    trainable set of the plan's stage for that update is applied (``requires_grad``: frozen
+    groups get no gradient, backward stops at the lowest trainable group). The plan is
+    re-applied from ``trainer.global_step`` on resume. Logs ``lr/<group>`` and
+    ``trainable_groups``.
+
+    Under DDP every group a stage will train is made trainable before the model is wrapped and
+    the strategy's ``find_unused_parameters`` is switched on (frozen groups are then unused
+    parameters): ranks stay identical after each unfreeze, at the cost of DDP's search for
+    unused parameters each step. Without DDP nothing of that is paid.
+    """
+
+    def __init__(self, plan: Any = None, groups: Any = None, bn: str | None = None, *, log: bool = True) -> None:
+        self.plan = _as_plan(plan)
+        if bn is not None and bn not in BN_POLICIES:
+            raise ValueError(f"bn must be one of {', '.join(repr(b) for b in BN_POLICIES)} or None "
+                             f"(the plan's policy); got {bn!r}")
+        self.bn = bn if bn is not None else self.plan.bn
+        if groups is not None and not callable(groups) and (
+                isinstance(groups, str) or not isinstance(groups, (list, tuple)) or not groups):
+            raise ValueError(f"groups must be None, a non-empty list (bottom to top) of module names, regexes, "
+                             f"modules or lists of those, or a callable(pl_module) -> list; got {groups!r}")
+        if not isinstance(log, bool):
+            raise ValueError(f"log must be True or False; got {log!r}")
+        self.groups_spec = groups
+        self.log_lr = log
+        self.groups: list[LayerGroup] = []
+        self.resolved: ResolvedPlan | None = None
+        self._effective_plan: FreezePlan = self.plan
+        self._saved: dict[str, Any] | None = None
+        self._next = 0
+        self._stage = -1
+        self._names: list[str] = []
+        self._group_index: list[int] = []
+
+    # -- setup: groups, plan checks, DDP preparation ---------------------------------------------
+    def setup(self, trainer: Any, pl_module: Any, stage: Any) -> None:
+        if not _fitting(stage):
+            return
+        if len(_peers(trainer, StagedUnfreezeMixin)) > 1:
+            raise ValueError("callbacks holds more than one StagedUnfreeze; merge their plans into one FreezePlan")
+        plan = self.plan
+        for dlr in _peers(trainer, DiscriminativeLRMixin):
+            if plan.factors != LRFactors.uniform() and dlr.factors != plan.factors:
+                raise ValueError("both the plan's factors and DiscriminativeLR(factors) are given: keep one "
+                                 "(FreezePlan(..., factors=...) or DiscriminativeLR)")
+            if dlr.groups_spec is not None and self.groups_spec is not None and dlr.groups_spec != self.groups_spec:
+                raise ValueError("StagedUnfreeze(groups=...) and DiscriminativeLR(groups=...) differ; give groups "
+                                 "to one of them (or the same to both)")
+            plan = plan.with_factors(dlr.factors)
+        self._effective_plan = plan
+        self.groups = discover_groups(pl_module, _group_spec(self.groups_spec, pl_module))
+        self._names = [g.name for g in self.groups]
+        n = len(self.groups)
+        if self._saved is not None and self._saved.get("group_names") not in (None, self._names):
+            raise ValueError(f"the checkpoint's StagedUnfreeze groups {self._saved['group_names']} differ from the "
+                             f"model's {self._names}: resume with the same model and groups=")
+        # resolving with a huge epoch length checks the plan against the group count now
+        probe = plan.resolve(n, steps_per_epoch=10**9)
+        ever = probe.ever_trainable
+        for group, trainable in zip(self.groups, ever, strict=True):
+            if trainable:
+                for p in group.params:
+                    p.requires_grad_(True)
+        if _is_ddp(trainer) and not all(probe.masks[0]):
+            kwargs = trainer.strategy._ddp_kwargs
+            if not kwargs.get("find_unused_parameters"):
+                kwargs["find_unused_parameters"] = True
+                log.info("StagedUnfreeze: DDP find_unused_parameters=True (frozen groups are unused parameters)")
+
+    # -- fit start: regroup the optimizer ------------------------------------------------------
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        factors = self._effective_plan.factors.resolve(len(self.groups))
+        _regroup(trainer, self.groups, factors)
+
+    # -- train start: resolve the plan, apply the stage of the (resumed) update -----------------
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        spe, total = _run_lengths(trainer)
+        saved = self._saved or {}
+        self._saved = None
+        if self._effective_plan.unit == "epoch":
+            if saved.get("steps_per_epoch"):
+                spe = int(saved["steps_per_epoch"])
+            if spe is None:
+                raise ValueError("an epoch plan needs the updates per epoch, unknown for an iterable data set "
+                                 "without a length: use FreezePlan(..., unit='update')")
+        self.steps_per_epoch = spe
+        self.resolved = self._effective_plan.resolve(len(self.groups), spe)
+        starts = self.resolved.starts
+        if len(starts) > 1 and total != float("inf") and starts[1] >= total and trainer.global_step == 0:
+            raise ValueError(
+                f"the plan would unfreeze nothing in this run: its second stage starts at update {starts[1]} but "
+                f"training has {int(total)} updates; train longer or start the stages earlier")
+        opt = trainer.optimizers[0] if trainer.optimizers else None
+        self._group_index = []
+        if opt is not None:
+            index = {id(p): i for i, g in enumerate(opt.param_groups) for p in g["params"]}
+            self._group_index = [index.get(id(g.params[0]), -1) for g in self.groups]
+        self._stage = -1
+        self._apply(trainer, trainer.global_step)
+
+    def _apply(self, trainer: Any, step: int) -> None:
+        r = self.resolved
+        assert r is not None
+        stage = r.stage_at(step)
+        self._next = r.starts[stage + 1] if stage + 1 < len(r.starts) else math.inf
+        if stage == self._stage:
+            return
+        self._stage = stage
+        apply_trainable(self.groups, r.masks[stage], bn=r.bn, training=True)
+        trainable = [g.name for g, t in zip(self.groups, r.masks[stage], strict=True) if t]
+        log.info("StagedUnfreeze: update %d, stage %d: %d/%d groups trainable (%s)", step, stage,
+                 len(trainable), len(self.groups), ", ".join(trainable))
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step >= self._next:
+            self._apply(trainer, trainer.global_step)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if not self.log_lr or not _should_log(trainer, trainer.global_step):
+            return
+        groups = optimizer.param_groups
+        for name, i in zip(self._names, self._group_index, strict=False):
+            if 0 <= i < len(groups):
+                pl_module.log(f"lr/{name}", groups[i]["lr"], **_LOG_KW)
+        if self.resolved is not None:
+            pl_module.log("trainable_groups", float(sum(self.resolved.masks[self._stage])), **_LOG_KW)
+
+    # -- checkpoint state ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"plan": self._effective_plan.get_config(), "group_names": list(self._names),
+                "steps_per_epoch": getattr(self, "steps_per_epoch", None), "bn": self.bn}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._saved = dict(state_dict)
+
+
+class DiscriminativeLRMixin:
+    """Per-group learning-rate factors (handbook H5 way 1): ``group LR = LR x factor[g]``, top group x 1.
+
+    ``factors``: an :class:`hpcallbacks.LRFactors` (``geometric(2.6)``, ``layer_decay(0.75)``,
+    ``spread(lo, hi)``, ...), a list of factors bottom to top, or a number (geometric decay).
+    ``groups`` as for ``StagedUnfreeze``. The optimizer is regrouped at fit start; the factors
+    compose with any LR callback here (``CosineRestart()``...) and with a torch LR scheduler
+    from ``configure_optimizers`` (its base LRs are scaled per group). With a ``StagedUnfreeze``
+    in the same Trainer, the factors go to its plan and this callback does nothing else.
+    """
+
+    def __init__(self, factors: Any = 2.6, groups: Any = None) -> None:
+        self.factors = _as_factors(factors)
+        if groups is not None and not callable(groups) and (
+                isinstance(groups, str) or not isinstance(groups, (list, tuple)) or not groups):
+            raise ValueError(f"groups must be None, a non-empty list (bottom to top) of module names, regexes, "
+                             f"modules or lists of those, or a callable(pl_module) -> list; got {groups!r}")
+        self.groups_spec = groups
+        self.groups: list[LayerGroup] = []
+        self._active = False
+
+    def setup(self, trainer: Any, pl_module: Any, stage: Any) -> None:
+        if not _fitting(stage):
+            return
+        if len(_peers(trainer, DiscriminativeLRMixin)) > 1:
+            raise ValueError("callbacks holds more than one DiscriminativeLR; keep one")
+        self._active = not _peers(trainer, StagedUnfreezeMixin)
+        if self._active:
+            self.groups = discover_groups(pl_module, _group_spec(self.groups_spec, pl_module))
+            self.factors.resolve(len(self.groups))
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if self._active:
+            _regroup(trainer, self.groups, self.factors.resolve(len(self.groups)))
+
+
+# ----------------------------------------------------------------------------------------------
+# norms
+class FreezeBatchNormMixin:
+    """Freeze the BatchNorm layers of a pretrained model (handbook H4: small batches).
+
+    Every BatchNorm layer (except those under ``skip``: names, dotted prefixes or regexes of
+    ``named_modules``) normalises with its running statistics and keeps them: it stays in
+    inference mode through the trainer's ``model.train()`` calls. ``freeze_affine=True`` also
+    freezes its weight and bias. Applied in ``setup`` (before the optimizer and DDP exist).
+    """
+
+    def __init__(self, skip: Sequence[str] = (), freeze_affine: bool = False) -> None:
+        if isinstance(skip, str):
+            skip = (skip,)
+        from hpcallbacks.norms import NormSwap
+
+        self._matcher = NormSwap("frozen", skip=tuple(skip))  # reuse its skip rules and checks
+        if not isinstance(freeze_affine, bool):
+            raise ValueError(f"freeze_affine must be True or False; got {freeze_affine!r}")
+        self.skip = tuple(skip)
+        self.freeze_affine = freeze_affine
+
+    def setup(self, trainer: Any, pl_module: Any, stage: Any) -> None:
+        if not _fitting(stage):
+            return
+        names = {id(m): n for n, m in pl_module.named_modules()}
+        layers = [m for m in batch_norm_layers([pl_module]) if self._matcher.skips(names[id(m)]) is None]
+        keep_eval(layers, True)
+        if self.freeze_affine:
+            for layer in layers:
+                for p in layer.parameters(recurse=False):
+                    p.requires_grad_(False)
+        self.layers = layers
+
+
+class SwapNormMixin:
+    """Replace BatchNorm layers before training (handbook H4, H6): ``to="group"`` (GroupNorm),
+    ``"frozen"`` (:class:`hpcallbacks.torch.FrozenBatchNorm2d`) or ``"sync"`` (SyncBatchNorm).
+
+    Acts in ``setup``: before ``configure_optimizers`` (the new layers' parameters are in the
+    optimizer) and before DDP wraps the model; also before a checkpoint is loaded, so a resumed
+    run loads into the swapped model. See :func:`hpcallbacks.torch.swap_norms` for ``skip``,
+    ``groups``, ``eps`` and ``reuse_params``.
+    """
+
+    def __init__(self, to: str = "group", skip: Sequence[Any] = (), groups: int | None = None,
+                 eps: float | None = None, reuse_params: bool = True) -> None:
+        from hpcallbacks.norms import NormSwap
+
+        names = [s for s in ((skip,) if isinstance(skip, str) else skip) if isinstance(s, str)]
+        NormSwap(to=to, skip=tuple(names), groups=groups, eps=eps)  # check the arguments now
+        self.to, self.skip, self.groups, self.eps, self.reuse_params = to, skip, groups, eps, reuse_params
+
+    def setup(self, trainer: Any, pl_module: Any, stage: Any) -> None:
+        swap_norms(pl_module, to=self.to, skip=self.skip, groups=self.groups, eps=self.eps,
+                   reuse_params=self.reuse_params)
+
+
+#: Every public mixin by the callback name it becomes.
+MIXINS: dict[str, type] = {
+    "LearningRateSchedule": LearningRateScheduleMixin,
+    **FAMILY_MIXINS,
+    "ReduceOnPlateau": ReduceOnPlateauMixin,
+    "StagedUnfreeze": StagedUnfreezeMixin,
+    "DiscriminativeLR": DiscriminativeLRMixin,
+    "FreezeBatchNorm": FreezeBatchNormMixin,
+    "SwapNorm": SwapNormMixin,
+}
+
+
+def build(callback_base: type, module: str) -> dict[str, type]:
+    """The public callback classes on ``callback_base`` (a namespace's ``Callback``)."""
+    out: dict[str, type] = {}
+    for name, mixin in MIXINS.items():
+        cls = type(name, (mixin, callback_base), {"__module__": module, "__doc__": mixin.__doc__})
+        cls.__qualname__ = name
+        if "__signature__" in mixin.__dict__:
+            cls.__signature__ = mixin.__dict__["__signature__"]  # type: ignore[attr-defined]
+        out[name] = cls
+    return out
+
+
+__all__ = ["MIXINS", "FAMILIES", "build", "REQUIRED"]

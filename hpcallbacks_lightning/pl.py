@@ -1,0 +1,37 @@
+"""The hpcallbacks Lightning callbacks on ``pytorch_lightning.Callback`` (for a ``pytorch_lightning.Trainer``).
+
+Same names, arguments, numbers and checkpoint states as :mod:`hpcallbacks_lightning`.
+"""
+from __future__ import annotations
+
+from pytorch_lightning import Callback as _Callback
+
+from ._impl import build as _build
+
+_classes = _build(_Callback, __name__)
+
+LearningRateSchedule = _classes["LearningRateSchedule"]
+Constant = _classes["Constant"]
+ExponentialDecay = _classes["ExponentialDecay"]
+PiecewiseConstantDecay = _classes["PiecewiseConstantDecay"]
+PolynomialDecay = _classes["PolynomialDecay"]
+InverseTimeDecay = _classes["InverseTimeDecay"]
+CosineDecay = _classes["CosineDecay"]
+CosineRestart = _classes["CosineRestart"]
+LinearCosineDecay = _classes["LinearCosineDecay"]
+NoisyLinearCosineDecay = _classes["NoisyLinearCosineDecay"]
+Warmup = _classes["Warmup"]
+StepDecay = _classes["StepDecay"]
+MultiStepDecay = _classes["MultiStepDecay"]
+OneCycle = _classes["OneCycle"]
+Cyclic = _classes["Cyclic"]
+SlantedTriangular = _classes["SlantedTriangular"]
+InverseSqrt = _classes["InverseSqrt"]
+WarmupStableDecay = _classes["WarmupStableDecay"]
+ReduceOnPlateau = _classes["ReduceOnPlateau"]
+StagedUnfreeze = _classes["StagedUnfreeze"]
+DiscriminativeLR = _classes["DiscriminativeLR"]
+FreezeBatchNorm = _classes["FreezeBatchNorm"]
+SwapNorm = _classes["SwapNorm"]
+
+__all__ = sorted(_classes)
