@@ -1,0 +1,59 @@
+"""hpcallbacks for HuggingFace ``transformers.Trainer``: schedules, staged unfreezing, per-layer LRs.
+
+Pass the callbacks to ``Trainer(callbacks=[...])``::
+
+    from hpcallbacks import FreezePlan
+    from hpcallbacks_hf import CosineRestart, DiscriminativeLR, StagedUnfreeze
+
+    trainer = Trainer(model=model, args=args, train_dataset=train,
+                      callbacks=[StagedUnfreeze(FreezePlan.gradual(every_epochs=1)),
+                                 DiscriminativeLR(0.75), CosineRestart()])
+
+The learning-rate rule (see :mod:`hpcallbacks_hf.callbacks`): an hpcallbacks schedule replaces
+HF's schedule; without one, group LR = HF schedule x group factor. LRs and stages advance once
+per optimizer update that was performed (after gradient accumulation, not on a skipped update),
+and survive ``trainer.train(resume_from_checkpoint=...)`` whatever
+``restore_callback_states_from_checkpoint`` is.
+
+The same callback names and arguments exist in ``hpcallbacks_keras`` and
+``hpcallbacks_lightning``.
+"""
+from __future__ import annotations
+
+from .callbacks import (
+    DiscriminativeLR,
+    FreezeBatchNorm,
+    HPCallback,
+    LearningRateSchedule,
+    ReduceOnPlateau,
+    StagedUnfreeze,
+    SwapNorm,
+)
+from .schedules import (
+    FAMILIES,
+    Constant,
+    CosineDecay,
+    CosineRestart,
+    Cyclic,
+    ExponentialDecay,
+    InverseSqrt,
+    InverseTimeDecay,
+    LinearCosineDecay,
+    MultiStepDecay,
+    NoisyLinearCosineDecay,
+    OneCycle,
+    PiecewiseConstantDecay,
+    PolynomialDecay,
+    SlantedTriangular,
+    StepDecay,
+    Warmup,
+    WarmupStableDecay,
+)
+
+__all__ = [
+    "HPCallback", "LearningRateSchedule", "ReduceOnPlateau", "StagedUnfreeze", "DiscriminativeLR",
+    "FreezeBatchNorm", "SwapNorm", "FAMILIES",
+    "Constant", "CosineDecay", "CosineRestart", "Cyclic", "ExponentialDecay", "InverseSqrt", "InverseTimeDecay",
+    "LinearCosineDecay", "MultiStepDecay", "NoisyLinearCosineDecay", "OneCycle", "PiecewiseConstantDecay",
+    "PolynomialDecay", "SlantedTriangular", "StepDecay", "Warmup", "WarmupStableDecay",
+]

@@ -1,0 +1,568 @@
+"""The coordinator shared by the hpcallbacks callbacks of one ``Trainer.train()`` call.
+
+Several hpcallbacks callbacks may sit in one Trainer (a schedule, a freeze plan, layer-wise LR
+factors, a plateau reduction, frozen BatchNorm). They meet in one :class:`Run`, keyed by the
+``TrainerState`` of the ``train()`` call (a new one per call, also on resume):
+
+* at ``on_train_begin`` each callback *attaches*: its arguments are checked against the model,
+  the optimizer, the LR scheduler and the data (every mistake is a ``ValueError`` there);
+* before the first optimizer step (``on_step_begin``) the run is *configured* once: the
+  optimizer is regrouped (one named param group per layer group x hyperparameter group, every
+  parameter any stage trains included), HF's ``LambdaLR`` is made to compute the hpcallbacks
+  learning rates, and the plan's stage at the current update is applied;
+* per update: the stage is checked at ``on_step_begin`` (a bisect), the update counter moves at
+  ``on_optimizer_step`` unless the update was skipped, and HF's own ``lr_scheduler.step()``
+  evaluates the hpcallbacks learning rate of the next update.
+
+Nothing here imports another adapter; the mechanics come from :mod:`hpcallbacks.torch`.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import ReduceLROnPlateau as TorchPlateau
+from transformers.utils import logging
+
+from hpcallbacks.plans import LRFactors, ResolvedPlan
+from hpcallbacks.torch import (
+    LayerGroup,
+    apply_trainable,
+    discover_groups,
+    regroup_lr_scheduler,
+    regroup_optimizer,
+)
+
+logger = logging.get_logger("hpcallbacks_hf")
+
+#: ``lr_scheduler_type`` values an hpcallbacks schedule replaces without a word: HF's default
+#: (``"linear"``) and ``"constant"``, both without warmup. Anything else is a second schedule.
+REPLACEABLE_SCHEDULERS = ("linear", "constant")
+
+
+# -- small helpers --------------------------------------------------------------------------------
+def inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's ``AcceleratedOptimizer`` (and similar wrappers)."""
+    seen = 0
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer) and seen < 8:
+        optimizer = optimizer.optimizer
+        seen += 1
+    return optimizer
+
+
+def steps_per_epoch(args: Any, state: Any, train_dataloader: Any) -> tuple[int, bool]:
+    """``(updates per epoch, known)`` exactly as ``Trainer.set_initial_training_values`` counts them."""
+    try:
+        batches = len(train_dataloader)
+    except TypeError:
+        batches = None
+    if not batches:
+        return max(int(state.max_steps or 1), 1), False
+    acc = args.gradient_accumulation_steps
+    return max(batches // acc + int(batches % acc > 0), 1), True
+
+
+def hf_lambda_kind(fn: Any) -> tuple[str | None, float]:
+    """``(name, warmup)`` of a transformers ``get_scheduler`` LR lambda, ``(None, 0)`` for any other."""
+    fn = getattr(fn, "_hpcallbacks_source", fn)
+    func = getattr(fn, "func", fn)
+    module = getattr(func, "__module__", "") or ""
+    if not module.startswith("transformers.optimization"):
+        return None, 0.0
+    name = getattr(func, "__name__", "")
+    keywords = getattr(fn, "keywords", {}) or {}
+    warmup = float(keywords.get("num_warmup_steps", 0) or 0)
+    if name == "_get_constant_lambda":
+        return "constant", warmup
+    if name.startswith("_get_linear_schedule_with_warmup"):
+        return "linear", warmup
+    return name, warmup
+
+
+def _set_lr(group: dict[str, Any], value: float) -> None:
+    current = group["lr"]
+    if isinstance(current, torch.Tensor):
+        current.fill_(value)
+    else:
+        group["lr"] = value
+
+
+def _float(value: Any) -> float:
+    return float(value.item()) if isinstance(value, torch.Tensor) else float(value)
+
+
+# -- what the optimizer looked like when the Trainer built it --------------------------------------
+class _Record:
+    """The as-built layout of one optimizer, kept for checkpoints (see :func:`_as_built_state_dict`)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.params = [list(g["params"]) for g in optimizer.param_groups]
+        self.hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        self.groups: list[LayerGroup] | None = None
+        self.handle = optimizer.register_state_dict_post_hook(_as_built_state_dict)
+
+    def base_lr(self, h: int) -> float:
+        hyper = self.hyper[h]
+        return _float(hyper.get("initial_lr", hyper["lr"]))
+
+
+_RECORDS: weakref.WeakKeyDictionary[torch.optim.Optimizer, _Record] = weakref.WeakKeyDictionary()
+
+
+def _record(optimizer: torch.optim.Optimizer) -> _Record:
+    rec = _RECORDS.get(optimizer)
+    if rec is None:
+        rec = _RECORDS[optimizer] = _Record(optimizer)
+    return rec
+
+
+def _as_built_state_dict(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any] | None:
+    """``optimizer.state_dict()`` in the layout the Trainer built, so a resumed Trainer can load it.
+
+    A resumed ``Trainer`` builds a fresh optimizer (the as-built layout: HF's decay / no-decay
+    groups) and loads ``optimizer.pt`` into it *before* any callback runs; the regrouped layout
+    would not fit. The per-parameter state (Adam moments, momentum) is kept for every parameter
+    the as-built optimizer holds; the callbacks regroup again at the next ``on_train_begin``.
+    """
+    rec = _RECORDS.get(optimizer)
+    if rec is None or rec.groups is None:
+        return None
+    index: dict[int, int] = {}
+    for group, packed in zip(optimizer.param_groups, state_dict["param_groups"], strict=True):
+        for p, i in zip(group["params"], packed["params"], strict=True):
+            index[id(p)] = i
+    current: dict[int, dict[str, Any]] = {}
+    for group in optimizer.param_groups:
+        current.setdefault(group.get("hp_group", 0), group)
+    new_groups, new_state, n = [], {}, 0
+    for h, params in enumerate(rec.params):
+        entry = dict(rec.hyper[h])
+        cur = current.get(h)
+        if cur is not None and "lr" in entry:
+            # the current LR without the layer factor (a torch ReduceLROnPlateau's reductions stay in it);
+            # initial_lr / max_lr / min_lr were not scaled: the regroup uses unit factors
+            factor = float(cur.get("lr_factor", 1.0)) or 1.0
+            value = cur["lr"]
+            entry["lr"] = value.clone() / factor if isinstance(value, torch.Tensor) else value / factor
+        ids = []
+        for p in params:
+            old = index.get(id(p))
+            if old is not None and old in state_dict["state"]:
+                new_state[n] = state_dict["state"][old]
+            ids.append(n)
+            n += 1
+        entry["params"] = ids
+        new_groups.append(entry)
+    return {"state": new_state, "param_groups": new_groups}
+
+
+# -- the run ---------------------------------------------------------------------------------------
+@dataclass
+class Context:
+    """What ``on_train_begin`` gives the callbacks, plus the numbers derived from it."""
+
+    args: Any
+    state: Any
+    model: torch.nn.Module
+    optimizer: Any
+    inner: torch.optim.Optimizer
+    scheduler: Any
+    steps_per_epoch: int
+    epoch_known: bool
+    total_updates: int
+    base_lr: float
+
+
+_RUNS: dict[int, tuple[weakref.ref, Run]] = {}
+
+
+def run_for(state: Any, create: bool = False) -> Run | None:
+    """The run of the ``train()`` call that owns ``state`` (created on first attach)."""
+    entry = _RUNS.get(id(state))
+    if entry is not None and entry[0]() is state:
+        return entry[1]
+    if not create:
+        return None
+    for key in [k for k, (ref, _) in _RUNS.items() if ref() is None]:
+        del _RUNS[key]
+    run = Run()
+    _RUNS[id(state)] = (weakref.ref(state), run)
+    return run
+
+
+def make_context(args: Any, state: Any, kwargs: dict[str, Any], who: str) -> Context:
+    model = kwargs.get("model")
+    optimizer = kwargs.get("optimizer")
+    if model is None or optimizer is None:
+        raise ValueError(f"{who} needs the Trainer's model and optimizer at on_train_begin; got model={model!r}, "
+                         f"optimizer={optimizer!r}: use it as a transformers Trainer callback")
+    inner = inner_optimizer(optimizer)
+    spe, known = steps_per_epoch(args, state, kwargs.get("train_dataloader"))
+    total = int(state.max_steps) if state.max_steps and state.max_steps > 0 else spe
+    rec = _RECORDS.get(inner)
+    first = rec.hyper[0] if rec is not None else inner.param_groups[0]
+    base_lr = _float(first.get("initial_lr", first["lr"]))
+    if rec is not None and rec.groups is not None:  # a second train() on a regrouped optimizer
+        base_lr = rec.base_lr(0)
+    return Context(args, state, model, optimizer, inner, kwargs.get("lr_scheduler"), spe, known, total, base_lr)
+
+
+class Run:
+    """The members of one ``train()`` call and the state they share."""
+
+    def __init__(self) -> None:
+        self.members: list[Any] = []
+        self.ctx: Context | None = None
+        self.configured = False
+        # decided at attach time
+        self.schedule = None  # a core Schedule, or None: HF's own schedule
+        self.plateaus: list[Any] = []  # core ReduceOnPlateau state machines
+        self.groups: list[LayerGroup] | None = None
+        self.group_spec: Any = None
+        self.resolved: ResolvedPlan | None = None
+        self.factors: tuple[float, ...] | None = None
+        self.bn = "freeze_stats"
+        self.bn_members: list[Any] = []
+        # per-update state
+        self.updates = 0
+        self.skipped = 0
+        self.stage = -1
+        self.mask: tuple[bool, ...] | None = None
+        self.adopted = False
+        self._schedule_members: list[Any] = []
+        self._lambdas: list[Any] = []
+        self._pg_layer: list[int | None] = []
+        self._sources: dict[int, Any] = {}
+        self._bases: dict[int, float] = {}
+
+    # -- attach: check everything, change nothing ------------------------------------------------
+    @property
+    def driver(self) -> Any:
+        return self.members[0] if self.members else None
+
+    def attach(self, member: Any, ctx: Context) -> None:
+        if self.ctx is None:
+            self.ctx = ctx
+        if member not in self.members:
+            self.members.append(member)
+        if member.restorable and ctx.state.global_step > 0:
+            member.restore_from(ctx.state)
+        elif member.restorable:
+            member.reset()
+        self.skipped = max(int(getattr(m, "skipped_updates", 0) or 0) for m in self.members)
+        self.validate()
+
+    def _role(self, role: str) -> list[Any]:
+        return [m for m in self.members if m.role == role]
+
+    def validate(self) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        schedules = [m for m in self.members if m.role == "schedule"
+                     or (m.role == "plateau" and getattr(m, "schedule", None) is not None)]
+        self._schedule_members = schedules
+        if len(schedules) > 1:
+            names = " and ".join(type(m).__name__ for m in schedules)
+            raise ValueError(f"conflicting schedulers: {names} both set the learning rate; keep one "
+                             "(hpcallbacks.Join runs schedules one after another)")
+        plans = self._role("plan")
+        factor_members = self._role("factors")
+        for role, found in (("StagedUnfreeze", plans), ("DiscriminativeLR", factor_members)):
+            if len(found) > 1:
+                raise ValueError(f"{role} appears {len(found)} times in the callbacks; keep one")
+        self._check_backend(bool(plans or factor_members))
+        self.schedule = schedules[0].build_schedule(ctx) if schedules else None
+        self.plateaus = [m.machine for m in self._role("plateau")]
+        self._check_scheduler()
+        self.bn_members = self._role("bn")
+        structural = plans + factor_members
+        if not structural:
+            self.groups = None
+            return
+        specs = [(type(m).__name__, m.groups) for m in structural if m.groups is not None]
+        if len(specs) == 2 and specs[0][1] != specs[1][1]:
+            raise ValueError(f"{specs[0][0]}(groups=...) and {specs[1][0]}(groups=...) differ; pass the same "
+                             "groups to both (or to one of them only)")
+        spec = specs[0][1] if specs else None
+        owner = specs[0][0] if specs else type(structural[0]).__name__
+        try:
+            groups = discover_groups(ctx.model, spec)
+        except ValueError as error:
+            raise ValueError(f"{owner}(groups={spec!r}): {error}") from None
+        self.groups, self.group_spec = groups, spec
+        n = len(groups)
+        listing = ", ".join(g.name for g in groups[:6]) + (", ..." if n > 6 else "")
+        self.resolved = None
+        plan_factors = None
+        if plans:
+            member = plans[0]
+            plan = member.plan
+            if plan.unit == "epoch" and not ctx.epoch_known:
+                raise ValueError("StagedUnfreeze(plan=...) counts epochs but the train dataloader has no length "
+                                 "(an IterableDataset): use FreezePlan(..., unit='update')")
+            try:
+                self.resolved = plan.resolve(n, ctx.steps_per_epoch)
+            except ValueError as error:
+                raise ValueError(f"StagedUnfreeze(plan=...): the model has {n} layer groups ({listing}): {error}"
+                                 ) from None
+            self.bn = member.bn if member.bn is not None else plan.bn
+            if plan.factors != LRFactors.uniform():
+                plan_factors = self.resolved.factors
+        if factor_members:
+            if plan_factors is not None:
+                raise ValueError("conflicting LR factors: StagedUnfreeze's plan has factors="
+                                 f"{plans[0].plan.factors!r} and DiscriminativeLR gives others; keep one")
+            try:
+                self.factors = factor_members[0].factors.resolve(n)
+            except ValueError as error:
+                raise ValueError(f"DiscriminativeLR(factors=...): the model has {n} layer groups ({listing}): "
+                                 f"{error}") from None
+        else:
+            self.factors = plan_factors or (1.0,) * n
+        self._check_distributed()
+
+    def _check_backend(self, structural: bool) -> None:
+        ctx = self.ctx
+        args = ctx.args
+        if structural and (getattr(args, "deepspeed", None) or getattr(args, "fsdp", None)):
+            raise ValueError("StagedUnfreeze / DiscriminativeLR regroup the torch optimizer, which DeepSpeed and "
+                             "FSDP own; train without deepspeed=/fsdp= or drop these callbacks")
+        if type(ctx.inner).__name__ in ("LayerWiseDummyOptimizer",):
+            raise ValueError("the layer-wise optimizers (optim='*_layerwise') have no shared param groups to set "
+                             "learning rates on; choose another optim")
+
+    def _check_scheduler(self) -> None:
+        ctx = self.ctx
+        sched = ctx.scheduler
+        lr_members = [m for m in self.members if m.role in ("schedule", "plateau", "plan", "factors")]
+        if not lr_members:
+            return
+        names = ", ".join(sorted({type(m).__name__ for m in lr_members}))
+        if self.schedule is not None:
+            if not isinstance(sched, LambdaLR):
+                raise ValueError(
+                    f"conflicting schedulers: {type(self._schedule_members[0]).__name__} replaces the Trainer's LR "
+                    "scheduler, "
+                    f"but it is a {type(sched).__name__} (lr_scheduler_type={_type_name(ctx.args)!r}); set "
+                    "lr_scheduler_type='constant' (or leave the default 'linear') and pass no lr_scheduler to "
+                    "Trainer(optimizers=...)")
+            for fn in sched.lr_lambdas:
+                kind, warmup = hf_lambda_kind(fn)
+                if kind not in REPLACEABLE_SCHEDULERS or warmup > 0 or ctx.args.lr_scheduler_kwargs:
+                    what = (f"lr_scheduler_type={_type_name(ctx.args)!r}, warmup_steps={ctx.args.warmup_steps!r}, "
+                            f"lr_scheduler_kwargs={ctx.args.lr_scheduler_kwargs!r}")
+                    if kind is None:
+                        what = "an LR scheduler passed to Trainer(optimizers=...)"
+                    schedule_name = type(self._schedule_members[0]).__name__
+                    raise ValueError(
+                        f"conflicting schedulers: {schedule_name} sets the learning rate of every update, and "
+                        f"the Trainer also has {what}; set lr_scheduler_type='constant', warmup_steps=0 and no "
+                        "lr_scheduler_kwargs (wrap the schedule in hpcallbacks.Warmup for a warmup), or drop "
+                        f"{schedule_name} to keep HF's schedule")
+            return
+        if isinstance(sched, LambdaLR):
+            return
+        if isinstance(sched, TorchPlateau):
+            if self.plateaus:
+                raise ValueError("conflicting schedulers: ReduceOnPlateau and lr_scheduler_type="
+                                 "'reduce_lr_on_plateau' both reduce the learning rate; keep one")
+            return
+        raise ValueError(
+            f"{names} cannot follow an LR scheduler of type {type(sched).__name__}: use one of HF's "
+            "lr_scheduler_type values (a LambdaLR) or 'reduce_lr_on_plateau', or an hpcallbacks schedule callback")
+
+    def _check_distributed(self) -> None:
+        ctx = self.ctx
+        args = ctx.args
+        if getattr(args, "world_size", 1) <= 1 or self.resolved is None:
+            return
+        ever_frozen = any(not all(m) for m in self.resolved.masks)
+        if not ever_frozen:
+            return
+        find_unused = args.ddp_find_unused_parameters
+        if find_unused is None:
+            model = ctx.model
+            checkpointing = bool(getattr(model, "is_activation_checkpointing", False)
+                                 or getattr(args, "activation_checkpointing", False))
+            from transformers import PreTrainedModel
+
+            find_unused = not checkpointing if isinstance(model, PreTrainedModel) else True
+        if not find_unused:
+            raise ValueError("StagedUnfreeze freezes layer groups in a distributed run, and DDP then needs "
+                             "ddp_find_unused_parameters=True in TrainingArguments")
+
+    # -- configure: once, before the first optimizer step --------------------------------------------
+    def ensure(self) -> None:
+        if not self.configured and self.ctx is not None:
+            self.configure()
+
+    def configure(self) -> None:
+        ctx = self.ctx
+        inner = ctx.inner
+        rec = _record(inner)
+        if self.groups is not None:
+            if rec.groups is None:
+                self._warn_missing(rec)
+                regroup_optimizer(inner, self.groups, (1.0,) * len(self.groups))
+                rec.groups = self.groups
+                if not isinstance(ctx.scheduler, LambdaLR) and ctx.scheduler is not None:
+                    regroup_lr_scheduler(ctx.scheduler, inner)
+            elif [tuple(map(id, g.params)) for g in rec.groups] != [tuple(map(id, g.params)) for g in self.groups]:
+                raise ValueError("the Trainer's optimizer was regrouped for other layer groups by an earlier "
+                                 "train(); build a new Trainer (or keep the same groups=)")
+            else:
+                self.groups = rec.groups
+            owner = {id(p): g for g, layer in enumerate(self.groups) for p in layer.params}
+            self._pg_layer = [owner.get(id(pg["params"][0])) if pg["params"] else None for pg in inner.param_groups]
+            for pg, g in zip(inner.param_groups, self._pg_layer, strict=True):
+                pg["lr_factor"] = self.factors[g] if g is not None else 1.0
+        else:
+            self._pg_layer = [None] * len(inner.param_groups)
+        self.updates = max(int(ctx.state.global_step) - self.skipped, 0)
+        self._adopt(rec)
+        self.stage = -1
+        self.apply_stage()
+        for member in self.bn_members:
+            member.apply(ctx.model)
+        self.configured = True
+
+    def _warn_missing(self, rec: _Record) -> None:
+        held = {id(p) for params in rec.params for p in params}
+        ever = self.resolved.ever_trainable if self.resolved is not None else (True,) * len(self.groups)
+        missing = [layer.name for layer, e in zip(self.groups, ever, strict=True)
+                   if e and any(id(p) not in held for p in layer.params)]
+        if missing and self.ctx.args.save_strategy != "no":
+            logger.warning(
+                "hpcallbacks: the optimizer was built without parameters of %s (frozen when it was built): they "
+                "are added now and train, but their optimizer state is not in checkpoints. Pass StagedUnfreeze "
+                "to Trainer(callbacks=...) and let the Trainer build the optimizer to checkpoint it.",
+                ", ".join(missing[:4]))
+
+    def _adopt(self, rec: _Record) -> None:
+        """Make the Trainer's LR scheduler compute the hpcallbacks learning rates."""
+        ctx = self.ctx
+        sched = ctx.scheduler
+        inner = ctx.inner
+        lr_members = [m for m in self.members if m.role in ("schedule", "plateau", "plan", "factors")]
+        if not lr_members:
+            return
+        groups = inner.param_groups
+        regrouped = rec.groups is not None
+
+        def hp_of(i: int) -> int:
+            return int(groups[i].get("hp_group", 0)) if regrouped else i
+
+        if isinstance(sched, LambdaLR):
+            lambdas = list(sched.lr_lambdas)
+            if len(lambdas) == len(rec.params):
+                by_hp = dict(enumerate(lambdas))
+            else:
+                by_hp = {}
+                for i in range(len(groups)):
+                    by_hp.setdefault(hp_of(i), lambdas[i] if i < len(lambdas) else lambdas[0])
+            self._sources = {h: getattr(fn, "_hpcallbacks_source", fn) for h, fn in by_hp.items()}
+            self._bases = {h: rec.base_lr(h) for h in range(len(rec.params))}
+            self._lambdas = [self._lambda(hp_of(i), self._pg_layer[i]) for i in range(len(groups))]
+            sched.lr_lambdas = self._lambdas
+            sched.base_lrs = [1.0] * len(groups)
+            sched.last_epoch = self.updates
+            self.adopted = True
+            self.refresh()
+            return
+        # torch ReduceLROnPlateau (lr_scheduler_type="reduce_lr_on_plateau"): group LR = its LR x factor
+        self.adopted = False
+        for i, pg in enumerate(groups):
+            g = self._pg_layer[i]
+            base = _float(rec.hyper[hp_of(i)]["lr"])
+            _set_lr(pg, base * (self.factors[g] if g is not None else 1.0))
+        if sched is not None and hasattr(sched, "_last_lr"):
+            sched._last_lr = [_float(pg["lr"]) for pg in groups]
+
+    def _lambda(self, h: int, g: int | None):
+        run = self
+
+        def lr_lambda(step: int) -> float:
+            return run.lr_value(h, g, step)
+
+        lr_lambda._hpcallbacks_source = self._sources.get(h)  # type: ignore[attr-defined]
+        return lr_lambda
+
+    def lr_value(self, h: int, g: int | None, step: int) -> float:
+        """The learning rate of param groups (hyperparameter group ``h``, layer group ``g``) at ``step``."""
+        if self.schedule is not None:
+            base = self.schedule(step)
+        else:
+            base = self._bases[h] * self._sources[h](step)
+        for plateau in self.plateaus:
+            base = plateau.apply(base)
+        lr = base * (self.factors[g] if g is not None else 1.0)
+        if not math.isfinite(lr):
+            raise ValueError(f"the learning rate of update {step} is {lr!r}; check the schedule's arguments")
+        return lr
+
+    def refresh(self) -> None:
+        """Write the learning rates of update ``self.updates`` into the param groups (after a change)."""
+        ctx = self.ctx
+        sched = ctx.scheduler
+        groups = ctx.inner.param_groups
+        if self.adopted:
+            values = [fn(self.updates) for fn in self._lambdas]
+            for pg, value in zip(groups, values, strict=True):
+                _set_lr(pg, value)
+            sched._last_lr = [_float(pg["lr"]) for pg in groups]
+        elif self.plateaus:
+            pass  # a torch ReduceLROnPlateau owns the LR; refused with plateaus at attach
+
+    def apply_stage(self) -> None:
+        if self.resolved is None:
+            return
+        stage = self.resolved.stage_at(self.updates)
+        if stage == self.stage:
+            return
+        self.stage = stage
+        self.mask = self.resolved.masks[stage]
+        apply_trainable(self.groups, self.mask, self.bn)
+        for member in self.bn_members:
+            member.apply(self.ctx.model)
+
+    # -- per-update events (called by the driver only) ------------------------------------------------
+    def step_begin(self) -> None:
+        if not self.configured:
+            self.configure()
+        elif self.resolved is not None:
+            self.apply_stage()
+
+    def optimizer_step(self, optimizer: Any) -> None:
+        if getattr(optimizer, "step_was_skipped", False):
+            self.skipped += 1
+        else:
+            self.updates += 1
+
+    def log_values(self) -> dict[str, float]:
+        """Per-layer-group LR of the last update (named ``lr/<group>``) and the trainable-group count."""
+        if not self.configured or self.groups is None:
+            return {}
+        t = max(self.updates - 1, 0)
+        out: dict[str, float] = {}
+        groups = self.ctx.inner.param_groups
+        first: dict[int, int] = {}
+        for i, g in enumerate(self._pg_layer):
+            if g is not None:
+                first.setdefault(g, i)
+        for g, layer in enumerate(self.groups):
+            i = first.get(g)
+            if i is None:
+                continue
+            out[f"lr/{layer.name}"] = self._lambdas[i](t) if self.adopted else _float(groups[i]["lr"])
+        mask = self.mask if self.mask is not None else (True,) * len(self.groups)
+        out["trainable_groups"] = float(sum(mask))
+        return out
+
+
+def _type_name(args: Any) -> str:
+    value = args.lr_scheduler_type
+    return getattr(value, "value", value)

@@ -1,0 +1,509 @@
+"""The hpcallbacks callbacks for ``transformers.Trainer``.
+
+Rule for learning rates, whatever the combination of callbacks:
+
+* with an hpcallbacks schedule (:class:`LearningRateSchedule` or a family callback such as
+  :class:`CosineRestart`), that schedule **replaces** HF's: the LR of param group ``k`` at update
+  ``t`` is ``schedule(t) * factor[g(k)]``. HF's scheduler object stays (HF still calls
+  ``lr_scheduler.step()`` and logs ``learning_rate``), but it computes the hpcallbacks numbers. Its
+  ``lr_scheduler_type`` must be the default ``"linear"`` or ``"constant"``, with no warmup and no
+  ``lr_scheduler_kwargs``; anything else is a second schedule and refused at ``on_train_begin``.
+* without one, HF's schedule stays and the callbacks **compose** with it: the LR of param group
+  ``k`` is ``HF schedule(t) * factor[g(k)]`` (any LambdaLR ``lr_scheduler_type``, or
+  ``"reduce_lr_on_plateau"``).
+* :class:`ReduceOnPlateau` multiplies either by its factor (never below ``min_lr``).
+
+The update counter ``t`` counts optimizer updates (after gradient accumulation) that were not
+skipped (a mixed-precision overflow skips the update and HF then skips ``lr_scheduler.step()``):
+the LR and the freeze stage advance once per performed update.
+
+Freezing: :class:`StagedUnfreeze` makes the parameters of every layer group that any stage
+trains ``requires_grad=True`` at ``on_init_end`` (so the Trainer's optimizer holds them even
+when the user froze them before building the Trainer), then regroups the optimizer before the
+first step (one named param group per layer group x HF's decay / no-decay group) and applies
+the stage of the current update. Frozen parameters get no gradient (``.grad is None``): no
+backward below the lowest trainable group, no weight decay, nothing in gradient clipping.
+
+Resume: every callback is an ``ExportableState``; its arguments and state are in
+``trainer_state.json``. At ``on_train_begin`` the callbacks read them back from
+``state.stateful_callbacks`` themselves, so ``restore_callback_states_from_checkpoint`` may be
+True or False. Plans and schedules are functions of the update count, re-applied from
+``state.global_step``. The optimizer's ``state_dict()`` is written in the layout the Trainer
+built, so the resumed Trainer loads it before the callbacks regroup again.
+
+Logging: at each training log the callbacks add ``lr/<layer group>`` (the LR of the last update)
+and ``trainable_groups`` to ``logs`` (and to ``state.log_history``). HF calls the ``report_to``
+integrations *before* user callbacks, so those integrations do not see the keys; to send them
+to TensorBoard / W&B, pass ``report_to="none"`` and add the integration callback after the
+hpcallbacks callbacks in ``callbacks=[...]``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from hpcallbacks import schedules as S
+from hpcallbacks.plans import BN_POLICIES, FreezePlan, LRFactors, Recommendation
+from hpcallbacks.torch import batch_norm_layers, discover_groups, keep_eval, swap_norms
+
+from . import _engine as E
+
+__all__ = [
+    "HPCallback",
+    "LearningRateSchedule",
+    "ReduceOnPlateau",
+    "StagedUnfreeze",
+    "DiscriminativeLR",
+    "FreezeBatchNorm",
+    "SwapNorm",
+]
+
+
+class HPCallback(TrainerCallback, ExportableState):
+    """Base of the hpcallbacks callbacks: attaches to the run of each ``train()`` call."""
+
+    role: str = ""
+    #: Whether the callback keeps state across a checkpoint (read back at on_train_begin).
+    restorable: bool = True
+
+    def __init__(self) -> None:
+        self.skipped_updates = 0
+        self._run: E.Run | None = None
+
+    # -- ExportableState ---------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _attributes(self) -> dict[str, Any]:
+        return {"skipped_updates": self._run.skipped if self._run is not None else int(self.skipped_updates)}
+
+    def state(self) -> dict[str, Any]:
+        return {"args": self.get_config(), "attributes": self._attributes()}
+
+    def reset(self) -> None:
+        self.skipped_updates = 0
+
+    def restore_from(self, state: Any) -> None:
+        """Take this callback's attributes from the checkpoint's ``state.stateful_callbacks``."""
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if saved is None:
+            return
+        entries = saved if isinstance(saved, list) else [saved]
+        mine = self.get_config()
+        match = [e for e in entries if isinstance(e, dict) and e.get("args") == mine]
+        entry = match[0] if match else (entries[0] if len(entries) == 1 else None)
+        if entry is None:
+            return
+        for key, value in (entry.get("attributes") or {}).items():
+            setattr(self, key, value)
+
+    # -- events --------------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        run = E.run_for(state, create=True)
+        ctx = run.ctx or E.make_context(args, state, kwargs, type(self).__name__)
+        self._run = run
+        run.attach(self, ctx)
+
+    def _driving(self, state) -> E.Run | None:
+        run = self._run
+        if run is None or run.driver is not self or E.run_for(state) is not run:
+            return None
+        return run
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        run = self._driving(state)
+        if run is not None:
+            run.step_begin()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        run = self._driving(state)
+        if run is not None:
+            run.ensure()
+            run.optimizer_step(kwargs.get("optimizer"))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        run = self._driving(state)
+        if run is None or logs is None or "learning_rate" not in logs:
+            return
+        values = run.log_values()
+        if not values:
+            return
+        logs.update(values)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            if "learning_rate" in state.log_history[-1]:
+                state.log_history[-1].update(values)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+# -- schedules ---------------------------------------------------------------------------------------
+class _ScheduleCallback(HPCallback):
+    role = "schedule"
+    restorable = True
+
+    def build_schedule(self, ctx: E.Context) -> S.Schedule:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class LearningRateSchedule(_ScheduleCallback):
+    """Any hpcallbacks schedule as the learning rate of every optimizer update.
+
+    ``schedule`` is a :class:`hpcallbacks.Schedule` (a number means :class:`hpcallbacks.Constant`,
+    a ``serialize()`` dict is deserialized). The LR of update ``t`` (``t`` updates done before it)
+    is ``schedule(t)``, times the layer group's factor when :class:`DiscriminativeLR` or a plan's
+    factors are in the Trainer too. It replaces HF's ``lr_scheduler_type`` schedule (see the
+    module docstring for which ones it refuses as conflicting).
+
+    >>> from hpcallbacks import CosineDecay
+    >>> LearningRateSchedule(CosineDecay(1e-3, decay_steps=1000)).get_config()["schedule"]["class_name"]
+    'CosineDecay'
+    """
+
+    def __init__(self, schedule: S.Schedule | float | dict[str, Any]) -> None:
+        super().__init__()
+        if isinstance(schedule, dict):
+            schedule = S.deserialize(schedule)
+        self.schedule = S.as_schedule(schedule, "schedule")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"schedule": S.serialize(self.schedule)}
+
+    def build_schedule(self, ctx: E.Context) -> S.Schedule:
+        return self.schedule
+
+
+# -- plateau -----------------------------------------------------------------------------------------
+class ReduceOnPlateau(HPCallback):
+    """Reduce the learning rate when an evaluation metric stops improving (the core state machine).
+
+    Same arguments as :class:`hpcallbacks.ReduceOnPlateau`; ``monitor`` defaults to
+    ``"eval_loss"`` (HF's name; ``"val_loss"`` and names without the ``eval_`` prefix are looked up
+    as ``eval_<name>`` too). It is fed at every evaluation (``on_evaluate``), so the Trainer needs
+    ``eval_strategy`` other than ``"no"``. The reduction multiplies the learning rate of every
+    group, on top of the hpcallbacks schedule or HF's, never below ``min_lr``. ``schedule``
+    (optional, keyword) is the schedule reduced, as a :class:`LearningRateSchedule` would set it. Its state (best
+    value, wait, cooldown, reductions) is checkpointed.
+    """
+
+    role = "plateau"
+
+    def __init__(self, monitor: str = "eval_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",
+                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, convention: str = "keras",
+                 threshold_mode: str | None = None,
+                 schedule: S.Schedule | float | dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if isinstance(schedule, dict):
+            schedule = S.deserialize(schedule)
+        self.schedule = None if schedule is None else S.as_schedule(schedule, "schedule")
+        self.machine = S.ReduceOnPlateau(monitor=monitor, factor=factor, patience=patience, mode=mode,
+                                         min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
+                                         convention=convention, threshold_mode=threshold_mode)
+
+    def get_config(self) -> dict[str, Any]:
+        config = self.machine.get_config()
+        config["schedule"] = None if self.schedule is None else S.serialize(self.schedule)
+        return config
+
+    def build_schedule(self, ctx: E.Context) -> S.Schedule | None:
+        return self.schedule
+
+    @property
+    def plateau_state(self) -> dict[str, Any]:
+        return self.machine.state_dict()
+
+    @plateau_state.setter
+    def plateau_state(self, value: dict[str, Any]) -> None:
+        self.machine.load_state_dict(value)
+
+    def _attributes(self) -> dict[str, Any]:
+        return {**super()._attributes(), "plateau_state": self.plateau_state}
+
+    def reset(self) -> None:
+        super().reset()
+        self.machine.reset()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no":
+            raise ValueError(f"ReduceOnPlateau(monitor={self.machine.monitor!r}) is fed by evaluations, but "
+                             "eval_strategy='no': set eval_strategy='epoch' (or 'steps') and give an eval_dataset")
+        super().on_train_begin(args, state, control, **kwargs)
+
+    def _value(self, metrics: dict[str, Any]) -> float:
+        name = self.machine.monitor
+        candidates = [name, f"eval_{name}"]
+        if name.startswith("val_"):
+            candidates.append("eval_" + name[4:])
+        for key in candidates:
+            if key in metrics:
+                return float(metrics[key])
+        raise ValueError(f"ReduceOnPlateau(monitor={name!r}) found no such metric in the evaluation; "
+                         f"it has {sorted(metrics)}: set monitor to one of those")
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        run = self._run
+        if run is None or E.run_for(state) is not run or not metrics:
+            return
+        run.ensure()
+        before = self.machine.reductions
+        self.machine.update(self._value(metrics))
+        if self.machine.reductions != before:
+            run.refresh()
+
+
+# -- freezing and per-group learning rates ---------------------------------------------------------
+def _groups_json(groups: Any, model: nn.Module | None = None) -> Any:
+    """``groups`` with modules replaced by their names in ``model`` (JSON for the checkpoint)."""
+    if groups is None:
+        return None
+    names: dict[int, str] = {}
+    if model is not None:
+        names = {id(m): n for n, m in model.named_modules()}
+
+    def one(item: Any) -> Any:
+        if isinstance(item, nn.Module):
+            return names.get(id(item), f"<{type(item).__name__}>")
+        if isinstance(item, (list, tuple)):
+            return [one(i) for i in item]
+        return item
+
+    return [one(g) for g in groups]
+
+
+class _Structural(HPCallback):
+    """A callback that needs layer groups: :class:`StagedUnfreeze`, :class:`DiscriminativeLR`."""
+
+    def __init__(self, groups: Sequence[Any] | None) -> None:
+        super().__init__()
+        if groups is not None and (isinstance(groups, (str, nn.Module)) or not isinstance(groups, (list, tuple))):
+            raise ValueError(f"groups must be None or a list (bottom to top) of module names, regular expressions, "
+                             f"modules or lists of those; got {groups!r}")
+        if groups is not None and not groups:
+            raise ValueError("groups must name at least one group; got []")
+        self.groups = list(groups) if groups is not None else None
+        self._model: nn.Module | None = None
+
+    def on_init_end(self, args, state, control, **kwargs):
+        self._model = kwargs.get("model")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._model = kwargs.get("model") or self._model
+        super().on_train_begin(args, state, control, **kwargs)
+
+
+class StagedUnfreeze(_Structural):
+    """Unfreeze layer groups in stages (handbook H5 way 2, ULMFiT gradual unfreezing).
+
+    * ``plan``: a :class:`hpcallbacks.FreezePlan` (or a ``FreezePlan.recommend(...)`` result, or
+      its ``get_config()``); ``None`` is ``FreezePlan.gradual(every_epochs=1)``: the top group
+      first, one more group every epoch. Epoch starts become updates with the run's updates per
+      epoch (after gradient accumulation). The plan's ``factors`` set per-group LRs.
+    * ``groups``: the layer groups, bottom to top, as :func:`hpcallbacks.torch.discover_groups`
+      takes them (module names, regular expressions, modules, lists of those). ``None``:
+      embeddings / each encoder block / the rest (pooler, head) for BERT-, RoBERTa-, GPT-2- and
+      ViT-style models, the top-level children otherwise.
+    * ``bn``: BatchNorm policy of frozen groups (``"train"``, ``"freeze_stats"``,
+      ``"freeze_all"``); ``None`` takes the plan's (default ``"freeze_stats"``: kept in eval mode
+      through the Trainer's ``model.train()``).
+
+    The plan owns ``requires_grad`` of every parameter of its groups. Pass it in
+    ``Trainer(callbacks=[...])``: at ``on_init_end`` it makes every group some stage trains
+    trainable, so the Trainer's optimizer holds those parameters even when they were frozen before
+    the Trainer was built; the stage of the current update is applied before the first step.
+    """
+
+    role = "plan"
+
+    def __init__(self, plan: FreezePlan | Recommendation | dict[str, Any] | None = None,
+                 groups: Sequence[Any] | None = None, bn: str | None = None) -> None:
+        super().__init__(groups)
+        if plan is None:
+            plan = FreezePlan.gradual(every_epochs=1)
+        elif isinstance(plan, Recommendation):
+            plan = plan.plan
+        elif isinstance(plan, dict):
+            plan = FreezePlan.from_config(plan)
+        if not isinstance(plan, FreezePlan):
+            raise ValueError(f"plan must be a FreezePlan, a FreezePlan.recommend() result or None; got {plan!r}")
+        if bn is not None and bn not in BN_POLICIES:
+            raise ValueError(f"bn must be None (the plan's) or one of {', '.join(map(repr, BN_POLICIES))}; got {bn!r}")
+        self.plan = plan
+        self.bn = bn
+
+    def get_config(self) -> dict[str, Any]:
+        return {"plan": self.plan.get_config(), "groups": _groups_json(self.groups, self._model), "bn": self.bn}
+
+    def on_init_end(self, args, state, control, **kwargs):
+        """Before the Trainer builds its optimizer: every group some stage trains is made trainable."""
+        super().on_init_end(args, state, control, **kwargs)
+        model = kwargs.get("model")
+        if model is None:
+            return
+        try:
+            groups = discover_groups(model, self.groups)
+            stages = self.plan.expanded_stages(len(groups))
+            ever = [any(stage.mask(len(groups))[g] for stage in stages) for g in range(len(groups))]
+        except ValueError:
+            return  # the same error is raised, with context, at on_train_begin
+        for layer, trains in zip(groups, ever, strict=True):
+            if trains:
+                for p in layer.params:
+                    if not p.requires_grad:
+                        p.requires_grad_(True)
+
+
+class DiscriminativeLR(_Structural):
+    """Per-layer-group learning rates (handbook H5 way 1): layer-wise LR decay, ULMFiT, fastai.
+
+    ``factors``: a :class:`hpcallbacks.LRFactors`; a number ``d >= 1`` is
+    ``LRFactors.geometric(d)`` (the default, ULMFiT's 2.6: each group below gets the LR above / d);
+    a number ``d`` in (0, 1) is ``LRFactors.layer_decay(d)`` (timm / BEiT layer-wise LR decay:
+    group ``g`` of ``n`` gets ``d ** (n - 1 - g)``); a list is ``LRFactors.explicit(list)``. The
+    top group's factor is 1: group LR = schedule x factor, with the hpcallbacks schedule or HF's.
+    ``groups`` as for :class:`StagedUnfreeze` (give the same groups to both, or to one of them
+    only). Freezes nothing.
+    """
+
+    role = "factors"
+
+    def __init__(self, factors: LRFactors | float | Sequence[float] | dict[str, Any] = 2.6,
+                 groups: Sequence[Any] | None = None) -> None:
+        super().__init__(groups)
+        self.factors = _as_factors(factors)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"factors": self.factors.get_config(), "groups": _groups_json(self.groups, self._model)}
+
+
+def _as_factors(value: Any) -> LRFactors:
+    if isinstance(value, LRFactors):
+        return value
+    if isinstance(value, dict):
+        return LRFactors.from_config(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value >= 1:
+            return LRFactors.geometric(value)
+        return LRFactors.layer_decay(value)
+    if isinstance(value, (list, tuple)):
+        return LRFactors.explicit(value)
+    raise ValueError(f"factors must be an LRFactors, a layer decay in (0, 1), a geometric decay >= 1 or a list of "
+                     f"factors (bottom to top); got {value!r}")
+
+
+# -- BatchNorm -------------------------------------------------------------------------------------
+class FreezeBatchNorm(HPCallback):
+    """Freeze the BatchNorm layers of a pretrained model (handbook H4: small batches).
+
+    Every BatchNorm layer of the model (or only those inside ``layers``: names, regular
+    expressions or modules), except those under ``skip`` (names, dotted prefixes or regular
+    expressions of ``named_modules``), stays in inference mode through the Trainer's
+    ``model.train()``: it normalises with its running statistics and keeps them.
+    ``freeze_affine=True`` also freezes its weight and bias. Applied before the first step and
+    again after each stage of a :class:`StagedUnfreeze` (it overrides the plan for these layers).
+    """
+
+    role = "bn"
+    restorable = False
+
+    def __init__(self, skip: Sequence[str] = (), freeze_affine: bool = False,
+                 layers: Sequence[Any] | None = None) -> None:
+        from hpcallbacks.norms import NormSwap
+
+        super().__init__()
+        skip = (skip,) if isinstance(skip, str) else tuple(skip)
+        self._matcher = NormSwap("frozen", skip=skip)  # its skip rules and checks
+        if not isinstance(freeze_affine, bool):
+            raise ValueError(f"freeze_affine must be True or False; got {freeze_affine!r}")
+        if layers is not None and (isinstance(layers, (str, nn.Module)) or not isinstance(layers, (list, tuple))
+                                   or not layers):
+            raise ValueError(f"layers must be None or a non-empty list of module names, regular expressions or "
+                             f"modules; got {layers!r}")
+        self.skip = skip
+        self.freeze_affine = freeze_affine
+        self.layers = list(layers) if layers is not None else None
+        self._model: nn.Module | None = None
+        self._found: list[nn.Module] = []
+
+    def get_config(self) -> dict[str, Any]:
+        return {"skip": list(self.skip), "freeze_affine": self.freeze_affine,
+                "layers": _groups_json(self.layers, self._model)}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        model = kwargs.get("model")
+        self._model = model
+        roots = [model]
+        if self.layers is not None:
+            try:
+                roots = list(discover_groups(model, [self.layers], rest="top")[0].modules)
+            except ValueError as error:
+                raise ValueError(f"FreezeBatchNorm(layers={self.layers!r}): {error}") from None
+        names = {id(m): n for n, m in model.named_modules()}
+        self._found = [m for m in batch_norm_layers(roots) if self._matcher.skips(names.get(id(m), "")) is None]
+        if not self._found:
+            raise ValueError(f"FreezeBatchNorm found no BatchNorm layer to freeze in {type(model).__name__} "
+                             f"(layers={self.layers!r}, skip={list(self.skip)!r}); drop the callback or change them")
+        super().on_train_begin(args, state, control, **kwargs)
+
+    def apply(self, model: nn.Module) -> None:
+        keep_eval(self._found, True)
+        if self.freeze_affine:
+            for layer in self._found:
+                for p in layer.parameters(recurse=False):
+                    p.requires_grad_(False)
+                    p.grad = None
+
+
+class SwapNorm(TrainerCallback, ExportableState):
+    """Replace BatchNorm layers before the Trainer builds its optimizer (handbook H4, H6).
+
+    ``to="group"`` (GroupNorm), ``"frozen"`` (fixed statistics and affine values) or ``"sync"``
+    (SyncBatchNorm); ``skip``, ``groups``, ``eps``, ``reuse_params`` as in
+    :func:`hpcallbacks.torch.swap_norms`. The swap happens at ``on_init_end``, the last event before
+    the optimizer and the DDP wrapper exist, so pass it in ``Trainer(callbacks=[...])``: added
+    later, it refuses at ``on_train_begin``.
+    """
+
+    def __init__(self, to: str = "group", skip: Sequence[Any] = (), groups: int | None = None,
+                 eps: float | None = None, reuse_params: bool = True) -> None:
+        from hpcallbacks.norms import NormSwap
+
+        NormSwap(to=to, skip=tuple(s for s in ([skip] if isinstance(skip, str) else skip)
+                                   if isinstance(s, str)), groups=groups, eps=eps)  # checks the arguments
+        if not isinstance(reuse_params, bool):
+            raise ValueError(f"reuse_params must be True or False; got {reuse_params!r}")
+        self.to, self.skip, self.groups, self.eps, self.reuse_params = to, skip, groups, eps, reuse_params
+        self.swapped = False
+
+    def state(self) -> dict[str, Any]:
+        skip = [self.skip] if isinstance(self.skip, str) else [s for s in self.skip if isinstance(s, str)]
+        return {"args": {"to": self.to, "skip": skip, "groups": self.groups, "eps": self.eps,
+                         "reuse_params": self.reuse_params}, "attributes": {}}
+
+    def on_init_end(self, args, state, control, **kwargs):
+        model = kwargs.get("model")
+        if model is None:
+            return
+        swap_norms(model, to=self.to, skip=self.skip, groups=self.groups, eps=self.eps,
+                   reuse_params=self.reuse_params)
+        self.swapped = True
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.swapped or kwargs.get("model") is None:
+            return
+        from hpcallbacks.norms import NormSwap
+
+        plan = NormSwap(to=self.to, groups=self.groups, eps=self.eps,
+                        skip=tuple(s for s in ([self.skip] if isinstance(self.skip, str) else self.skip)
+                                   if isinstance(s, str)))
+        left = [n for n, m in kwargs["model"].named_modules()
+                if isinstance(m, _BatchNorm) and not isinstance(m, nn.SyncBatchNorm) and plan.skips(n) is None]
+        if left:
+            raise ValueError(f"SwapNorm(to={self.to!r}) did not run before the optimizer was built ({left[0]!r} is "
+                             "still a BatchNorm): pass it in Trainer(callbacks=[...]) so it swaps at on_init_end, "
+                             "before the optimizer and DDP exist; add_callback() after that is too late")
