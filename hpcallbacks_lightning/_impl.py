@@ -129,8 +129,9 @@ class _ScheduleBase:
             raise ValueError(f"log must be True or False; got {log!r}")
         self.log_lr = log
         self.schedule: S.Schedule | None = None  # the resolved schedule of this run
-        self._loaded = False
+        self._resumed: dict[str, Any] | None = None  # the first run's LR and lengths, from a checkpoint
         self._initial_lr: float | None = None
+        self._lengths: tuple[int | None, float] = (None, float("inf"))
         self._last_step = -1
         self._lr = 0.0
         self._multipliers: list[Any] = []
@@ -168,10 +169,14 @@ class _ScheduleBase:
         self._multipliers = [cb for cb in _peers(trainer, ReduceOnPlateauMixin) if cb is not self and not cb._owns]
         if not self._owns_lr():
             return
-        if not self._loaded or self.schedule is None:
-            spe, total = _run_lengths(trainer)
-            self.schedule = self._make_schedule(self._initial_lr or 0.0, spe, total)
-        self._loaded = False
+        spe, total = _run_lengths(trainer)
+        resumed, self._resumed = self._resumed, None
+        if resumed:  # defaults resolved as in the run that wrote the checkpoint
+            self._initial_lr = resumed.get("initial_lr", self._initial_lr)
+            spe = resumed.get("steps_per_epoch", spe)
+            total = resumed.get("total_steps", total)
+        self._lengths = (spe, total)
+        self.schedule = self._make_schedule(self._initial_lr or 0.0, spe, total)
 
     def _lr_at(self, step: int) -> float:
         lr = self.schedule(step)  # type: ignore[misc]
@@ -192,15 +197,20 @@ class _ScheduleBase:
             pl_module.log("lr", self._lr, **_LOG_KW)
 
     def state_dict(self) -> dict[str, Any]:
+        """The run's resolved defaults (optimizer LR, updates per epoch, total updates) and schedule.
+
+        On resume the callback's own arguments are kept and its defaults are resolved from these
+        values, so a resumed run sees the LRs of the uninterrupted one.
+        """
         if self.schedule is None:
             return {}
-        return {"schedule": S.serialize(self.schedule), "initial_lr": self._initial_lr}
+        spe, total = self._lengths
+        return {"schedule": S.serialize(self.schedule), "initial_lr": self._initial_lr,
+                "steps_per_epoch": spe, "total_steps": total}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("schedule"):
-            self.schedule = S.deserialize(state_dict["schedule"])
-            self._initial_lr = state_dict.get("initial_lr")
-            self._loaded = True
+            self._resumed = dict(state_dict)
 
 
 class LearningRateScheduleMixin(_ScheduleBase):
@@ -508,9 +518,6 @@ class StagedUnfreezeMixin:
         self.groups = discover_groups(pl_module, _group_spec(self.groups_spec, pl_module))
         self._names = [g.name for g in self.groups]
         n = len(self.groups)
-        if self._saved is not None and self._saved.get("group_names") not in (None, self._names):
-            raise ValueError(f"the checkpoint's StagedUnfreeze groups {self._saved['group_names']} differ from the "
-                             f"model's {self._names}: resume with the same model and groups=")
         # resolving with a huge epoch length checks the plan against the group count now
         probe = plan.resolve(n, steps_per_epoch=10**9)
         ever = probe.ever_trainable
@@ -526,6 +533,10 @@ class StagedUnfreezeMixin:
 
     # -- fit start: regroup the optimizer ------------------------------------------------------
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # callback states from ckpt_path are restored between setup and here
+        if self._saved is not None and self._saved.get("group_names") not in (None, self._names):
+            raise ValueError(f"the checkpoint's StagedUnfreeze groups {self._saved['group_names']} differ from the "
+                             f"model's {self._names}: resume with the same model and groups=")
         factors = self._effective_plan.factors.resolve(len(self.groups))
         _regroup(trainer, self.groups, factors)
 

@@ -411,6 +411,28 @@ def test_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path):
                 torch.testing.assert_close(a, b.detach())
 
 
+def test_resume_keeps_the_defaults_of_the_first_run(tmp_path):
+    """CosineRestart() restarts after the first run's epoch length even if the resumed data is longer."""
+    plan = FreezePlan(stages=[(0, 1), (0.5, 2), (1.5, "all")])
+
+    def callbacks():
+        return [HL.CosineRestart(), HL.StagedUnfreeze(plan)]
+
+    trainer = L.Trainer(max_epochs=1, callbacks=callbacks(), **QUIET)
+    trainer.fit(Stack(), loader(24, 4))
+    path = tmp_path / "epoch1.ckpt"
+    trainer.save_checkpoint(path)
+    rec = Recorder()
+    trainer = L.Trainer(max_epochs=2, callbacks=[*callbacks(), rec], **QUIET)
+    trainer.fit(Stack(), loader(36, 4), ckpt_path=str(path))  # 9 updates per epoch now
+    assert [r[0] for r in rec.records] == list(range(6, 15))
+    assert [r[1][-1] for r in rec.records] == pytest.approx(S.CosineRestart(0.123, 6).curve(9, start=6))
+    assert [sum(r[2]) for r in rec.records] == [2] * 3 + [3] * 6  # the plan's epochs stay 6 updates long
+    with pytest.raises(ValueError, match="groups .* differ from the model's"):
+        L.Trainer(max_epochs=2, callbacks=[HL.StagedUnfreeze(groups=[["layers.0", "layers.1"], "layers.2"])],
+                  **QUIET).fit(Stack(), loader(24, 4), ckpt_path=str(path))
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input: ValueError naming what to change
 def _fit_stack(callbacks, epochs=1, configure=None, **kw):
