@@ -39,6 +39,9 @@ from hpcallbacks.torch import (
 
 logger = logging.get_logger("hpcallbacks_hf")
 
+#: Per-param-group lists of torch LR schedulers (reordered with the param groups).
+_SCHEDULER_LISTS = ("base_lrs", "_last_lr", "min_lrs", "max_lrs", "lr_lambdas", "base_momentums", "max_momentums")
+
 #: ``lr_scheduler_type`` values an hpcallbacks schedule replaces without a word: HF's default
 #: (``"linear"``) and ``"constant"``, both without warmup. Anything else is a second schedule.
 REPLACEABLE_SCHEDULERS = ("linear", "constant")
@@ -234,6 +237,8 @@ class Run:
         self.mask: tuple[bool, ...] | None = None
         self.adopted = False
         self._schedule_members: list[Any] = []
+        self._cache_step: int | None = None
+        self._cache: dict[int, float] = {}
         self._lambdas: list[Any] = []
         self._pg_layer: list[int | None] = []
         self._sources: dict[int, Any] = {}
@@ -417,6 +422,7 @@ class Run:
             else:
                 self.groups = rec.groups
             owner = {id(p): g for g, layer in enumerate(self.groups) for p in layer.params}
+            self._top_first(inner, ctx.scheduler, owner)
             self._pg_layer = [owner.get(id(pg["params"][0])) if pg["params"] else None for pg in inner.param_groups]
             for pg, g in zip(inner.param_groups, self._pg_layer, strict=True):
                 pg["lr_factor"] = self.factors[g] if g is not None else 1.0
@@ -429,6 +435,21 @@ class Run:
         for member in self.bn_members:
             member.apply(ctx.model)
         self.configured = True
+
+    def _top_first(self, inner: torch.optim.Optimizer, sched: Any, owner: dict[int, int]) -> None:
+        """Put the top layer group's param groups first (factor 1), so HF's own ``learning_rate`` log
+        (param group 0) shows the schedule's value; the scheduler's per-group lists follow."""
+        top = len(self.groups) - 1
+        groups = inner.param_groups
+        layer = [owner.get(id(pg["params"][0])) if pg["params"] else None for pg in groups]
+        order = [i for i, g in enumerate(layer) if g == top] + [i for i, g in enumerate(layer) if g != top]
+        if order == list(range(len(groups))):
+            return
+        groups[:] = [groups[i] for i in order]
+        for attr in _SCHEDULER_LISTS:
+            values = getattr(sched, attr, None)
+            if isinstance(values, list) and len(values) == len(order):
+                setattr(sched, attr, [values[i] for i in order])
 
     def _warn_missing(self, rec: _Record) -> None:
         held = {id(p) for params in rec.params for p in params}
@@ -493,12 +514,15 @@ class Run:
 
     def lr_value(self, h: int, g: int | None, step: int) -> float:
         """The learning rate of param groups (hyperparameter group ``h``, layer group ``g``) at ``step``."""
-        if self.schedule is not None:
-            base = self.schedule(step)
-        else:
-            base = self._bases[h] * self._sources[h](step)
-        for plateau in self.plateaus:
-            base = plateau.apply(base)
+        if step != self._cache_step:  # one schedule evaluation per update, not one per param group
+            self._cache_step, self._cache = step, {}
+        key = -1 if self.schedule is not None else h
+        base = self._cache.get(key)
+        if base is None:
+            base = self.schedule(step) if self.schedule is not None else self._bases[h] * self._sources[h](step)
+            for plateau in self.plateaus:
+                base = plateau.apply(base)
+            self._cache[key] = base
         lr = base * (self.factors[g] if g is not None else 1.0)
         if not math.isfinite(lr):
             raise ValueError(f"the learning rate of update {step} is {lr!r}; check the schedule's arguments")
@@ -509,6 +533,7 @@ class Run:
         ctx = self.ctx
         sched = ctx.scheduler
         groups = ctx.inner.param_groups
+        self._cache_step = None
         if self.adopted:
             values = [fn(self.updates) for fn in self._lambdas]
             for pg, value in zip(groups, values, strict=True):

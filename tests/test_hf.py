@@ -426,7 +426,7 @@ def test_log_has_named_group_lrs_and_trainable_count(tmp_path):
     schedule = hp.CosineDecay(0.1, decay_steps=6)
     for row in rows:
         t = row["step"] - 1  # the update the row reports
-        assert row["learning_rate"] == pytest.approx(schedule(t) * 0.25)  # HF logs param group 0: the bottom
+        assert row["learning_rate"] == pytest.approx(schedule(t))  # HF logs param group 0: the top group
         assert row["lr/layers.2"] == pytest.approx(schedule(t))
         assert row["lr/layers.1"] == pytest.approx(schedule(t) * 0.5)
         assert row["lr/layers.0"] == pytest.approx(schedule(t) * 0.25)
@@ -627,3 +627,63 @@ def test_arguments_refused_when_built():
         from hpcallbacks_hf import ExponentialDecay
 
         ExponentialDecay()
+
+
+# -- more compositions ------------------------------------------------------------------------------------
+def test_second_train_call_on_the_same_trainer(tmp_path):
+    torch.manual_seed(0)
+    model = Stack(3)
+    first, second = Recorder(model.layers), Recorder(model.layers)
+    plan = FreezePlan(stages=[(0, 1), (1, "all")], factors=LRFactors.layer_decay(0.5))
+    trainer = Trainer(model=model, args=arguments(tmp_path, num_train_epochs=2), train_dataset=regression(24),
+                      callbacks=[StagedUnfreeze(plan), first])
+    trainer.train()
+    trainer.pop_callback(first)
+    trainer.add_callback(second)
+    trainer.train()  # HF keeps the regrouped optimizer and builds a new LambdaLR on it
+    assert second.records == first.records
+    assert second.records[0][2] == (False, False, True)
+
+
+def test_factors_compose_with_hf_reduce_lr_on_plateau(tmp_path):
+    torch.manual_seed(0)
+    model = Stack(3)
+    rows = LayerLRs(model.layers)
+    args = arguments(tmp_path, num_train_epochs=4, lr_scheduler_type="reduce_lr_on_plateau", eval_strategy="epoch",
+                     label_names=["y"], lr_scheduler_kwargs={"patience": 0, "factor": 0.5, "threshold": 1e9})
+    trainer = Trainer(model=model, args=args, train_dataset=regression(24), eval_dataset=regression(8, seed=1),
+                      callbacks=[DiscriminativeLR(0.5), rows])
+    trainer.train()
+    for t, lrs in rows.rows:
+        base = 0.05 * 0.5 ** (t // 6)  # HF's plateau (threshold 1e9: nothing improves) halves it at every epoch end
+        assert lrs == pytest.approx([base * 0.25, base * 0.5, base])
+
+
+# -- distributed: torchrun, 2 CPU ranks (gloo) -------------------------------------------------------------
+@pytest.mark.slow
+def test_ddp_staged_unfreeze_keeps_ranks_identical(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(root))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           str(root / "tests" / "_hf_ddp_run.py"), str(tmp_path)]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == 2
+    assert ranks[0]["rows"] == ranks[1]["rows"]
+    rows = ranks[0]["rows"]
+    assert [r["update"] for r in rows] == list(range(12))  # 32 samples / 4 per rank / 2 ranks = 4 updates per epoch
+    assert all(r["same"] for r in rows)  # weights identical across ranks at the start of every update
+    assert not any(r["frozen_grad"] for r in rows)
+    counts = [r["trainable"] for r in rows]
+    assert counts[0] < counts[4] < counts[8] and len(set(counts[:4])) == len(set(counts[4:8])) == 1
+    assert not any(r["layer0_moved"] for r in rows[:9]) and rows[-1]["layer0_moved"]  # bit-identical until its stage
