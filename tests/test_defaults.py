@@ -17,7 +17,7 @@ def test_every_schedule_family_has_a_rule():
 def test_no_argument_builds_from_the_run(family):
     s = D.build(family, {}, RUN)
     assert isinstance(s, S.SCHEDULES[family])
-    assert s(0) <= 0.1 + 1e-12
+    assert 0.0 <= s(0) <= 0.1 * (1 + 1e-3) + 1e-12  # LinearCosineDecay adds beta
 
 
 def test_the_defaults_mean_what_the_docs_say():
