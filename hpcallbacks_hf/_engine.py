@@ -166,10 +166,13 @@ def _as_built_state_dict(optimizer: torch.optim.Optimizer, state_dict: dict[str,
 # -- the run ---------------------------------------------------------------------------------------
 @dataclass
 class Context:
-    """What ``on_train_begin`` gives the callbacks, plus the numbers derived from it."""
+    """What ``on_train_begin`` gives the callbacks, plus the numbers derived from it.
+
+    The ``TrainerState`` is held weakly: the registry of runs is keyed by it and must let it go.
+    """
 
     args: Any
-    state: Any
+    state_ref: Any
     model: torch.nn.Module
     optimizer: Any
     inner: torch.optim.Optimizer
@@ -178,6 +181,10 @@ class Context:
     epoch_known: bool
     total_updates: int
     base_lr: float
+
+    @property
+    def state(self) -> Any:
+        return self.state_ref()
 
 
 _RUNS: dict[int, tuple[weakref.ref, Run]] = {}
@@ -211,7 +218,8 @@ def make_context(args: Any, state: Any, kwargs: dict[str, Any], who: str) -> Con
     base_lr = _float(first.get("initial_lr", first["lr"]))
     if rec is not None and rec.groups is not None:  # a second train() on a regrouped optimizer
         base_lr = rec.base_lr(0)
-    return Context(args, state, model, optimizer, inner, kwargs.get("lr_scheduler"), spe, known, total, base_lr)
+    return Context(args, weakref.ref(state), model, optimizer, inner, kwargs.get("lr_scheduler"), spe, known, total,
+                   base_lr)
 
 
 class Run:

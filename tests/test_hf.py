@@ -687,3 +687,19 @@ def test_ddp_staged_unfreeze_keeps_ranks_identical(tmp_path):
     counts = [r["trainable"] for r in rows]
     assert counts[0] < counts[4] < counts[8] and len(set(counts[:4])) == len(set(counts[4:8])) == 1
     assert not any(r["layer0_moved"] for r in rows[:9]) and rows[-1]["layer0_moved"]  # bit-identical until its stage
+
+
+def test_finished_runs_do_not_keep_models_alive(tmp_path):
+    import gc
+    import weakref
+
+    def train_once():
+        model = Stack(3)
+        Trainer(model=model, args=arguments(tmp_path, num_train_epochs=1), train_dataset=regression(8),
+                callbacks=[StagedUnfreeze(FreezePlan.head_then_all(1)), CosineRestart()]).train()
+        return weakref.ref(model)
+
+    first = train_once()
+    train_once()  # the next run's registration purges the registry entries of dead states
+    gc.collect()
+    assert first() is None
