@@ -37,7 +37,7 @@ class RecordingSGD(keras.optimizers.SGD):
             lr = ops.reshape(ops.cast(learning_rate, "float32"), (1,))
             self.rec_lr.assign(ops.scatter_update(self.rec_lr, at, lr))
             self.rec_on.assign(ops.scatter_update(self.rec_on, at, ops.ones((1,), "float32")))
-            base = ops.reshape(ops.cast(ops.convert_to_tensor(self._learning_rate), "float32"), (1,))
+            base = ops.reshape(ops.cast(self.learning_rate, "float32"), (1,))
             self.rec_base.assign(ops.scatter_update(self.rec_base, ops.reshape(it, (1, 1)), base))
         super().update_step(gradient, variable, learning_rate)
 
@@ -96,6 +96,8 @@ def run_scenario(s: Scenario, steps_per_execution: int = 1, jit_compile: bool = 
 
 def records_of(s: Scenario, model):
     opt = model.optimizer
+    while hasattr(opt, "inner_optimizer"):
+        opt = opt.inner_optimizer
     lr = ops.convert_to_numpy(opt.rec_lr)
     on = ops.convert_to_numpy(opt.rec_on) > 0
     base = ops.convert_to_numpy(opt.rec_base)

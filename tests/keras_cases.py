@@ -1,0 +1,401 @@
+"""Keras adapter tests that run on any Keras backend.
+
+``tests/test_keras.py`` runs them in the main (TensorFlow) process and runs this file again with
+``KERAS_BACKEND=torch`` in one subprocess. Real ``model.fit`` loops, tiny models, no mocks.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import keras
+from conformance import SCENARIOS, Scenario, assert_records_match
+from keras import ops
+from keras_support import RecordingSGD, records_of, run_scenario, scenario_data, var_groups
+
+import hpcallbacks as hp
+from hpcallbacks import FreezePlan, LRFactors
+from hpcallbacks_keras import (
+    CosineDecay,
+    CosineRestart,
+    DiscriminativeLR,
+    ExponentialDecay,
+    FreezeBatchNorm,
+    LearningRateSchedule,
+    ReduceOnPlateau,
+    StagedUnfreeze,
+)
+
+BACKEND = keras.backend.backend()
+X = np.random.default_rng(1).normal(size=(24, 4)).astype("float32")
+Y = np.random.default_rng(2).normal(size=(24, 1)).astype("float32")
+
+
+def mlp(bn=False, seed=0, cls=keras.Sequential):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((4,)), keras.layers.Dense(8, name="g0")]
+    if bn:
+        layers.append(keras.layers.BatchNormalization(name="bn0"))
+    layers += [keras.layers.Dense(8, activation="relu", name="g1"), keras.layers.Dense(1, name="g2")]
+    return cls(layers)
+
+
+def weights(model, name):
+    return [np.array(w) for w in model.get_layer(name).get_weights()]
+
+
+def same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def iterations(model):
+    return int(ops.convert_to_numpy(model.optimizer.iterations))
+
+
+class PerUpdate(keras.callbacks.Callback):
+    """Test probe: after every batch (steps_per_execution=1), copies of weights and iterations."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = names
+        self.snapshots = []
+        self.iterations = []
+
+    def on_train_begin(self, logs=None):
+        self.initial = {n: weights(self.model, n) for n in self.names}
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.snapshots.append({n: weights(self.model, n) for n in self.names})
+        self.iterations.append(iterations(self.model))
+
+
+# -- conformance ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("accumulation", [1, 3])
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_conformance(scenario, accumulation):
+    s = scenario if accumulation == 1 else scenario.with_accumulation(accumulation)
+    records, model, _ = run_scenario(s)
+    assert_records_match(s, records)
+
+
+# -- staged unfreezing ----------------------------------------------------------------------------
+def test_frozen_weights_bit_identical_until_their_stage_and_iterations_continue():
+    model = mlp()
+    model.compile(keras.optimizers.AdamW(0.01, weight_decay=0.1), "mse")
+    plan = FreezePlan(stages=[(0, 1), (3, 2), (7, "all")], unit="update")
+    probe = PerUpdate(["g0", "g1", "g2"])
+    model.fit(X, Y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+              callbacks=[StagedUnfreeze(plan), probe])
+    assert probe.iterations == list(range(1, 13))  # one count per update, never reset by a stage
+    starts = {"g0": 7, "g1": 3, "g2": 0}
+    for name, start in starts.items():
+        for t, snap in enumerate(probe.snapshots):  # snapshot t: after update t
+            if t < start:
+                assert same(snap[name], probe.initial[name]), f"{name} changed at update {t} before its stage {start}"
+            else:
+                assert not same(snap[name], probe.initial[name]), f"{name} did not train at update {t}"
+                prev = probe.snapshots[t - 1][name] if t else probe.initial[name]
+                assert not same(snap[name], prev), f"{name} skipped update {t}"
+    assert all(layer.trainable for layer in model.layers)
+
+
+def test_layers_frozen_before_fit_are_unfrozen_by_the_plan():
+    """The plain-Keras way (freeze, compile) with StagedUnfreeze: the optimizer is (re)built on them."""
+    model = mlp()
+    model.get_layer("g0").trainable = False
+    model.get_layer("g1").trainable = False
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    w0 = weights(model, "g0")
+    model.fit(X, Y, batch_size=4, epochs=2, verbose=0,
+              callbacks=[StagedUnfreeze(FreezePlan(stages=[(0, 1), (1, "all")]))])
+    assert not same(weights(model, "g0"), w0)
+    assert iterations(model) == 12
+
+
+class CountingModel(keras.Sequential):
+    forced = 0
+
+    def make_train_function(self, force=False):
+        self.forced += bool(force)
+        return super().make_train_function(force=force)
+
+
+def test_one_train_function_per_stage():
+    model = mlp(cls=CountingModel)
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    plan = FreezePlan.gradual(every_epochs=1)  # 3 groups: 3 stages
+    model.fit(X, Y, batch_size=4, epochs=4, verbose=0, callbacks=[StagedUnfreeze(plan)])
+    # one at the start of fit, one per later stage, one after fit (restores the optimizer's methods)
+    assert model.forced == 3 + 1
+
+
+def test_batch_norm_policies():
+    for policy in ("freeze_stats", "train"):
+        model = mlp(bn=True)
+        model.compile(keras.optimizers.Adam(0.01), "mse")
+        bn = model.get_layer("bn0")
+        stats0 = [np.array(bn.moving_mean), np.array(bn.moving_variance)]
+        affine0 = [np.array(bn.gamma), np.array(bn.beta)]
+        model.fit(X, Y, batch_size=4, epochs=2, verbose=0,
+                  callbacks=[StagedUnfreeze(FreezePlan.head_only(2), groups=[["g0", "bn0"], "g1", "g2"], bn=policy)])
+        stats = [np.array(bn.moving_mean), np.array(bn.moving_variance)]
+        assert same([np.array(bn.gamma), np.array(bn.beta)], affine0), policy
+        if policy == "freeze_stats":
+            assert same(stats, stats0), "moving statistics of a frozen group changed under freeze_stats"
+        else:
+            assert not same(stats, stats0), "bn='train' should update moving statistics"
+
+
+def test_freeze_batch_norm_callback():
+    model = mlp(bn=True)
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    bn = model.get_layer("bn0")
+    before = [np.array(v) for v in bn.weights]
+    g0 = weights(model, "g0")
+    model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=[FreezeBatchNorm()])
+    assert same([np.array(v) for v in bn.weights], before)
+    assert not same(weights(model, "g0"), g0)
+
+
+# -- per-group learning rates ----------------------------------------------------------------------
+def test_discriminative_lr_scales_each_groups_adam_step():
+    """One Adam update: group g moves factor[g] times as far as with plain Adam (not gradient scaling)."""
+    def one_step(callbacks):
+        model = mlp()
+        model.compile(keras.optimizers.Adam(0.01), "mse")
+        w0 = {n: weights(model, n)[0] for n in ("g0", "g1", "g2")}
+        model.fit(X[:4], Y[:4], batch_size=4, epochs=1, verbose=0, callbacks=callbacks)
+        return {n: weights(model, n)[0] - w0[n] for n in w0}
+
+    plain = one_step([])
+    scaled = one_step([DiscriminativeLR([0.25, 0.5, 1.0])])
+    for name, factor in (("g0", 0.25), ("g1", 0.5), ("g2", 1.0)):
+        np.testing.assert_allclose(scaled[name], factor * plain[name], rtol=1e-4, atol=1e-7)
+
+
+def test_logs_carry_learning_rates_and_trainable_groups():
+    model = mlp()
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    sched = hp.ExponentialDecay(0.1, decay_steps=6, decay_rate=0.5)
+    plan = FreezePlan.gradual(every_epochs=1, factors=LRFactors.geometric(2.0))
+    history = model.fit(X, Y, batch_size=4, epochs=3, verbose=0,
+                        callbacks=[LearningRateSchedule(sched), StagedUnfreeze(plan)])
+    h = history.history
+    last = [5, 11, 17]
+    np.testing.assert_allclose(h["learning_rate"], [sched(t) for t in last], rtol=1e-12)
+    np.testing.assert_allclose(h["learning_rate/g0"], [sched(t) * 0.25 for t in last], rtol=1e-12)
+    assert h["trainable_groups"] == [1.0, 2.0, 3.0]
+
+
+# -- defaults ------------------------------------------------------------------------------------------
+def test_cosine_restart_defaults_restart_after_the_first_epoch():
+    s = Scenario("defaults", hp.Constant(0.0), num_groups=3)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="g0")])
+    opt = RecordingSGD(0.2, var_group=var_groups(model, 1), num_groups=1, capacity=32)
+    model.compile(opt, "mse")
+    x, y = scenario_data(s)
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0, callbacks=[CosineRestart()])
+    lrs = ops.convert_to_numpy(opt.rec_lr)[:18, 0]
+    expected = hp.CosineRestart(0.2, first_decay_steps=6)
+    np.testing.assert_allclose(lrs, [expected(t) for t in range(18)], rtol=1e-6)
+    assert lrs[6] == np.float32(0.2) and lrs[5] < 0.2
+
+
+# -- the Keras problems of the issue: plain Keras fails, the adapter works ---------------------------
+class PlainUnfreeze(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            self.model.get_layer("g0").trainable = True
+            self.model.make_train_function(force=True)
+
+
+def test_bug_setting_trainable_mid_fit():
+    model = mlp()
+    model.get_layer("g0").trainable = False
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    w0 = weights(model, "g0")
+    if BACKEND == "tensorflow":
+        # plain Keras: without a forced re-trace the change is a silent no-op ...
+        class NoRetrace(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    self.model.get_layer("g0").trainable = True
+
+        model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[NoRetrace()])
+        assert same(weights(model, "g0"), w0)
+        # ... and with one, the optimizer does not know the variable
+        model = mlp()
+        model.get_layer("g0").trainable = False
+        model.compile(keras.optimizers.Adam(0.01), "mse")
+    with pytest.raises(ValueError, match="Unknown variable"):
+        model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[PlainUnfreeze()])
+    # the adapter: the same plan really unfreezes g0 at epoch 1, in one fit
+    model = mlp()
+    model.get_layer("g0").trainable = False
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    probe = PerUpdate(["g0"])
+    model.fit(X, Y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+              callbacks=[StagedUnfreeze(FreezePlan(stages=[(0, 2), (1, "all")])), probe])
+    assert same(probe.snapshots[5]["g0"], w0) and not same(probe.snapshots[6]["g0"], w0)
+
+
+def test_bug_multi_optimizer_cannot_follow_an_unfreeze():
+    model = mlp()
+    opt = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+        keras.optimizers.Adam(0.01), {".*g0.*": keras.optimizers.Adam(0.001)}))
+    model.compile(opt, "mse")
+    opt.build(model.trainable_variables)
+    model.get_layer("g0").trainable = False
+    with pytest.raises(ValueError, match="Gradients must match"):
+        model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
+    # the adapter: per-group LRs and staged unfreezing with one optimizer
+    model = mlp()
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    w0 = weights(model, "g0")
+    history = model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[
+        StagedUnfreeze(FreezePlan(stages=[(0, 2), (1, "all")])), DiscriminativeLR([0.1, 1.0, 1.0]),
+        CosineDecay()])
+    assert not same(weights(model, "g0"), w0)
+    assert history.history["trainable_groups"] == [2.0, 3.0]
+    np.testing.assert_allclose(np.array(history.history["learning_rate/g0"]),
+                               0.1 * np.array(history.history["learning_rate"]))
+
+
+def test_bug_schedule_object_refuses_reduce_lr_on_plateau():
+    model = mlp()
+    model.compile(keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)), "mse")
+    with pytest.raises(TypeError, match="not settable"):
+        model.fit(X, Y, batch_size=4, epochs=3, verbose=0,
+                  callbacks=[keras.callbacks.ReduceLROnPlateau("loss", patience=0, min_delta=1e9)])
+    # the adapter: the same schedule from the core, times the plateau factor
+    s = Scenario("plateau", hp.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5), num_groups=1, epochs=4)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="g0")])
+    opt = RecordingSGD(0.1, var_group=var_groups(model, 1), num_groups=1, capacity=32)
+    model.compile(opt, "mse")
+    x, y = scenario_data(s)
+    model.fit(x, y, batch_size=4, epochs=4, verbose=0, shuffle=False, callbacks=[
+        LearningRateSchedule(s.schedule), ReduceOnPlateau("loss", factor=0.5, patience=0, min_delta=1e9)])
+    lrs = ops.convert_to_numpy(opt.rec_lr)[:24, 0]
+    # epoch 0 sets the best value; each later epoch end reduces once (keras convention, patience 0)
+    factor = [1.0] * 6 + [1.0] * 6 + [0.5] * 6 + [0.25] * 6
+    np.testing.assert_allclose(lrs, [s.schedule(t) * factor[t] for t in range(24)], rtol=1e-6)
+
+
+def test_bug_accumulation_schedule_counts_micro_batches():
+    def run(callbacks, lr):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="g0")])
+        opt = RecordingSGD(lr, var_group=var_groups(model, 1), num_groups=1, capacity=8,
+                           gradient_accumulation_steps=2)
+        model.compile(opt, "mse")
+        model.fit(X[:16], Y[:16], batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
+        return ops.convert_to_numpy(opt.rec_lr)[:2, 0].tolist()
+
+    plain = run([], keras.optimizers.schedules.ExponentialDecay(1.0, decay_steps=1, decay_rate=0.5))
+    assert plain == [0.5, 0.125]  # Keras evaluates the schedule at the micro-batch count
+    adapted = run([ExponentialDecay(1.0, decay_steps=1, decay_rate=0.5)], 1.0)
+    assert adapted == [1.0, 0.5]
+
+
+def test_bug_learning_rate_scheduler_changes_once_per_epoch():
+    sched = hp.CosineDecay(0.1, decay_steps=12)
+
+    def run(callbacks):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="g0")])
+        opt = RecordingSGD(0.1, var_group=var_groups(model, 1), num_groups=1, capacity=16)
+        model.compile(opt, "mse")
+        model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=callbacks)
+        return ops.convert_to_numpy(opt.rec_lr)[:12, 0]
+
+    plain = run([keras.callbacks.LearningRateScheduler(lambda epoch: sched(epoch * 6))])
+    assert len(set(plain[:6].tolist())) == 1  # one value for the whole epoch
+    adapted = run([LearningRateSchedule(sched)])
+    np.testing.assert_allclose(adapted, [sched(t) for t in range(12)], rtol=1e-6)
+
+
+# -- resume ------------------------------------------------------------------------------------------
+class Interrupt(keras.callbacks.Callback):
+    def __init__(self, at_update):
+        super().__init__()
+        self.at = at_update
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if iterations(self.model) == self.at:
+            raise RuntimeError("interrupted")
+
+
+RESUME = Scenario("resume", hp.CosineRestart(0.1, first_decay_steps=5, t_mul=2.0),
+                  plan=FreezePlan(stages=[(0, 1), (1, 2), (2, "all")], factors=LRFactors.geometric(2.0)), epochs=4)
+
+
+def _resume_run(tmp_path, interrupt_at=None):
+    from keras_support import scenario_model
+    s = RESUME
+    model = scenario_model(s)
+    opt = RecordingSGD(0.5, var_group=var_groups(model, s.num_groups), num_groups=s.num_groups, capacity=64)
+    model.compile(opt, "mse")
+    x, y = scenario_data(s)
+    callbacks = [keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=4),
+                 LearningRateSchedule(s.schedule), StagedUnfreeze(s.plan)]
+    if interrupt_at is not None:
+        callbacks.append(Interrupt(interrupt_at))
+    model.fit(x, y, batch_size=s.batch_size, epochs=s.epochs, shuffle=False, verbose=0, callbacks=callbacks)
+    return model
+
+
+def test_backup_and_restore_resume_gives_the_same_lrs_and_trainable_sets(tmp_path):
+    s = RESUME
+    full = _resume_run(tmp_path / "full")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _resume_run(tmp_path / "cut", interrupt_at=10)  # mid-epoch 1, last backup after update 8
+    resumed = _resume_run(tmp_path / "cut")  # a fresh model and optimizer, as in a new process
+    full_records = records_of(s, full)
+    resumed_records = records_of(s, resumed)
+    assert len(resumed_records) > len(full_records)  # the resumed run replays part of an epoch
+    r = s.resolved()
+    for records in (full_records, resumed_records):
+        for t, lrs, trainable in records:
+            assert trainable == r.trainable_at(t), t
+            np.testing.assert_allclose(lrs, [s.schedule(t) * f for f in r.factors], rtol=1e-6)
+    assert [layer.trainable for layer in resumed.layers] == [layer.trainable for layer in full.layers]
+
+
+# -- bad input ----------------------------------------------------------------------------------------
+def _fit_raises(callbacks, match, optimizer=None):
+    model = mlp()
+    model.compile(optimizer or keras.optimizers.SGD(0.1), "mse")
+    with pytest.raises(ValueError, match=match) as info:
+        model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=callbacks)
+    assert not model.optimizer.built or iterations(model) == 0  # refused before any update
+    return str(info.value)
+
+
+def test_bad_input_unknown_group_name():
+    msg = _fit_raises([StagedUnfreeze(groups=["g0", "encoder_9", "g2"])], "encoder_9")
+    assert "groups[1]" in msg and "'g1'" in msg  # names what to change and what exists
+
+
+def test_bad_input_plan_with_more_groups_than_the_model():
+    msg = _fit_raises([StagedUnfreeze(FreezePlan(stages=[(0, 5)]))], "only 3")
+    assert "StagedUnfreeze" in msg and "groups=" in msg
+
+
+def test_bad_input_schedule_callback_on_a_schedule_object_optimizer():
+    opt = keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5))
+    msg = _fit_raises([CosineRestart()], "compile with a float", optimizer=opt)
+    assert "CosineRestart" in msg
+
+
+def test_bad_input_two_schedules_and_wrong_factor_count():
+    _fit_raises([CosineRestart(), CosineDecay()], "already sets the learning-rate schedule")
+    _fit_raises([DiscriminativeLR([1.0, 2.0])], "factors has 2 entries but the model has 3 groups")
+
+
+def test_bad_arguments_are_refused_at_construction():
+    with pytest.raises(ValueError, match="t_mul"):
+        CosineRestart(t_mul=0.5)
+    with pytest.raises(ValueError, match="bn must be one of"):
+        StagedUnfreeze(bn="sometimes")
+    with pytest.raises(ValueError, match="plan must be"):
+        StagedUnfreeze(plan="gradual")
+    with pytest.raises(ValueError, match="groups must be"):
+        DiscriminativeLR(groups="g0")
