@@ -143,8 +143,8 @@ class Engine:
             raise ValueError("model: compile the model with an optimizer before fit; hpcallbacks callbacks change "
                              "the optimizer's learning rate and variables")
         if isinstance(opt, keras.optimizers.MultiOptimizer):
-            raise ValueError("model.optimizer: a MultiOptimizer cannot follow unfreezing or per-update schedules; compile "
-                             "with one optimizer and give per-group learning rates with DiscriminativeLR")
+            raise ValueError("model.optimizer: a MultiOptimizer cannot follow unfreezing or per-update schedules; "
+                             "compile with one optimizer and give per-group learning rates with DiscriminativeLR")
         return inner_optimizer(opt)
 
     def initial_learning_rate(self, who: str) -> float:

@@ -5,10 +5,9 @@
 """
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 from conformance import SCENARIOS, Scenario, assert_records_match
 from keras import ops
 from keras_support import RecordingSGD, records_of, run_scenario, scenario_data, var_groups

@@ -128,7 +128,7 @@ def test_docstring_examples():
 def test_same_cases_on_the_torch_backend():
     pytest.importorskip("torch")
     env = dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "keras_cases.py")],
-                          cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=900)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "keras_cases.py")]
+    proc = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
