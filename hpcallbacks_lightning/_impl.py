@@ -68,10 +68,11 @@ def _is_ddp(trainer: Any) -> bool:
     return getattr(trainer, "world_size", 1) > 1 and hasattr(trainer.strategy, "_ddp_kwargs")
 
 
-def _should_log(trainer: Any, step: int) -> bool:
-    """Log on the trainer's logging steps, and only when it has a logger."""
-    every = getattr(trainer, "log_every_n_steps", 50) or 50
-    return step % every == 0 and bool(getattr(trainer, "loggers", None))
+def _log_every(trainer: Any, enabled: bool) -> int:
+    """The trainer's logging interval in updates, or 0 (no logging: disabled or no logger)."""
+    if not enabled or not getattr(trainer, "loggers", None):
+        return 0
+    return max(1, int(getattr(trainer, "log_every_n_steps", 50) or 50))
 
 
 def _peers(trainer: Any, kind: type) -> list[Any]:
@@ -134,6 +135,7 @@ class _ScheduleBase:
         self._lengths: tuple[int | None, float] = (None, float("inf"))
         self._last_step = -1
         self._lr = 0.0
+        self._every = 0
         self._multipliers: list[Any] = []
 
     # subclasses: the schedule of this run from the optimizer's LR and the run's lengths
@@ -166,8 +168,10 @@ class _ScheduleBase:
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._last_step = -1
+        self._every = _log_every(trainer, self.log_lr and self._owns_lr())
         self._multipliers = [cb for cb in _peers(trainer, ReduceOnPlateauMixin) if cb is not self and not cb._owns]
         if not self._owns_lr():
+            self.schedule = None
             return
         spe, total = _run_lengths(trainer)
         resumed, self._resumed = self._resumed, None
@@ -186,14 +190,14 @@ class _ScheduleBase:
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        if step != self._last_step and self._owns_lr():
+        if step != self._last_step and self.schedule is not None:
             self._last_step = step
             lr = self._lr = self._lr_at(step)
             for opt in trainer.optimizers:
                 set_group_lrs(opt, lr)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if self.log_lr and self._owns_lr() and _should_log(trainer, trainer.global_step):
+        if self._every and trainer.global_step % self._every == 0:
             pl_module.log("lr", self._lr, **_LOG_KW)
 
     def state_dict(self) -> dict[str, Any]:
@@ -498,6 +502,7 @@ class StagedUnfreezeMixin:
         self._stage = -1
         self._names: list[str] = []
         self._group_index: list[int] = []
+        self._every = 0
 
     # -- setup: groups, plan checks, DDP preparation ---------------------------------------------
     def setup(self, trainer: Any, pl_module: Any, stage: Any) -> None:
@@ -564,6 +569,7 @@ class StagedUnfreezeMixin:
             index = {id(p): i for i, g in enumerate(opt.param_groups) for p in g["params"]}
             self._group_index = [index.get(id(g.params[0]), -1) for g in self.groups]
         self._stage = -1
+        self._every = _log_every(trainer, self.log_lr)
         self._apply(trainer, trainer.global_step)
 
     def _apply(self, trainer: Any, step: int) -> None:
@@ -584,7 +590,7 @@ class StagedUnfreezeMixin:
             self._apply(trainer, trainer.global_step)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if not self.log_lr or not _should_log(trainer, trainer.global_step):
+        if not self._every or trainer.global_step % self._every:
             return
         groups = optimizer.param_groups
         for name, i in zip(self._names, self._group_index, strict=False):
