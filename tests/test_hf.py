@@ -623,10 +623,11 @@ def test_arguments_refused_when_built():
         StagedUnfreeze(groups="layers.0")
     with pytest.raises(ValueError, match="factors"):
         DiscriminativeLR("fast")
-    with pytest.raises(TypeError, match="decay_rate"):
-        from hpcallbacks_hf import ExponentialDecay
+    from hpcallbacks_hf import ExponentialDecay, PiecewiseConstantDecay
 
-        ExponentialDecay()
+    with pytest.raises(ValueError, match="boundaries"):
+        PiecewiseConstantDecay()
+    assert repr(ExponentialDecay(decay_rate=0.5)) == "ExponentialDecay(decay_rate=0.5, staircase=False)"
 
 
 # -- more compositions ------------------------------------------------------------------------------------
@@ -703,3 +704,26 @@ def test_finished_runs_do_not_keep_models_alive(tmp_path):
     train_once()  # the next run's registration purges the registry entries of dead states
     gc.collect()
     assert first() is None
+
+
+FAMILY_ARGS = {"PiecewiseConstantDecay": {"boundaries": [3, 7], "values": [0.05, 0.02, 0.01]},
+               "MultiStepDecay": {"milestones": [4, 8]}}
+
+
+@pytest.mark.parametrize("name", sorted(__import__("hpcallbacks_hf").FAMILIES))
+def test_every_family_callback_matches_the_core_rule(tmp_path, name):
+    from hpcallbacks import defaults
+    from hpcallbacks_hf import FAMILIES
+
+    torch.manual_seed(0)
+    model = Stack(3)
+    recorder = Recorder(model.layers)
+    given = FAMILY_ARGS.get(name, {})
+    args = arguments(tmp_path, num_train_epochs=2, learning_rate=0.03, gradient_accumulation_steps=2)
+    trainer = Trainer(model=model, args=args, train_dataset=regression(48),
+                      callbacks=[FAMILIES[name](**given), recorder])
+    trainer.train()
+    core = defaults.build(name, given, defaults.RunFacts(learning_rate=0.03, steps_per_epoch=6, total_steps=12))
+    assert len(recorder.records) == 12
+    for t, lrs, _ in recorder.records:
+        assert lrs == pytest.approx((core(t),) * 3, rel=1e-12, abs=1e-15)
