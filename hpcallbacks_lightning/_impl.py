@@ -24,6 +24,7 @@ When things happen in a ``Trainer.fit`` (Lightning 2.6):
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -31,6 +32,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from hpcallbacks import defaults as D
 from hpcallbacks import schedules as S
 from hpcallbacks.plans import BN_POLICIES, FreezePlan, LRFactors, Recommendation, ResolvedPlan
 from hpcallbacks.torch import (
@@ -236,40 +238,28 @@ class LearningRateScheduleMixin(_ScheduleBase):
         return self._given
 
 
-_REQUIRED = inspect.Parameter.empty
+def _run_facts(initial_lr: float, steps_per_epoch: int | None, total: float | None) -> D.RunFacts:
+    known = total is not None and total != float("inf")
+    return D.RunFacts(learning_rate=initial_lr, steps_per_epoch=steps_per_epoch,
+                      total_steps=int(total) if known else None)  # type: ignore[arg-type]
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "<required>"
+def family_mixin(name: str) -> type:
+    """A callback mixin for the core family ``name``: the family's arguments, missing ones from the run.
 
-
-REQUIRED = _Missing()
-
-
-def _lr_default(name: str) -> bool:
-    return name in ("initial_learning_rate", "max_lr", "value")
-
-
-def family_mixin(name: str, core: type[S.Schedule], epoch: tuple[str, ...] = (), total: tuple[str, ...] = (),
-                 doc: str = "") -> type:
-    """A callback mixin for one core family: the family's arguments, LR and lengths defaulted.
-
-    LR arguments (``initial_learning_rate``, ``max_lr``, ``value``; ``Warmup``'s ``schedule``)
-    default to the optimizer's LR; ``epoch`` lengths to the run's updates per epoch; ``total``
-    lengths to the run's total updates (``trainer.estimated_stepping_batches``).
+    The arguments left as ``None`` are filled at train start by the one rule every adapter
+    applies, :func:`hpcallbacks.defaults.build`, from the optimizer's LR at fit start, the run's
+    optimizer updates per epoch and its total updates (``trainer.estimated_stepping_batches``).
+    Every given argument is checked when the callback is built (:func:`hpcallbacks.defaults.check`).
     """
-    core_sig = inspect.signature(core)
+    core = S.SCHEDULES[name]
+    ruled = D.run_defaults(name)
     params = []
-    defaulted = set(epoch) | set(total)
-    for p in core_sig.parameters.values():
-        if _lr_default(p.name) or p.name in defaulted or (core is S.Warmup and p.name == "schedule"):
-            default: Any = None
-        elif p.default is _REQUIRED:
-            default = REQUIRED
-        else:
-            default = p.default
-        params.append(inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+    for f in dataclasses.fields(core):
+        if not f.init:
+            continue
+        default = None if (f.name in ruled or f.default is dataclasses.MISSING) else f.default
+        params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
     params.append(inspect.Parameter("log", inspect.Parameter.KEYWORD_ONLY, default=True))
     signature = inspect.Signature(params)
 
@@ -281,82 +271,33 @@ def family_mixin(name: str, core: type[S.Schedule], epoch: tuple[str, ...] = (),
         bound.apply_defaults()
         arguments = dict(bound.arguments)
         _ScheduleBase.__init__(self, log=arguments.pop("log"))
-        missing = [k for k, v in arguments.items() if v is REQUIRED]
-        if missing:
-            raise ValueError(f"{name} needs {', '.join(missing)} (no default can be taken from the run)")
         self.arguments = arguments
-        self._core(0.1, 10, 1000)  # refuse bad arguments now, with placeholders for the run's values
-
-    def _core(self: Any, initial_lr: float, spe: int | None, total_steps: float) -> S.Schedule:
-        kwargs = dict(self.arguments)
-        for key, value in kwargs.items():
-            if value is not None:
-                continue
-            if _lr_default(key):
-                kwargs[key] = initial_lr
-            elif core is S.Warmup and key == "schedule":
-                kwargs[key] = S.Constant(initial_lr)
-            elif key in epoch:
-                if spe is None:
-                    raise ValueError(f"{name}: {key} defaults to the updates per epoch, unknown for an iterable "
-                                     f"data set without a length: pass {key}=")
-                kwargs[key] = spe
-            elif key in total:
-                if total_steps == float("inf") or total_steps is None:
-                    raise ValueError(f"{name}: {key} defaults to the run's total updates, unknown here (infinite "
-                                     f"max_epochs / iterable data): pass {key}= or set Trainer(max_steps=...)")
-                kwargs[key] = int(total_steps)
-        return core(**kwargs)
+        D.check(name, arguments)  # every given argument, with placeholders for the run's facts
 
     def _make_schedule(self: Any, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
-        return self._core(initial_lr, steps_per_epoch, total)
+        try:
+            return D.build(name, self.arguments, _run_facts(initial_lr, steps_per_epoch, total))
+        except ValueError as e:
+            raise ValueError(f"{name}: with this run's learning rate {initial_lr:g}, {steps_per_epoch} updates per "
+                             f"epoch and {total} updates: {e} (or set Trainer(max_steps=...))") from None
 
     def __repr__(self: Any) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items() if v is not None)
         return f"{name}({args})"
 
-    namespace = {
-        "__init__": __init__, "_core": _core, "_make_schedule": _make_schedule, "__repr__": __repr__,
-        "__signature__": signature, "__doc__": doc or _family_doc(name, core, epoch, total),
-    }
+    doc = (f"The :class:`hpcallbacks.{name}` schedule as a callback setting the LR of every update.\n\n"
+           f"Same arguments as the core schedule. Defaults taken from the run (:mod:`hpcallbacks.defaults`, the same "
+           f"rule in every adapter): {D.describe(name)}.\n\n"
+           "The LR counts optimizer updates (not micro-batches) and is multiplied by each param group's "
+           "``lr_factor``. A scheduler from ``configure_optimizers`` is refused (ValueError at fit start).\n\n"
+           + (core.__doc__ or "").split(">>>")[0].rstrip() + "\n")
+    namespace = {"__init__": __init__, "_make_schedule": _make_schedule, "__repr__": __repr__,
+                 "__signature__": signature, "__doc__": doc}
     return type(f"{name}Mixin", (_ScheduleBase,), namespace)
 
 
-def _family_doc(name: str, core: type, epoch: Sequence[str], total: Sequence[str]) -> str:
-    parts = [f"The :class:`hpcallbacks.{core.__name__}` schedule as a callback setting the LR of every update.",
-             "", "Arguments as the core schedule's; defaults taken from the run:"]
-    parts.append("* the learning-rate argument: the optimizer's LR at fit start;")
-    for k in epoch:
-        parts.append(f"* ``{k}``: the run's optimizer updates per epoch;")
-    for k in total:
-        parts.append(f"* ``{k}``: the run's total optimizer updates;")
-    parts += ["", "The LR counts optimizer updates (not micro-batches) and is multiplied by each param group's",
-              "``lr_factor``. A scheduler from ``configure_optimizers`` is refused (ValueError at fit start)."]
-    return "\n".join(parts)
-
-
-#: Family name -> (core class, epoch-length args, total-length args).
-FAMILIES: dict[str, tuple[type[S.Schedule], tuple[str, ...], tuple[str, ...]]] = {
-    "Constant": (S.Constant, (), ()),
-    "ExponentialDecay": (S.ExponentialDecay, ("decay_steps",), ()),
-    "PiecewiseConstantDecay": (S.PiecewiseConstantDecay, (), ()),
-    "PolynomialDecay": (S.PolynomialDecay, (), ("decay_steps",)),
-    "InverseTimeDecay": (S.InverseTimeDecay, ("decay_steps",), ()),
-    "CosineDecay": (S.CosineDecay, (), ("decay_steps",)),
-    "CosineRestart": (S.CosineRestart, ("first_decay_steps",), ()),
-    "LinearCosineDecay": (S.LinearCosineDecay, (), ("decay_steps",)),
-    "NoisyLinearCosineDecay": (S.NoisyLinearCosineDecay, (), ("decay_steps",)),
-    "Warmup": (S.Warmup, ("warmup_steps",), ()),
-    "StepDecay": (S.StepDecay, ("step_size",), ()),
-    "MultiStepDecay": (S.MultiStepDecay, (), ()),
-    "OneCycle": (S.OneCycle, (), ("total_steps",)),
-    "Cyclic": (S.Cyclic, ("step_size_up",), ()),
-    "SlantedTriangular": (S.SlantedTriangular, (), ("total_steps",)),
-    "InverseSqrt": (S.InverseSqrt, (), ()),
-    "WarmupStableDecay": (S.WarmupStableDecay, (), ()),
-}
-
-FAMILY_MIXINS: dict[str, type] = {name: family_mixin(name, *spec) for name, spec in FAMILIES.items()}
+#: Every family callback mixin by name (the families of :data:`hpcallbacks.defaults.FAMILIES`).
+FAMILY_MIXINS: dict[str, type] = {name: family_mixin(name) for name in D.FAMILIES}
 
 
 class ReduceOnPlateauMixin(_ScheduleBase):
@@ -726,4 +667,4 @@ def build(callback_base: type, module: str) -> dict[str, type]:
     return out
 
 
-__all__ = ["MIXINS", "FAMILIES", "build", "REQUIRED"]
+__all__ = ["MIXINS", "FAMILY_MIXINS", "build"]

@@ -189,6 +189,26 @@ def test_family_defaults_come_from_the_optimizer_and_the_run():
     assert lrs == pytest.approx(S.OneCycle(0.5, total_steps=12).curve(12))
 
 
+FAMILY_ARGS = {"PiecewiseConstantDecay": {"boundaries": [3, 7], "values": [0.05, 0.02, 0.01]},
+               "MultiStepDecay": {"milestones": [4, 8]}}
+
+
+@pytest.mark.parametrize("name", sorted(HL._impl.FAMILY_MIXINS))
+def test_every_family_callback_matches_the_core_rule(name):
+    """``Family()`` builds hpcallbacks.defaults' schedule from the run (LR 0.123, 6 updates per epoch, 12 in all),
+    the same as the other adapters: e.g. ExponentialDecay() ends 10x lower, Cyclic keeps step_size_up=2000."""
+    from hpcallbacks import defaults as D
+
+    given = FAMILY_ARGS.get(name, {})
+    lrs, _ = lrs_of([getattr(HL, name)(**given)], epochs=2, samples=48, accumulation=2)
+    core = D.build(name, given, D.RunFacts(learning_rate=0.123, steps_per_epoch=6, total_steps=12))
+    assert lrs == pytest.approx(core.curve(12), rel=1e-12, abs=1e-15)
+    if name == "ExponentialDecay":
+        assert core == S.ExponentialDecay(0.123, decay_steps=12, decay_rate=0.1)
+    if name == "Cyclic":
+        assert core.step_size_up == 2000
+
+
 def test_reduce_on_plateau_multiplies_the_schedule():
     plateau = HL.ReduceOnPlateau(monitor="val_loss", factor=0.5, patience=1)
     rec = Recorder()
@@ -466,7 +486,8 @@ def test_bad_fit_configurations_raise_at_fit_start(callbacks, configure, message
     (lambda: HL.StagedUnfreeze(bn="eval"), "bn must be one of"),
     (lambda: HL.StagedUnfreeze(plan="gradual"), "plan must be a hpcallbacks FreezePlan"),
     (lambda: HL.StagedUnfreeze(groups="layers"), "groups must be None, a non-empty list"),
-    (lambda: HL.ExponentialDecay(), "ExponentialDecay needs decay_rate"),
+    (lambda: HL.PiecewiseConstantDecay(), "PiecewiseConstantDecay needs boundaries, values"),
+    (lambda: HL.ExponentialDecay(decay_rate=0), "decay_rate must be"),
     (lambda: HL.CosineRestart(t_mul=0.5), "t_mul must be"),
     (lambda: HL.CosineRestart(initial_learning_rate=-1), "initial_learning_rate must be"),
     (lambda: HL.CosineRestart(nonsense=1), "unexpected keyword argument 'nonsense'"),
