@@ -28,14 +28,16 @@ from .callbacks import (
     SlantedTriangular,
     StagedUnfreeze,
     StepDecay,
+    SwapNorm,
     Warmup,
     WarmupStableDecay,
 )
+from .norms import FrozenBatchNormalization, swap_norms
 
 __all__ = [
     "Constant", "CosineDecay", "CosineRestart", "Cyclic", "DiscriminativeLR", "ExponentialDecay", "FreezeBatchNorm",
     "HPCallback", "InverseSqrt", "InverseTimeDecay", "LearningRateSchedule", "LinearCosineDecay", "MultiStepDecay",
     "NoisyLinearCosineDecay", "OneCycle", "PiecewiseConstantDecay", "PolynomialDecay", "ReduceOnPlateau",
     "SlantedTriangular", "StagedUnfreeze", "StepDecay", "Warmup", "WarmupStableDecay",
-    "Group", "discover_groups", "resolve_groups",
+    "SwapNorm", "Group", "discover_groups", "resolve_groups", "FrozenBatchNormalization", "swap_norms",
 ]

@@ -54,6 +54,13 @@ def _to_int(value: Any) -> int:
     return int(np.asarray(ops.convert_to_numpy(value)))
 
 
+def _read_lr(variable: Any) -> float:
+    """The learning rate as the user wrote it: the shortest decimal of the float32 value (0.05, not
+    0.0500000007), so run-derived defaults equal those of the other adapters."""
+    value = np.asarray(ops.convert_to_numpy(variable))
+    return float(str(np.float32(value))) if value.dtype == np.float32 else float(value)
+
+
 def _lr_is_variable(optimizer: Any) -> bool:
     return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
 
@@ -134,7 +141,7 @@ class Engine:
             return
         opt = inner_optimizer(opt)
         if _INITIAL_LR_ATTR not in opt.__dict__ and _lr_is_variable(opt):
-            object.__setattr__(opt, _INITIAL_LR_ATTR, float(ops.convert_to_numpy(opt._learning_rate)))
+            object.__setattr__(opt, _INITIAL_LR_ATTR, _read_lr(opt._learning_rate))
 
     @property
     def optimizer(self) -> Any:
@@ -152,7 +159,7 @@ class Engine:
         if _INITIAL_LR_ATTR in opt.__dict__:
             return opt.__dict__[_INITIAL_LR_ATTR]
         self.require_variable_lr(who)
-        return float(ops.convert_to_numpy(opt._learning_rate))
+        return _read_lr(opt._learning_rate)
 
     def require_variable_lr(self, who: str) -> None:
         opt = self.optimizer

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 
+from hpcallbacks import defaults as D
 from hpcallbacks import schedules as S
 from hpcallbacks.plans import BN_POLICIES, FreezePlan, LRFactors
 
@@ -46,6 +47,7 @@ __all__ = [
     "StagedUnfreeze",
     "DiscriminativeLR",
     "FreezeBatchNorm",
+    "SwapNorm",
 ]
 
 
@@ -125,6 +127,7 @@ class LearningRateSchedule(HPCallback):
         return self.schedule
 
     def setup(self, engine: Engine) -> None:
+        engine.require_variable_lr(type(self).__name__)
         schedule = self.build_schedule(engine)
         self.resolved_schedule = schedule
         engine.set_schedule(self, schedule)
@@ -133,69 +136,38 @@ class LearningRateSchedule(HPCallback):
         return {"schedule": S.serialize(self.schedule)}
 
 
-class _Context:
-    """What family defaults are computed from: the compiled LR and the run's lengths."""
-
-    def __init__(self, who: str, engine: Engine | None, given: dict[str, Any]) -> None:
-        self.who = who
-        self.engine = engine
-        self.given = given
-
-    @property
-    def lr(self) -> float:
-        return 1.0 if self.engine is None else self.engine.initial_learning_rate(self.who)
-
-    @property
-    def upe(self) -> int:
-        return 1000 if self.engine is None else int(self.engine.steps_per_epoch(self.who))
-
-    @property
-    def total(self) -> int:
-        return 1000 if self.engine is None else self.upe * self.engine.epochs()
-
-
-_REQUIRED = object()
-
-
 class _Family(LearningRateSchedule):
-    """A callback for one core family; arguments as in the core, with run-derived defaults."""
+    """A callback for one core family: the core's arguments, missing ones from the run.
 
-    core: type[S.Schedule]
-    defaults: dict[str, Callable[[_Context], Any]] = {}
+    The defaults follow the one rule of :mod:`hpcallbacks.defaults` (the same in every adapter):
+    learning rates from the compiled optimizer, periods from the updates per epoch, whole decays
+    from the run's total updates.
+    """
+
+    family: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         HPCallback.__init__(self)
         bound = self.__signature__.bind(*args, **kwargs)
         bound.apply_defaults()
         self.arguments = dict(bound.arguments)
-        missing = [k for k, v in self.arguments.items() if v is None and k not in self.defaults
-                   and self._core_default(k) is _REQUIRED]
-        if missing:
-            raise ValueError(f"{type(self).__name__}: {missing[0]} must be given (it has no default)")
-        self.schedule = self._build(_Context(type(self).__name__, None, self.arguments))  # checks the arguments
-
-    @classmethod
-    def _core_default(cls, name: str) -> Any:
-        for f in dataclasses.fields(cls.core):
-            if f.name == name:
-                return _REQUIRED if f.default is dataclasses.MISSING else f.default
-        return _REQUIRED
-
-    def _build(self, ctx: _Context) -> S.Schedule:
-        kwargs = {}
-        for name, value in self.arguments.items():
-            if value is None and name in self.defaults:
-                value = self.defaults[name](ctx)
-            elif value is None and self._core_default(name) is not _REQUIRED:
-                value = self._core_default(name)
-            kwargs[name] = value
         try:
-            return self.core(**kwargs)
+            D.check(self.family, self.arguments)
         except ValueError as e:
             raise ValueError(f"{type(self).__name__}: {e}") from None
+        self.schedule = None
 
     def build_schedule(self, engine: Engine) -> S.Schedule:
-        return self._build(_Context(type(self).__name__, engine, self.arguments))
+        who = type(self).__name__
+        engine.require_variable_lr(who)
+        steps = engine.steps_per_epoch(who, required=False)
+        run = D.RunFacts(learning_rate=engine.initial_learning_rate(who), steps_per_epoch=steps,
+                         total_steps=None if steps is None else steps * engine.epochs())
+        try:
+            self.schedule = D.build(self.family, self.arguments, run)
+        except ValueError as e:
+            raise ValueError(f"{who}: {e}") from None
+        return self.schedule
 
     def get_config(self) -> dict[str, Any]:
         return {k: (S.serialize(v) if isinstance(v, S.Schedule) else v) for k, v in self.arguments.items()}
@@ -205,80 +177,39 @@ class _Family(LearningRateSchedule):
         return f"{type(self).__name__}({given})"
 
 
-def _family(core: type[S.Schedule], defaults: dict[str, Callable[[_Context], Any]], note: str) -> type[_Family]:
+def _family(core: type[S.Schedule]) -> type[_Family]:
+    defaulted = D.run_defaults(core.__name__)
     params = []
     for f in dataclasses.fields(core):
         if not f.init:
             continue
-        default = None if (f.name in defaults or f.default is dataclasses.MISSING) else f.default
+        default = None if (f.name in defaulted or f.default is dataclasses.MISSING) else f.default
         params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
-    doc = (f"Callback for the core :class:`hpcallbacks.{core.__name__}` (same arguments, same numbers).\n\n"
-           f"Defaults taken from the run: {note}\n\nThe core's description:\n\n" + inspect.cleandoc(core.__doc__ or ""))
+    doc = (f"Callback for the core :class:`hpcallbacks.{core.__name__}`: same arguments, same numbers, the "
+           f"learning rate set in-graph at every update.\n\nDefaults taken from the run: "
+           f"{D.describe(core.__name__)}.\n\nThe core's description:\n\n" + inspect.cleandoc(core.__doc__ or ""))
     doc = doc.replace(">>>", "...")  # the core's examples are the core's doctests
-    cls = type(core.__name__, (_Family,), {
-        "core": core, "defaults": defaults, "__doc__": doc, "__module__": __name__,
-        "__signature__": inspect.Signature(params),
-    })
-    return cls
+    return type(core.__name__, (_Family,), {"family": core.__name__, "__doc__": doc, "__module__": __name__,
+                                            "__signature__": inspect.Signature(params)})
 
 
-_LR = lambda c: c.lr
-_UPE = lambda c: c.upe
-_TOTAL = lambda c: c.total
-_NOTE_LR = "``initial_learning_rate`` = the compiled optimizer's learning rate"
-
-Constant = _family(S.Constant, {"value": _LR}, "``value`` = the compiled learning rate.")
-ExponentialDecay = _family(
-    S.ExponentialDecay, {"initial_learning_rate": _LR, "decay_steps": _TOTAL, "decay_rate": lambda c: 0.1},
-    f"{_NOTE_LR}; ``decay_steps`` = all updates of the run and ``decay_rate`` = 0.1 (the LR ends 10x lower).")
-PiecewiseConstantDecay = _family(S.PiecewiseConstantDecay, {}, "none (``boundaries`` count updates).")
-PolynomialDecay = _family(S.PolynomialDecay, {"initial_learning_rate": _LR, "decay_steps": _TOTAL},
-                          f"{_NOTE_LR}; ``decay_steps`` = all updates of the run.")
-InverseTimeDecay = _family(
-    S.InverseTimeDecay, {"initial_learning_rate": _LR, "decay_steps": _UPE, "decay_rate": lambda c: 1.0},
-    f"{_NOTE_LR}; ``decay_steps`` = updates per epoch and ``decay_rate`` = 1 (``lr / (1 + epochs done)``).")
-CosineDecay = _family(
-    S.CosineDecay, {"initial_learning_rate": _LR,
-                    "decay_steps": lambda c: max(1, c.total - int(c.given.get("warmup_steps") or 0))},
-    f"{_NOTE_LR}; ``decay_steps`` = all updates of the run after the warmup.")
-CosineRestart = _family(S.CosineRestart, {"initial_learning_rate": _LR, "first_decay_steps": _UPE},
-                        f"{_NOTE_LR}; ``first_decay_steps`` = updates per epoch (restarts after the first epoch).")
-LinearCosineDecay = _family(S.LinearCosineDecay, {"initial_learning_rate": _LR, "decay_steps": _TOTAL},
-                            f"{_NOTE_LR}; ``decay_steps`` = all updates of the run.")
-NoisyLinearCosineDecay = _family(S.NoisyLinearCosineDecay, {"initial_learning_rate": _LR, "decay_steps": _TOTAL},
-                                 f"{_NOTE_LR}; ``decay_steps`` = all updates of the run.")
-Warmup = _family(S.Warmup, {"schedule": lambda c: S.Constant(c.lr), "warmup_steps": _UPE},
-                 "``schedule`` = the compiled learning rate held constant; ``warmup_steps`` = one epoch of updates.")
-StepDecay = _family(S.StepDecay, {"initial_learning_rate": _LR, "step_size": _UPE},
-                    f"{_NOTE_LR}; ``step_size`` = updates per epoch (torch ``StepLR`` stepped per epoch).")
-MultiStepDecay = _family(S.MultiStepDecay, {"initial_learning_rate": _LR},
-                         f"{_NOTE_LR} (``milestones`` count updates).")
-OneCycle = _family(S.OneCycle, {"max_lr": _LR, "total_steps": _TOTAL},
-                   "``max_lr`` = the compiled learning rate; ``total_steps`` = all updates of the run.")
-Cyclic = _family(
-    S.Cyclic, {"max_lr": _LR, "base_lr": lambda c: (c.given.get("max_lr") or c.lr) / 10.0,
-               "step_size_up": _UPE},
-    "``max_lr`` = the compiled learning rate, ``base_lr`` = max_lr / 10, ``step_size_up`` = one epoch.")
-SlantedTriangular = _family(S.SlantedTriangular, {"max_lr": _LR, "total_steps": _TOTAL},
-                            "``max_lr`` = the compiled learning rate; ``total_steps`` = all updates of the run.")
-InverseSqrt = _family(S.InverseSqrt, {"initial_learning_rate": _LR}, _NOTE_LR + ".")
-
-
-def _wsd_part(name: str) -> Callable[[_Context], int]:
-    def default(c: _Context) -> int:
-        total = c.total
-        warm = c.given.get("warmup_steps")
-        decay = c.given.get("decay_steps")
-        warm = max(1, round(0.1 * total)) if warm is None else warm
-        decay = max(1, round(0.1 * total)) if decay is None else decay
-        return {"warmup_steps": warm, "decay_steps": decay, "stable_steps": max(0, total - warm - decay)}[name]
-    return default
-
-
-WarmupStableDecay = _family(
-    S.WarmupStableDecay, {"initial_learning_rate": _LR, "warmup_steps": _wsd_part("warmup_steps"),
-                          "stable_steps": _wsd_part("stable_steps"), "decay_steps": _wsd_part("decay_steps")},
-    f"{_NOTE_LR}; warmup and decay = 10% of the run's updates each, stable = the rest.")
+Constant = _family(S.Constant)
+ExponentialDecay = _family(S.ExponentialDecay)
+PiecewiseConstantDecay = _family(S.PiecewiseConstantDecay)
+PolynomialDecay = _family(S.PolynomialDecay)
+InverseTimeDecay = _family(S.InverseTimeDecay)
+CosineDecay = _family(S.CosineDecay)
+CosineRestart = _family(S.CosineRestart)
+LinearCosineDecay = _family(S.LinearCosineDecay)
+NoisyLinearCosineDecay = _family(S.NoisyLinearCosineDecay)
+Warmup = _family(S.Warmup)
+StepDecay = _family(S.StepDecay)
+MultiStepDecay = _family(S.MultiStepDecay)
+OneCycle = _family(S.OneCycle)
+Cyclic = _family(S.Cyclic)
+SlantedTriangular = _family(S.SlantedTriangular)
+InverseSqrt = _family(S.InverseSqrt)
+WarmupStableDecay = _family(S.WarmupStableDecay)
 
 
 # -- plateau ----------------------------------------------------------------------------------------
@@ -454,3 +385,34 @@ class FreezeBatchNorm(HPCallback):
                 raise ValueError(f"FreezeBatchNorm: layers {list(self.layers)!r} contain no BatchNormalization layer")
         self.frozen = found
         engine.add_frozen_bn(self, found)
+
+
+class SwapNorm(keras.callbacks.Callback):
+    """The Lightning/HF ``SwapNorm`` callback's name in Keras, where a swap cannot be a callback.
+
+    Keras traces the train step and builds the optimizer on the model's variables before any
+    callback runs, so a layer replaced inside ``fit`` would never train. Swap before compile:
+    ``model = hpcallbacks_keras.swap_norms(model, to=..., skip=..., groups=..., eps=...)``. This
+    callback takes the same arguments and, at ``on_train_begin``, raises ``ValueError`` naming
+    that call if the model still has BatchNormalization layers the swap would replace (a no-op
+    once they are swapped), so a script moved from another framework fails loudly, not silently.
+    """
+
+    def __init__(self, to: str = "group", skip: Sequence[Any] = (), groups: int | None = None,
+                 eps: float | None = None) -> None:
+        super().__init__()
+        from hpcallbacks.norms import NormSwap
+
+        names = [e for e in ((skip,) if isinstance(skip, str) else skip) if isinstance(e, str)]
+        NormSwap(to=to, skip=tuple(names), groups=groups, eps=eps)  # check the arguments now
+        self.to, self.skip, self.groups, self.eps = to, skip, groups, eps
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        from .norms import layers_to_swap
+
+        left = [layer.name for layer in layers_to_swap(self.model, self.to, self.skip, self.groups, self.eps)]
+        if left:
+            raise ValueError(
+                f"SwapNorm: Keras cannot replace layers inside fit (the train step and the optimizer already hold "
+                f"them); {len(left)} BatchNormalization layer(s) to swap are still in the model ({left[:5]}): call "
+                f"model = hpcallbacks_keras.swap_norms(model, to={self.to!r}, ...) before compile")

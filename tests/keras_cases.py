@@ -398,3 +398,82 @@ def test_bad_arguments_are_refused_at_construction():
         StagedUnfreeze(plan="gradual")
     with pytest.raises(ValueError, match="groups must be"):
         DiscriminativeLR(groups="g0")
+
+
+# -- norms -------------------------------------------------------------------------------------------------
+def _conv_model():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(24, 3, name="c1")(inp)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU()(x)
+    base = keras.Model(inp, x, name="base")
+    outer = keras.Input((6, 6, 3))
+    y = base(outer, training=False)
+    y = keras.layers.Conv2D(8, 1, name="c2")(y)
+    y = keras.layers.BatchNormalization(name="bn2")(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    model = keras.Model(outer, keras.layers.Dense(2, name="head")(y))
+    images = np.random.default_rng(0).normal(size=(8, 6, 6, 3)).astype("float32")
+    for _ in range(3):  # non-trivial moving statistics
+        model(images, training=True)
+    return model, images
+
+
+def test_swap_norms_group_and_frozen():
+    from hpcallbacks_keras import FrozenBatchNormalization, SwapNorm, swap_norms
+
+    model, images = _conv_model()
+    grouped = swap_norms(model, to="group")
+    kinds = {layer.name: type(layer).__name__ for layer in grouped._flatten_layers(include_self=False)}
+    assert kinds["bn1"] == kinds["bn2"] == "GroupNormalization"
+    assert grouped.get_layer("base").get_layer("bn1").groups == 8  # 24 channels: the largest of 32, 16, 8 dividing
+    assert same(weights(grouped, "head"), weights(model, "head"))
+    assert same(grouped.get_layer("base").get_layer("c1").get_weights(), model.get_layer("base").get_layer("c1")
+                .get_weights())
+    frozen = swap_norms(model, to="frozen", skip=["bn2"])
+    assert isinstance(frozen.get_layer("base").get_layer("bn1"), FrozenBatchNormalization)
+    assert type(frozen.get_layer("bn2")) is keras.layers.BatchNormalization
+    fbn = frozen.get_layer("base").get_layer("bn1")
+    stats = [np.array(w) for w in fbn.weights]
+    frozen.compile(keras.optimizers.SGD(0.1), "mse")
+    frozen.fit(images, np.zeros((8, 2), "float32"), batch_size=4, epochs=1, verbose=0)
+    assert same([np.array(w) for w in fbn.weights], stats)  # statistics and affine fixed while training
+    assert not same(weights(frozen, "head"), weights(model, "head"))
+    # SwapNorm (the other adapters' callback) refuses to pretend: the swap must happen before compile
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    with pytest.raises(ValueError, match="swap_norms"):
+        model.fit(images, np.zeros((8, 2), "float32"), epochs=1, verbose=0, callbacks=[SwapNorm()])
+    grouped.compile(keras.optimizers.SGD(0.1), "mse")
+    grouped.fit(images, np.zeros((8, 2), "float32"), epochs=1, verbose=0, callbacks=[SwapNorm()])
+
+
+def test_swap_norms_refuses_subclassed_models_and_bad_groups():
+    from hpcallbacks_keras import swap_norms
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.bn = keras.layers.BatchNormalization()
+
+        def call(self, x):
+            return self.bn(x)
+
+    net = Net()
+    net(np.zeros((2, 3), "float32"))
+    with pytest.raises(ValueError, match="Sequential or Functional"):
+        swap_norms(net)
+    model, _ = _conv_model()
+    with pytest.raises(ValueError, match="groups must divide"):
+        swap_norms(model, groups=5)
+
+
+def test_family_defaults_follow_the_core_rule():
+    from hpcallbacks.defaults import RunFacts, build
+    from hpcallbacks_keras import OneCycle, WarmupStableDecay
+
+    for cb, family in ((OneCycle(), "OneCycle"), (WarmupStableDecay(), "WarmupStableDecay")):
+        model = mlp()
+        model.compile(keras.optimizers.SGD(0.05), "mse")
+        model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[cb])
+        assert cb.schedule == build(family, {}, RunFacts(learning_rate=0.05, steps_per_epoch=6, total_steps=12))
