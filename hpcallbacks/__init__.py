@@ -9,6 +9,7 @@ This package is the framework-agnostic core (pure Python, no framework imported)
 * :mod:`hpcallbacks.gan` — GAN schedules: instance noise, label smoothing, label flips.
 * :mod:`hpcallbacks.params` — any named hyperparameter driven by a schedule.
 * :mod:`hpcallbacks.advice` — the handbook's H2 table as checks, and loss-term balance.
+* :mod:`hpcallbacks.finder` — the learning-rate range test: LR ramp, stop rule, suggestion.
 * :mod:`hpcallbacks.plot` — pictures of schedules and plans (matplotlib, optional).
 
 Adapters apply the plans while training runs: ``hpcallbacks_keras``, ``hpcallbacks_lightning``,
