@@ -10,11 +10,14 @@ these calls:
 * :func:`set_group_lrs` per optimizer update (floats only);
 * :func:`apply_trainable` when a plan's stage changes (``requires_grad`` + BatchNorm policy);
 * :func:`swap_norms` / :class:`FrozenBatchNorm2d` before the optimizer and DDP exist;
-* :class:`LARS`, a torch optimizer.
+* :class:`LARS`, a torch optimizer;
+* :func:`add_instance_noise`, :func:`smooth_labels`, :func:`flip_labels`, :func:`gan_targets`: the core's
+  GAN schedules on tensors, no host syncs.
 """
 from __future__ import annotations
 
 from .freeze import apply_trainable, batch_norm_layers, is_kept_eval, keep_eval
+from .gan import add_instance_noise, flip_labels, flip_mask, gan_targets, smooth_labels
 from .groups import BLOCK_LIST_NAMES, LayerGroup, discover_groups
 from .lars import LARS
 from .norms import FrozenBatchNorm2d, swap_norms
@@ -26,4 +29,5 @@ __all__ = [
     "apply_trainable", "batch_norm_layers", "keep_eval", "is_kept_eval",
     "swap_norms", "FrozenBatchNorm2d",
     "LARS",
+    "add_instance_noise", "smooth_labels", "flip_mask", "flip_labels", "gan_targets",
 ]
