@@ -123,6 +123,11 @@ class Engine:
         self.traced_gates: frozenset[int] = frozenset()
         self.need_retrace = False
         self.retraces = 0
+        # torch runs the train step eagerly, one micro-batch per block: the host knows the update
+        # and sets the LR variable with one in-place fill (no device read); graph backends read
+        # the table in-graph.
+        self.host_sets_lr = keras.backend.backend() == "torch"
+        self.host_lr: float | None = None
 
     # -- attachment ----------------------------------------------------------------------------
     @classmethod
@@ -387,6 +392,9 @@ class Engine:
         last = (self.micro + n - 1) // self.acc
         if self.table is not None and (first < self.window_start or last >= self.window_start + self.window):
             self.fill(first)
+        if self.host_sets_lr and self.table is not None:
+            self.host_lr = float(self.host_table[first - self.window_start])
+            _fill_lr(self.optimizer, self.host_lr)
         union: tuple[bool, ...] | None = None
         gates: frozenset[int] = frozenset()
         plan = self.fit.plan[1] if self.fit.plan else None
@@ -424,8 +432,8 @@ class Engine:
         if plan is not None and gates:
             starts = np.asarray(plan.starts, dtype="int32")
             masks = np.asarray(plan.masks, dtype=bool)
-        return _Trace(table=self.table, offset=self.offset, window=self.window, var_group=var_group,
-                      factors=tuple(factors), gated=gates, starts=starts, masks=masks)
+        return _Trace(table=None if self.host_sets_lr else self.table, offset=self.offset, window=self.window,
+                      var_group=var_group, factors=tuple(factors), gated=gates, starts=starts, masks=masks)
 
     def end(self) -> None:
         """After fit: the optimizer gets its own methods back; the next fit re-traces without them."""
@@ -504,6 +512,21 @@ def _buckets(tr: _Trace, grads: Sequence[Any] | None, variables: Sequence[Any]) 
     return out
 
 
+def _fill_lr(opt: Any, value: float) -> None:
+    import torch
+
+    with torch.no_grad():
+        opt._learning_rate.value.fill_(value)
+
+
+def _scaled(learning_rate: Any, factor: float) -> Any:
+    if factor == 1.0:
+        return learning_rate
+    if isinstance(learning_rate, keras.Variable) and keras.backend.backend() == "torch":
+        return learning_rate.value * factor  # one torch op, not Keras' operator machinery
+    return learning_rate * factor
+
+
 def _apply_gradients(engine: Engine, opt: Any, original: Callable, grads: Any, variables: Any) -> Any:
     tr = engine.trace
     if tr.table is not None:
@@ -517,9 +540,11 @@ def _update_step(engine: Engine, original: Callable, grads: Any, variables: Any,
     if not tr.grouped:
         return original(grads, variables, learning_rate)
     opt = inner_optimizer(engine.model.optimizer)
+    host = engine.host_lr if engine.host_sets_lr and engine.table is not None else None
     for g, (gs, vs) in _buckets(tr, grads, variables).items():
         factor = tr.factors[g] if g >= 0 else 1.0
-        lr = learning_rate if factor == 1.0 else learning_rate * factor
+        # eager torch: a Python float (torch's foreach ops take it without reading a tensor)
+        lr = host * factor if host is not None else _scaled(learning_rate, factor)
 
         def run(gs: list = gs, vs: list = vs, lr: Any = lr) -> None:
             original(gs, vs, lr)
