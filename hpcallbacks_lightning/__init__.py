@@ -11,7 +11,10 @@ checkpoint states are interchangeable.
 
 Callbacks: ``LearningRateSchedule(schedule)`` and one per core schedule family
 (``CosineRestart``, ``CosineDecay``, ``ExponentialDecay``, ``OneCycle``, ``Warmup``, ...),
-``ReduceOnPlateau``, ``StagedUnfreeze``, ``DiscriminativeLR``, ``FreezeBatchNorm``, ``SwapNorm``.
+``ReduceOnPlateau``, ``StagedUnfreeze``, ``DiscriminativeLR``, ``FreezeBatchNorm``, ``SwapNorm``;
+``GradientAccumulation``, ``ScaleLearningRate``, ``BatchRamp`` (batch size, H4), ``ParamScheduler``
+(any hyperparameter on a schedule), ``InstanceNoise``, ``LabelSmoothing``, ``LabelFlip`` (GAN, H7),
+``HyperparameterAdvisor``, ``LossBalance`` (H2 checks), ``LRFinder`` (the LR range test).
 """
 from __future__ import annotations
 
@@ -20,9 +23,10 @@ try:
 except ImportError:  # pragma: no cover - only pytorch_lightning installed
     from pytorch_lightning import Callback as _Callback
 
+from ._extras import build as _build_extras
 from ._impl import build as _build
 
-_classes = _build(_Callback, __name__)
+_classes = {**_build(_Callback, __name__), **_build_extras(_Callback, __name__)}
 
 LearningRateSchedule = _classes["LearningRateSchedule"]
 Constant = _classes["Constant"]
@@ -47,5 +51,15 @@ StagedUnfreeze = _classes["StagedUnfreeze"]
 DiscriminativeLR = _classes["DiscriminativeLR"]
 FreezeBatchNorm = _classes["FreezeBatchNorm"]
 SwapNorm = _classes["SwapNorm"]
+GradientAccumulation = _classes["GradientAccumulation"]
+ScaleLearningRate = _classes["ScaleLearningRate"]
+BatchRamp = _classes["BatchRamp"]
+ParamScheduler = _classes["ParamScheduler"]
+InstanceNoise = _classes["InstanceNoise"]
+LabelSmoothing = _classes["LabelSmoothing"]
+LabelFlip = _classes["LabelFlip"]
+HyperparameterAdvisor = _classes["HyperparameterAdvisor"]
+LossBalance = _classes["LossBalance"]
+LRFinder = _classes["LRFinder"]
 
 __all__ = sorted(_classes)

@@ -125,7 +125,15 @@ def _regroup(trainer: Any, groups: Sequence[LayerGroup], factors: Sequence[float
 # ----------------------------------------------------------------------------------------------
 # learning-rate schedules
 class _ScheduleBase:
-    """Owns the learning rate: sets ``lr = schedule(update) x factor of the group`` once per update."""
+    """Owns the learning rate: sets ``lr = schedule(update) x factor of the group`` once per update.
+
+    A *modifier* (``ReduceOnPlateau`` without ``schedule=``, ``ScaleLearningRate``) multiplies the
+    schedule of the one schedule callback of the Trainer; without one, the first modifier in
+    ``callbacks`` owns the LR with the optimizer's LR as constant schedule. The owner sets
+    ``lr = modifier_n(... modifier_1(schedule(update)))``, modifiers in ``_order`` (plateau last).
+    """
+
+    _order = 0  # modifiers: lower applies first
 
     def __init__(self, log: bool = True) -> None:
         if not isinstance(log, bool):
@@ -138,6 +146,7 @@ class _ScheduleBase:
         self._last_step = -1
         self._lr = 0.0
         self._every = 0
+        self._owns = True
         self._multipliers: list[Any] = []
 
     # subclasses: the schedule of this run from the optimizer's LR and the run's lengths
@@ -145,15 +154,31 @@ class _ScheduleBase:
         raise NotImplementedError
 
     def _owns_lr(self) -> bool:
-        return True
+        return self._owns
+
+    def _is_modifier(self) -> bool:
+        """True for a callback that multiplies another callback's schedule when there is one."""
+        return False
+
+    def _modify(self, lr: float, step: int) -> float:
+        """A modifier's change of the schedule's ``lr`` at ``step`` (floats only)."""
+        return lr
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        owners = [cb for cb in _peers(trainer, _ScheduleBase) if not isinstance(cb, ReduceOnPlateauMixin)]
+        peers = _peers(trainer, _ScheduleBase)
+        owners = [cb for cb in peers if not cb._is_modifier()]
         if len(owners) > 1:
             names = ", ".join(type(cb).__name__ for cb in owners)
+            plateau = [cb for cb in owners if isinstance(cb, ReduceOnPlateauMixin)]
+            if plateau:
+                other = next(cb for cb in owners if cb is not plateau[0])
+                raise ValueError(f"ReduceOnPlateau(schedule=...) and the {type(other).__name__} callback both give "
+                                 "a schedule: drop schedule= (the plateau factor then multiplies the other "
+                                 "callback's LR)")
             raise ValueError(f"callbacks holds {len(owners)} learning-rate schedules ({names}); keep one "
                              "(combine schedules with hpcallbacks.Join or Warmup)")
-        if not self._owns_lr():
+        self._owns = (owners[0] if owners else peers[0]) is self
+        if not self._owns:
             return
         configs = getattr(trainer, "lr_scheduler_configs", []) or []
         if configs:
@@ -171,7 +196,8 @@ class _ScheduleBase:
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._last_step = -1
         self._every = _log_every(trainer, self.log_lr and self._owns_lr())
-        self._multipliers = [cb for cb in _peers(trainer, ReduceOnPlateauMixin) if cb is not self and not cb._owns]
+        self._multipliers = sorted((cb for cb in _peers(trainer, _ScheduleBase) if cb._is_modifier()),
+                                   key=lambda cb: cb._order)
         if not self._owns_lr():
             self.schedule = None
             return
@@ -187,7 +213,7 @@ class _ScheduleBase:
     def _lr_at(self, step: int) -> float:
         lr = self.schedule(step)  # type: ignore[misc]
         for m in self._multipliers:
-            lr = m.plateau.apply(lr)
+            lr = m._modify(lr, step)
         return lr
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
@@ -321,28 +347,28 @@ class ReduceOnPlateauMixin(_ScheduleBase):
         self.plateau = S.ReduceOnPlateau(monitor=monitor, factor=factor, patience=patience, mode=mode,
                                          min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
                                          convention=convention, threshold_mode=threshold_mode)
-        self._owns = True
         self._warned = False
 
-    def _owns_lr(self) -> bool:
-        return self._owns
+    _order = 100  # the plateau factor applies last (its min_lr floors the final LR)
+
+    def _is_modifier(self) -> bool:
+        return self._given is None
+
+    def _modify(self, lr: float, step: int) -> float:
+        return self.plateau.apply(lr)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         plateaus = _peers(trainer, ReduceOnPlateauMixin)
         if len(plateaus) > 1:
             raise ValueError("callbacks holds more than one ReduceOnPlateau; keep one")
-        others = [cb for cb in _peers(trainer, _ScheduleBase) if not isinstance(cb, ReduceOnPlateauMixin)]
-        if others and self._given is not None:
-            raise ValueError(f"ReduceOnPlateau(schedule=...) and the {type(others[0]).__name__} callback both give "
-                             "a schedule: drop schedule= (the plateau factor then multiplies the other callback's LR)")
-        self._owns = not others
         super().on_fit_start(trainer, pl_module)
 
     def _make_schedule(self, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
         return self._given if self._given is not None else S.Constant(initial_lr)
 
     def _lr_at(self, step: int) -> float:
-        return self.plateau.apply(self.schedule(step))  # type: ignore[misc]
+        lr = super()._lr_at(step)
+        return lr if self._is_modifier() else self.plateau.apply(lr)  # with schedule=, its own factor
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         value = trainer.callback_metrics.get(self.plateau.monitor)
@@ -655,10 +681,11 @@ MIXINS: dict[str, type] = {
 }
 
 
-def build(callback_base: type, module: str) -> dict[str, type]:
-    """The public callback classes on ``callback_base`` (a namespace's ``Callback``)."""
+def build(callback_base: type, module: str, mixins: dict[str, type] | None = None) -> dict[str, type]:
+    """The public callback classes on ``callback_base`` (a namespace's ``Callback``), of ``mixins`` (default
+    :data:`MIXINS`)."""
     out: dict[str, type] = {}
-    for name, mixin in MIXINS.items():
+    for name, mixin in (MIXINS if mixins is None else mixins).items():
         cls = type(name, (mixin, callback_base), {"__module__": module, "__doc__": mixin.__doc__})
         cls.__qualname__ = name
         if "__signature__" in mixin.__dict__:

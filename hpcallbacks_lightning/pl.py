@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from pytorch_lightning import Callback as _Callback
 
+from ._extras import build as _build_extras
 from ._impl import build as _build
 
-_classes = _build(_Callback, __name__)
+_classes = {**_build(_Callback, __name__), **_build_extras(_Callback, __name__)}
 
 LearningRateSchedule = _classes["LearningRateSchedule"]
 Constant = _classes["Constant"]
@@ -33,5 +34,15 @@ StagedUnfreeze = _classes["StagedUnfreeze"]
 DiscriminativeLR = _classes["DiscriminativeLR"]
 FreezeBatchNorm = _classes["FreezeBatchNorm"]
 SwapNorm = _classes["SwapNorm"]
+GradientAccumulation = _classes["GradientAccumulation"]
+ScaleLearningRate = _classes["ScaleLearningRate"]
+BatchRamp = _classes["BatchRamp"]
+ParamScheduler = _classes["ParamScheduler"]
+InstanceNoise = _classes["InstanceNoise"]
+LabelSmoothing = _classes["LabelSmoothing"]
+LabelFlip = _classes["LabelFlip"]
+HyperparameterAdvisor = _classes["HyperparameterAdvisor"]
+LossBalance = _classes["LossBalance"]
+LRFinder = _classes["LRFinder"]
 
 __all__ = sorted(_classes)

@@ -12,10 +12,12 @@ these calls:
 * :func:`swap_norms` / :class:`FrozenBatchNorm2d` before the optimizer and DDP exist;
 * :class:`LARS`, a torch optimizer;
 * :func:`add_instance_noise`, :func:`smooth_labels`, :func:`flip_labels`, :func:`gan_targets`: the core's
-  GAN schedules on tensors, no host syncs.
+  GAN schedules on tensors, no host syncs;
+* :func:`optimizer_kind`, :func:`dropout_rates`, :func:`kernel_sizes`: what the advisor reads.
 """
 from __future__ import annotations
 
+from .advice import DROPOUT_TYPES, dropout_rates, kernel_sizes, optimizer_kind
 from .freeze import apply_trainable, batch_norm_layers, is_kept_eval, keep_eval
 from .gan import add_instance_noise, flip_labels, flip_mask, gan_targets, smooth_labels
 from .groups import BLOCK_LIST_NAMES, LayerGroup, discover_groups
@@ -30,4 +32,5 @@ __all__ = [
     "swap_norms", "FrozenBatchNorm2d",
     "LARS",
     "add_instance_noise", "smooth_labels", "flip_mask", "flip_labels", "gan_targets",
+    "optimizer_kind", "dropout_rates", "kernel_sizes", "DROPOUT_TYPES",
 ]

@@ -1,0 +1,1154 @@
+"""Batch-size rules, scheduled hyperparameters, GAN schedules, the advisor and the LR range test.
+
+Mixins with the Lightning hook methods, like :mod:`._impl`'s (combined with the ``Callback`` of
+``lightning.pytorch`` or ``pytorch_lightning`` by :func:`build`); every number comes from a core
+rule (:mod:`hpcallbacks.batch`, :mod:`hpcallbacks.params`, :mod:`hpcallbacks.gan`,
+:mod:`hpcallbacks.advice`, :mod:`hpcallbacks.finder`), these classes only read the trainer and
+write floats.
+
+When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`._impl`'s hooks:
+
+``on_fit_start``     ``GradientAccumulation`` sets ``trainer.accumulate_grad_batches`` (the train
+                     data is loaded for its batch size: ``trainer.fit_loop.setup_data()``, as
+                     ``trainer.estimated_stepping_batches`` does); ``ParamScheduler`` resolves
+                     its targets; ``BatchRamp`` checks its ramp against the run;
+``on_train_start``   ``ScaleLearningRate`` reads the effective batch; ``LRFinder`` runs its range
+                     test and restores weights, optimizer state and RNG states;
+``on_train_epoch_start``  ``BatchRamp`` sets the accumulation of the epoch; ``HyperparameterAdvisor``
+                     checks the run once (after every ``on_train_start``, before the first update);
+``on_train_batch_start``  ``ParamScheduler`` sets its values once per optimizer update;
+``on_train_epoch_end``    ``LossBalance`` reads the logged loss terms.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hpcallbacks import _checks as check
+from hpcallbacks import advice as A
+from hpcallbacks import batch as B
+from hpcallbacks import finder as F
+from hpcallbacks import gan as G
+from hpcallbacks import schedules as S
+from hpcallbacks.params import ParamSchedule
+from hpcallbacks.torch import DROPOUT_TYPES as _DROPOUT
+from hpcallbacks.torch import LR_KEYS, dropout_rates, kernel_sizes, optimizer_kind, set_group_lrs
+from hpcallbacks.torch import gan as TG
+
+from ._impl import (
+    _LOG_KW,
+    DiscriminativeLRMixin,
+    StagedUnfreezeMixin,
+    _log_every,
+    _peers,
+    _run_lengths,
+    _ScheduleBase,
+)
+
+log = logging.getLogger("hpcallbacks")
+
+__all__ = ["MIXINS", "build", "per_device_batch_size", "HyperparameterWarning"]
+
+
+class HyperparameterWarning(UserWarning):
+    """A hyperparameter outside the handbook's recommendations (``HyperparameterAdvisor``, ``LossBalance``)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+def per_device_batch_size(trainer: Any) -> int | None:
+    """The train dataloader's batch size (per device), loading the train data if needed; None if unknown.
+
+    Read from ``DataLoader.batch_size`` (or its ``batch_sampler.batch_size``); ``None`` for several
+    train dataloaders or a loader without a fixed batch size.
+    """
+    if trainer.train_dataloader is None:
+        trainer.fit_loop.setup_data()
+    loader = trainer.train_dataloader
+    if isinstance(loader, Mapping):
+        loaders = list(loader.values())
+    elif isinstance(loader, (list, tuple)):
+        loaders = list(loader)
+    else:
+        loaders = [loader]
+    if len(loaders) != 1 or loaders[0] is None:
+        return None
+    size = getattr(loaders[0], "batch_size", None)
+    if size is None:
+        size = getattr(getattr(loaders[0], "batch_sampler", None), "batch_size", None)
+    return int(size) if isinstance(size, int) and size > 0 else None
+
+
+def _batch_size(trainer: Any, given: int | None, who: str) -> int:
+    size = given if given is not None else per_device_batch_size(trainer)
+    if size is None:
+        raise ValueError(f"{who}: the per-device batch size cannot be read from the train dataloader (several "
+                         f"loaders, or no fixed batch_size): pass per_device_batch_size=")
+    return size
+
+
+def _effective_batch(trainer: Any, per_device: int) -> int:
+    return per_device * max(1, int(trainer.accumulate_grad_batches)) * max(1, int(trainer.world_size))
+
+
+def _automatic(pl_module: Any, who: str) -> None:
+    if not pl_module.automatic_optimization:
+        raise ValueError(f"{who} needs automatic optimization (Lightning accumulates micro-batches only then); with "
+                         f"manual optimization (automatic_optimization=False) accumulate in training_step")
+
+
+def _user_accumulation(trainer: Any, mine: int | None, who: str) -> None:
+    """Refuse a Trainer(accumulate_grad_batches=k) or GradientAccumulationScheduler beside ``who``."""
+    current = int(trainer.accumulate_grad_batches)
+    if current != 1 and current != mine:
+        raise ValueError(f"Trainer(accumulate_grad_batches={current}) and the {who} callback both set the "
+                         f"accumulation: remove accumulate_grad_batches from the Trainer or the callback")
+    for cb in trainer.callbacks:
+        if type(cb).__name__ == "GradientAccumulationScheduler":
+            raise ValueError(f"GradientAccumulationScheduler and the {who} callback both set the accumulation: "
+                             "keep one")
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return value
+
+
+def _find(cls: type, trainer: Any) -> Any:
+    found = [cb for cb in trainer.callbacks if isinstance(cb, cls)]
+    if not found:
+        raise ValueError(f"the Trainer has no {cls.__name__.removesuffix('Mixin')} callback: add one to "
+                         "Trainer(callbacks=[...])")
+    if len(found) > 1:
+        raise ValueError(f"the Trainer has {len(found)} {cls.__name__.removesuffix('Mixin')} callbacks; look them "
+                         "up yourself or keep one")
+    return found[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# batch size (handbook H4)
+class GradientAccumulationMixin:
+    """Reach ``target_batch_size`` samples per optimizer update by gradient accumulation (handbook H4).
+
+    At fit start sets ``trainer.accumulate_grad_batches`` to
+    :func:`hpcallbacks.batch.accumulation_steps` ``(target_batch_size, per-device batch, world size)``:
+    the per-device batch is the train dataloader's ``batch_size`` (or ``per_device_batch_size=``),
+    the world size ``trainer.world_size``. A target that is not a multiple of ``per-device batch x
+    world size`` is refused (``ValueError`` naming the nearest reachable sizes) unless
+    ``exact=False``, which uses the nearest reachable one and warns. Every hpcallbacks schedule
+    advances once per optimizer update (``trainer.global_step``), so it keeps its meaning; a
+    default schedule length (``CosineDecay()`` over the run) counts the updates after the change.
+    A torch LR scheduler that ``configure_optimizers`` built from ``trainer.estimated_stepping_batches``
+    saw the accumulation before the change: use an hpcallbacks schedule callback instead.
+
+    Refused (``ValueError`` at fit start): ``Trainer(accumulate_grad_batches=k)`` or Lightning's
+    ``GradientAccumulationScheduler`` beside it, a ``BatchRamp``, manual optimization. As in
+    Lightning, the last update of an epoch may hold fewer micro-batches. State: the accumulation.
+    """
+
+    def __init__(self, target_batch_size: int, exact: bool = True, per_device_batch_size: int | None = None) -> None:
+        self.target_batch_size = check.positive_int("target_batch_size", target_batch_size)
+        self.exact = _bool("exact", exact)
+        self.per_device_batch_size = (None if per_device_batch_size is None
+                                      else check.positive_int("per_device_batch_size", per_device_batch_size))
+        self.accumulation: B.Accumulation | None = None
+        self._set: int | None = None
+        self._saved: dict[str, Any] | None = None
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if len(_peers(trainer, GradientAccumulationMixin)) > 1:
+            raise ValueError("callbacks holds more than one GradientAccumulation; keep one")
+        if _peers(trainer, BatchRampMixin):
+            raise ValueError("GradientAccumulation and BatchRamp both set the accumulation: keep one (BatchRamp "
+                             "grows the batch by accumulation itself)")
+        _automatic(pl_module, "GradientAccumulation")
+        _user_accumulation(trainer, self._set, "GradientAccumulation")
+        per_device = _batch_size(trainer, self.per_device_batch_size, "GradientAccumulation")
+        try:
+            acc = B.accumulation_steps(self.target_batch_size, per_device, trainer.world_size, exact=self.exact)
+        except ValueError as e:
+            raise ValueError(f"GradientAccumulation: with per-device batch {per_device} and world size "
+                             f"{trainer.world_size}: {e}") from None
+        if not acc.exact:
+            warnings.warn(f"GradientAccumulation: target_batch_size={self.target_batch_size} is not reachable with "
+                          f"per-device batch {per_device} x world size {trainer.world_size}; using {acc.steps} "
+                          f"micro-batches per update, an effective batch of {acc.effective_batch_size}", stacklevel=2)
+        saved, self._saved = self._saved, None
+        if saved and saved.get("accumulation") and B.Accumulation.from_config(saved["accumulation"]) != acc:
+            warnings.warn(f"GradientAccumulation: the checkpoint's accumulation {saved['accumulation']} differs from "
+                          f"this run's {acc.get_config()}: the effective batch changed on resume", stacklevel=2)
+        trainer.accumulate_grad_batches = self._set = acc.steps
+        self.accumulation = acc
+        log.info("GradientAccumulation: %d micro-batches of %d x %d devices per update = %d samples", acc.steps,
+                 per_device, acc.world_size, acc.effective_batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"accumulation": None if self.accumulation is None else self.accumulation.get_config()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._saved = dict(state_dict)
+
+
+class ScaleLearningRateMixin(_ScheduleBase):
+    """Scale the learning rate with the batch size (handbook H4; Goyal et al. 2017), with warmup.
+
+    ``lr = base LR x k`` with ``k`` the core's :func:`hpcallbacks.batch.scale_learning_rate` factor
+    for the run's effective batch (per-device batch x ``accumulate_grad_batches`` x world size, read
+    at train start, so after ``GradientAccumulation``) against ``base_batch_size``: ``rule="linear"``
+    ``k = batch / base``, ``"sqrt"`` ``k = sqrt(batch / base)``. When the batch grows, ``k`` is
+    reached by the core's :func:`hpcallbacks.batch.scaling_warmup` over ``warmup_epochs`` epochs of
+    the run's updates (``0``: none), rising linearly from the unscaled rate.
+
+    Composes like ``ReduceOnPlateau``: with a schedule callback (``CosineRestart()``, ...) it
+    multiplies that schedule, ``lr(t) = schedule(t) x m(t)`` with ``m`` the warmup from 1 to ``k``
+    (the schedule itself is not delayed); without one it owns the LR, ``lr(t) =
+    scaling_warmup(Constant(scale_learning_rate(optimizer LR, ...)), ...)(t)``. A plateau factor
+    applies after it. Refuses a ``BatchRamp`` (which scales the LR itself). State: the factor
+    schedule, so a resumed run keeps it.
+    """
+
+    _order = 10
+
+    def __init__(self, base_batch_size: int, rule: str = "linear", warmup_epochs: float = 5.0, *,
+                 per_device_batch_size: int | None = None, log: bool = True) -> None:
+        super().__init__(log=log)
+        B.scale_learning_rate(1.0, base_batch_size, base_batch_size, rule)  # checks base_batch_size and rule
+        self.base_batch_size = int(base_batch_size)
+        self.rule = rule
+        self.warmup_epochs = check.non_negative("warmup_epochs", warmup_epochs)
+        self.per_device_batch_size = (None if per_device_batch_size is None
+                                      else check.positive_int("per_device_batch_size", per_device_batch_size))
+        self.batch_size: int | None = None
+        self.factor: S.Schedule | None = None  # m(t): 1 -> k over the warmup
+        self._saved_factor: dict[str, Any] | None = None
+
+    def _is_modifier(self) -> bool:
+        return True
+
+    def _modify(self, lr: float, step: int) -> float:
+        return lr * self.factor(step)  # type: ignore[misc]
+
+    def _make_schedule(self, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
+        return S.Constant(initial_lr)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if len(_peers(trainer, ScaleLearningRateMixin)) > 1:
+            raise ValueError("callbacks holds more than one ScaleLearningRate; keep one")
+        if _peers(trainer, BatchRampMixin):
+            raise ValueError("ScaleLearningRate and BatchRamp both scale the LR with the batch: keep one")
+        super().on_fit_start(trainer, pl_module)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_start(trainer, pl_module)
+        per_device = _batch_size(trainer, self.per_device_batch_size, "ScaleLearningRate")
+        self.batch_size = _effective_batch(trainer, per_device)
+        saved, self._saved_factor = self._saved_factor, None
+        if saved is not None:
+            self.factor = S.deserialize(saved)
+            return
+        k = B.scale_learning_rate(1.0, self.base_batch_size, self.batch_size, self.rule)
+        spe, _ = _run_lengths(trainer)
+        if spe is None and self.warmup_epochs > 0 and k > 1:
+            raise ValueError("ScaleLearningRate: warmup_epochs counts epochs, but the updates per epoch are unknown "
+                             "(an iterable data set without a length): pass warmup_epochs=0")
+        self.factor = B.scaling_warmup(S.Constant(k), self.base_batch_size, self.batch_size, spe or 1,
+                                       self.warmup_epochs, self.rule)
+        log.info("ScaleLearningRate: effective batch %d vs base %d (%s): LR x %g after %s", self.batch_size,
+                 self.base_batch_size, self.rule, k, self.factor)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.factor is not None:
+            state["factor"] = S.serialize(self.factor)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if state_dict.get("factor"):
+            self._saved_factor = state_dict["factor"]
+
+
+class BatchRampMixin(_ScheduleBase):
+    """"Don't decay the learning rate, increase the batch size" (Smith et al. 2017) by a core ramp.
+
+    ``ramp``: a :class:`hpcallbacks.batch.BatchRamp` (the decay schedule you would run at
+    ``base_batch_size``, the cap ``max_batch_size``, the per-device batch and world size). Its
+    progress ``t`` counts base-batch steps, ``samples seen / base_batch_size``, kept by the callback
+    (each update counts its nominal batch ``B``).
+
+    When the batch changes: at the start of every epoch (``on_train_epoch_start``) the batch
+    ``B = ramp.batch_size(t)`` is taken and ``trainer.accumulate_grad_batches`` set to
+    ``ramp.accumulation(t).steps``; it holds for the whole epoch (Lightning counts accumulation
+    within an epoch, so it cannot change safely mid-epoch). The LR is set every update:
+    ``lr(t) = ramp.schedule(t) x B / base_batch_size`` with ``B`` the batch in effect, so the noise
+    scale ``lr / B`` follows the schedule at every update, and once ``B`` reaches its cap the LR
+    decays instead. This equals ``ramp.learning_rate(t)`` wherever the ramp's batch does not change
+    inside an epoch (always after the cap).
+
+    Owns the LR (a plateau factor may multiply it; another schedule callback, ``ScaleLearningRate``
+    and ``GradientAccumulation`` are refused). At fit start the run must match the ramp: the train
+    dataloader's batch size x ``trainer.world_size`` must equal ``ramp.unit`` and ``ramp.world_size``
+    the trainer's (``ValueError`` otherwise). Automatic optimization only. State: samples seen and
+    the batch of the current epoch (a mid-epoch resume keeps the epoch's batch). With a changing
+    batch the updates per epoch change: give ``StagedUnfreeze`` plans in updates (``unit="update"``).
+    """
+
+    def __init__(self, ramp: B.BatchRamp, *, log: bool = True) -> None:
+        super().__init__(log=log)
+        if not isinstance(ramp, B.BatchRamp):
+            raise ValueError(f"ramp must be a hpcallbacks.batch.BatchRamp; got {ramp!r}")
+        self.ramp = ramp
+        self.samples = 0  # samples seen (sum of the nominal batch of every update)
+        self.batch_size = ramp.base_batch_size  # the batch of the current epoch
+        self._epoch: int | None = None  # the epoch whose batch was chosen
+        self._restored: dict[str, Any] | None = None
+        self._set: int | None = None
+
+    def _make_schedule(self, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
+        return self.ramp.schedule
+
+    @property
+    def progress(self) -> float:
+        """``t``: samples seen / ``base_batch_size``."""
+        return self.samples / self.ramp.base_batch_size
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if len(_peers(trainer, BatchRampMixin)) > 1:
+            raise ValueError("callbacks holds more than one BatchRamp; keep one")
+        _automatic(pl_module, "BatchRamp")
+        _user_accumulation(trainer, self._set, "BatchRamp")
+        super().on_fit_start(trainer, pl_module)
+        per_device = _batch_size(trainer, None, "BatchRamp")
+        world = int(trainer.world_size)
+        if world != self.ramp.world_size:
+            raise ValueError(f"BatchRamp: the ramp's world_size is {self.ramp.world_size} but the Trainer runs "
+                             f"{world} processes: build BatchRamp(..., world_size={world})")
+        if per_device * world != self.ramp.unit:
+            raise ValueError(f"BatchRamp: the ramp's unit (per_device_batch_size x world_size) is {self.ramp.unit} "
+                             f"but the train dataloader gives {per_device} x {world}: build BatchRamp(..., "
+                             f"per_device_batch_size={per_device}, world_size={world}) or change the batch_size")
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_start(trainer, pl_module)
+        restored, self._restored = self._restored, None
+        if restored is not None:
+            self.samples = restored["samples"]
+            self.batch_size = restored["batch_size"]
+            self._epoch = restored["epoch"]
+        else:
+            self.samples, self._epoch = 0, None
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        epoch = trainer.current_epoch
+        if self._epoch != epoch:  # a resumed epoch keeps the batch it started with
+            self._epoch = epoch
+            before = self.batch_size
+            self.batch_size = self.ramp.batch_size(self.progress)
+            if self.batch_size != before:
+                log.info("BatchRamp: epoch %d, progress %.1f: batch %d -> %d", epoch, self.progress, before,
+                         self.batch_size)
+        trainer.accumulate_grad_batches = self._set = self.batch_size // self.ramp.unit
+        self._last_step = -1  # the LR uses the new batch from the next update on
+
+    def _lr_at(self, step: int) -> float:
+        lr = self.ramp.schedule(self.progress) * self.batch_size / self.ramp.base_batch_size
+        for m in self._multipliers:
+            lr = m._modify(lr, step)
+        return lr
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        super().on_before_optimizer_step(trainer, pl_module, optimizer)
+        self.samples += self.batch_size
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(samples=self.samples, batch_size=self.batch_size, epoch=self._epoch)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        if "samples" in state_dict:
+            self._restored = {k: state_dict[k] for k in ("samples", "batch_size", "epoch")}
+
+
+# ----------------------------------------------------------------------------------------------
+# any hyperparameter on a schedule
+_OPTIMIZER_ALIASES = {"beta_1": ("betas", 0), "beta1": ("betas", 0), "beta_2": ("betas", 1), "beta2": ("betas", 1),
+                      "epsilon": ("eps", None)}
+_OPTIMIZER_KEYS = ("momentum", "beta_1", "beta_2", "beta1", "beta2", "epsilon", "eps", "weight_decay", "dampening")
+_UNIT_KEYS = ("momentum", "betas", "dampening")  # values in [0, 1]
+
+
+class _Target:
+    """Where one scheduled value goes: optimizer param groups or an attribute of the module."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.groups: list[tuple[Any, int, str, int | None]] = []  # (optimizer, group index, key, tuple index)
+        self.attrs: list[tuple[Any, str]] = []  # (object, attribute)
+        self.low, self.high = -math.inf, math.inf
+
+    def set(self, value: float) -> None:
+        for opt, g, key, i in self.groups:
+            group = opt.param_groups[g]
+            if i is None:
+                current = group[key]
+                if isinstance(current, torch.Tensor):
+                    current.fill_(value)
+                else:
+                    group[key] = value
+            else:
+                pair = group[key]
+                if isinstance(pair[i], torch.Tensor):
+                    pair[i].fill_(value)
+                else:
+                    group[key] = (value, pair[1]) if i == 0 else (pair[0], value)
+        for obj, attr in self.attrs:
+            current = getattr(obj, attr)
+            if isinstance(current, torch.Tensor):
+                current.fill_(value)
+            else:
+                setattr(obj, attr, value)
+
+
+def _resolve_optimizer(name: str, key: str, index: int | None, optimizers: Sequence[Any]) -> _Target:
+    if key in LR_KEYS or key in ("learning_rate",):
+        raise ValueError(f"ParamScheduler: {name!r} is a learning rate; use LearningRateSchedule or a schedule "
+                         "callback (CosineRestart(), ...) for it")
+    if index is not None and not 0 <= index < len(optimizers):
+        raise ValueError(f"ParamScheduler: {name!r} names optimizer {index} but configure_optimizers returned "
+                         f"{len(optimizers)}")
+    target = _Target(name)
+    chosen = range(len(optimizers)) if index is None else [index]
+    real, slot = _OPTIMIZER_ALIASES.get(key, (key, None))
+    for o in chosen:
+        opt = optimizers[o]
+        for g, group in enumerate(opt.param_groups):
+            k, i = real, slot
+            if k == "momentum" and "momentum" not in group and "betas" in group:
+                k, i = "betas", 0  # Adam-type: momentum is beta_1 (the 1cycle convention)
+            if k not in group:
+                continue
+            if k == "weight_decay" and not group[k]:
+                continue  # a no-decay group (biases, norms) stays without decay
+            target.groups.append((opt, g, k, i))
+    if not target.groups:
+        known = sorted({k for opt in (optimizers[o] for o in chosen) for g in opt.param_groups for k in g
+                        if k != "params" and isinstance(g[k], (int, float, tuple, torch.Tensor))
+                        and not isinstance(g[k], bool)})
+        kinds = ", ".join(type(optimizers[o]).__name__ for o in chosen)
+        raise ValueError(f"ParamScheduler: {name!r}: no param group of {kinds} has {key!r}"
+                         f"{' (or only groups without decay)' if real == 'weight_decay' else ''}; its numeric "
+                         f"hyperparameters are {known} (beta_1/beta_2 name betas[0]/betas[1], epsilon is eps)")
+    if real in _UNIT_KEYS or (real == "momentum"):
+        target.low, target.high = 0.0, 1.0
+    elif real in ("eps", "weight_decay"):
+        target.low = 0.0
+    return target
+
+
+def _resolve_attribute(name: str, path: list[str], module: Any) -> _Target:
+    target = _Target(name)
+    obj = module
+    for i, part in enumerate(path[:-1]):
+        try:
+            obj = obj[int(part)] if part.isdigit() and not hasattr(obj, part) else getattr(obj, part)
+        except (AttributeError, IndexError, KeyError, TypeError):
+            raise ValueError(f"ParamScheduler: {name!r}: the LightningModule has no {'.'.join(path[:i + 1])!r}"
+                             ) from None
+    last = path[-1]
+    value = getattr(obj, last, None)
+    if isinstance(value, _DROPOUT):
+        target.attrs.append((value, "p"))
+        target.low, target.high = 0.0, 1.0
+    elif isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        target.attrs.append((obj, last))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        target.attrs.append((obj, last))
+        if isinstance(obj, _DROPOUT) and last == "p":
+            target.low, target.high = 0.0, 1.0
+    elif value is None and path == ["dropout"] and not hasattr(obj, "dropout"):
+        layers = [m for m in module.modules() if isinstance(m, _DROPOUT)]
+        if not layers:
+            raise ValueError("ParamScheduler: 'dropout': the LightningModule has no attribute dropout and no "
+                             "Dropout layer")
+        target.attrs.extend((m, "p") for m in layers)
+        target.low, target.high = 0.0, 1.0
+    else:
+        what = "no attribute" if not hasattr(obj, last) else f"a {type(value).__name__}, not a number"
+        raise ValueError(f"ParamScheduler: {name!r}: {'.'.join(path)!r} of the LightningModule is {what}; name a "
+                         f"float attribute (or a Dropout layer, whose p is set), e.g. 'module.dropout.p'")
+    return target
+
+
+def _resolve(name: str, pl_module: Any, optimizers: Sequence[Any]) -> _Target:
+    parts = name.split(".")
+    if parts[0] in ("optimizer", "optimizers"):
+        rest = parts[1:]
+        index = None
+        if rest and rest[0].isdigit():
+            index, rest = int(rest[0]), rest[1:]
+        if len(rest) != 1:
+            raise ValueError(f"ParamScheduler: {name!r} must look like 'optimizer.<key>' or 'optimizer.<i>.<key>' "
+                             "(key: momentum, beta_1, beta_2, epsilon, weight_decay, ... of the param groups)")
+        return _resolve_optimizer(name, rest[0], index, optimizers)
+    if parts[0] in ("module", "model", "pl_module"):
+        if len(parts) < 2:
+            raise ValueError(f"ParamScheduler: {name!r} must name an attribute path, e.g. 'module.dropout.p'")
+        return _resolve_attribute(name, parts[1:], pl_module)
+    if name in _OPTIMIZER_KEYS:
+        return _resolve_optimizer(name, name, None, optimizers)
+    return _resolve_attribute(name, parts, pl_module)
+
+
+class ParamSchedulerMixin:
+    """Any numeric hyperparameter on a core schedule, set once per optimizer update (floats only).
+
+    ``ParamScheduler({"optimizer.momentum": Cyclic(0.85, 0.95, 100), "module.head.dropout.p": ...})``
+    or ``ParamScheduler(ParamSchedule("momentum", ...), ...)`` (:class:`hpcallbacks.ParamSchedule`;
+    both forms mix). The value at optimizer update ``t`` (``trainer.global_step``; with manual
+    optimization that counts every optimizer's steps) is ``schedule(t)``. Names:
+
+    * ``"optimizer.<key>"`` (every optimizer having it) or ``"optimizer.<i>.<key>"``: a param-group
+      hyperparameter, in every param group: ``momentum`` (on Adam-type optimizers: ``betas[0]``,
+      the 1cycle convention), ``beta_1`` / ``beta_2`` (``betas[0]`` / ``betas[1]``), ``epsilon``
+      (``eps``), ``weight_decay`` (groups built with ``weight_decay=0``, biases and norms, stay at
+      0), ``dampening``, or any other numeric key of the groups; learning rates are refused (use a
+      schedule callback);
+    * bare ``momentum``, ``beta_1``, ``beta_2``, ``epsilon``, ``eps``, ``weight_decay``,
+      ``dampening``: the same as ``"optimizer.<key>"``;
+    * ``"module.<path>"`` or any other name: an attribute path of the LightningModule
+      (``"module.noise_std"``, ``"module.encoder.0.p"``; digits index ``ModuleList`` /
+      ``Sequential``). A path ending at a Dropout layer sets its ``p``; a bare ``"dropout"`` with no
+      such attribute sets ``p`` of every Dropout layer. The attribute must hold a number (set as a
+      float) or a one-element float tensor (``fill_``, no host sync).
+
+    Targets are resolved at fit start (``ValueError`` naming the name otherwise), and values that a
+    schedule would take outside the allowed range over the run (momentum, betas, dropout in
+    [0, 1]; eps and weight decay >= 0) are refused then. Logs ``param/<name>`` every
+    ``log_every_n_steps``. Stateless: the values are a function of ``trainer.global_step``, which
+    Lightning restores on resume.
+    """
+
+    def __init__(self, *schedules: Mapping[str, Any] | ParamSchedule, log: bool = True) -> None:
+        params: list[ParamSchedule] = []
+        for i, item in enumerate(schedules):
+            if isinstance(item, ParamSchedule):
+                params.append(item)
+            elif isinstance(item, Mapping):
+                for name, schedule in item.items():
+                    params.append(ParamSchedule(name, schedule))
+            else:
+                raise ValueError(f"schedules[{i}] must be a dict of name -> schedule or a hpcallbacks.ParamSchedule; "
+                                 f"got {item!r}")
+        if not params:
+            raise ValueError("schedules must name at least one hyperparameter, e.g. ParamScheduler({'momentum': "
+                             "Cyclic(0.85, 0.95, step_size_up=100)})")
+        names = [p.name for p in params]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"schedules name {dup} more than once; give each hyperparameter one schedule")
+        self.schedules = tuple(params)
+        self.log_values = _bool("log", log)
+        self._targets: list[_Target] = []
+        self._values: list[float] = []
+        self._last_step = -1
+        self._every = 0
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        self._targets = [_resolve(p.name, pl_module, list(trainer.optimizers)) for p in self.schedules]
+        names = {}
+        for p, t in zip(self.schedules, self._targets, strict=True):
+            for where in [(id(o), g, k, i) for o, g, k, i in t.groups] + [(id(o), a) for o, a in t.attrs]:
+                if where in names:
+                    raise ValueError(f"ParamScheduler: {p.name!r} and {names[where]!r} set the same value; keep one")
+                names[where] = p.name
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        _, total = _run_lengths(trainer)
+        n = int(min(total, 100_000)) if total != float("inf") else 10_000
+        start = int(trainer.global_step)
+        for p, t in zip(self.schedules, self._targets, strict=True):
+            if t.low == -math.inf and t.high == math.inf:
+                continue
+            values = p.curve(max(0, n - start), start) or [p.value(start)]
+            bad = next((v for v in values if not t.low <= v <= t.high), None)
+            if bad is not None:
+                raise ValueError(f"ParamScheduler: {p.name!r} must stay in [{t.low:g}, {t.high:g}] but its schedule "
+                                 f"{p.schedule!r} reaches {bad!r} in this run")
+        self._last_step = -1
+        self._values = [0.0] * len(self.schedules)
+        self._every = _log_every(trainer, self.log_values)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step == self._last_step:
+            return
+        self._last_step = step
+        for i, (p, t) in enumerate(zip(self.schedules, self._targets, strict=True)):
+            value = self._values[i] = p.schedule(step)
+            t.set(value)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self._every and trainer.global_step % self._every == 0:
+            for p, v in zip(self.schedules, self._values, strict=True):
+                pl_module.log(f"param/{p.name}", v, **_LOG_KW)
+
+
+# ----------------------------------------------------------------------------------------------
+# GAN schedules (handbook H7)
+class _GanMixin:
+    """The discriminator update count ``step`` a GAN schedule is evaluated at, and the lookup."""
+
+    def _init_count(self, optimizer: int | None) -> None:
+        if optimizer is not None:
+            optimizer = check.non_negative_int("optimizer", optimizer)
+        self.optimizer = optimizer
+        self.step = 0
+        self._batches = 0
+        self._steps = 0
+        self._automatic = True
+        self._offset = 0
+
+    @classmethod
+    def of(cls, trainer: Any) -> Any:
+        """The one callback of this class in ``trainer.callbacks`` (``ValueError`` if none or several)."""
+        return _find(cls, trainer)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if self.optimizer is not None and self.optimizer >= len(trainer.optimizers):
+            raise ValueError(f"{type(self).__name__}: optimizer={self.optimizer} but configure_optimizers returned "
+                             f"{len(trainer.optimizers)} optimizer(s)")
+        self._automatic = bool(pl_module.automatic_optimization)
+        self._rank = int(getattr(trainer, "global_rank", 0))
+
+    def _count(self, trainer: Any) -> int:
+        if self.optimizer is not None:
+            return self._steps
+        return trainer.global_step if self._automatic else self._batches
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.step = self._count(trainer)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self.optimizer is not None and optimizer is trainer.optimizers[self.optimizer]:
+            self._steps += 1
+            self.step = self._steps
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._batches += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches": self._batches, "optimizer_steps": self._steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._batches = int(state_dict.get("batches", 0))
+        self._steps = int(state_dict.get("optimizer_steps", 0))
+
+
+_GAN_DOC = """
+
+    ``step``, the update the value is for: with automatic optimization ``trainer.global_step``
+    (optimizer updates); with manual optimization (a GAN's ``training_step`` stepping two
+    optimizers, where ``global_step`` counts the steps of both) the training batches done so far,
+    i.e. one per ``training_step`` call, so the discriminator's schedule advances once per batch;
+    with ``optimizer=i`` the steps of ``trainer.optimizers[i]`` done so far (it advances as that
+    optimizer steps, also inside one ``training_step``). Kept in the checkpoint state.
+
+    Use from a ``training_step`` (``self.trainer`` is set there)::
+
+        noise = InstanceNoise.of(self.trainer)        # the callback in Trainer(callbacks=[...])
+        d_real = self.discriminator(noise.apply(real))
+
+    or pass the callback to the module's constructor and keep a reference (not as a hyperparameter:
+    ``save_hyperparameters(ignore=[...])``). Values are Python floats from the core rule; the tensor
+    work (:mod:`hpcallbacks.torch.gan`) never reads a tensor back.
+    """
+
+
+class InstanceNoiseMixin(_GanMixin):
+    __doc__ = """Instance noise on the discriminator's inputs (handbook H7), a core :class:`hpcallbacks.InstanceNoise`.
+
+    ``schedule``: any core schedule or a number (the std), or an ``hpcallbacks.InstanceNoise``.
+    ``.std`` is the standard deviation at the current update, ``.apply(x)`` returns
+    ``x + N(0, std^2)`` (``x`` itself once the std is 0). Logs ``instance_noise_std``.""" + _GAN_DOC
+
+    def __init__(self, schedule: Any, optimizer: int | None = None, *, log: bool = True) -> None:
+        self.noise = schedule if isinstance(schedule, G.InstanceNoise) else G.InstanceNoise(schedule)
+        self._init_count(optimizer)
+        self.log_value = _bool("log", log)
+        self._every = 0
+
+    @property
+    def std(self) -> float:
+        """The noise standard deviation at the current update."""
+        return self.noise.std(self.step)
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``x`` plus the current update's instance noise."""
+        return TG.add_instance_noise(x, self.noise, self.step, generator)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._every = _log_every(trainer, self.log_value)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self._every and trainer.global_step % self._every == 0:
+            pl_module.log("instance_noise_std", self.std, **_LOG_KW)
+
+
+class LabelSmoothingMixin(_GanMixin):
+    __doc__ = """Discriminator label smoothing (handbook H7) by a core :class:`hpcallbacks.LabelSmoothing`.
+
+    ``real`` (default 0.9), ``fake`` (0.0: one-sided; 0.1: two-sided), ``schedule`` (the strength
+    over training, or None for full strength), as the core's; or pass an ``hpcallbacks.LabelSmoothing``
+    as ``real``. ``.targets(labels)`` (= ``.apply``) returns ``labels * real_t + (1 - labels) * fake_t``
+    for a float label tensor; ``.real_target`` / ``.fake_target`` are the current numbers. With a
+    ``LabelFlip`` too, flip first: ``smoothing.targets(flip.targets(labels))``.""" + _GAN_DOC
+
+    def __init__(self, real: Any = 0.9, fake: float = 0.0, schedule: Any = None, optimizer: int | None = None) -> None:
+        self.smoothing = real if isinstance(real, G.LabelSmoothing) else G.LabelSmoothing(real, fake, schedule)
+        self._init_count(optimizer)
+
+    @property
+    def real_target(self) -> float:
+        return self.smoothing.real_target(self.step)
+
+    @property
+    def fake_target(self) -> float:
+        return self.smoothing.fake_target(self.step)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """The smoothed targets of ``labels`` (1.0 real, 0.0 fake) at the current update."""
+        return TG.smooth_labels(labels, self.smoothing, self.step)
+
+    apply = targets
+
+
+class LabelFlipMixin(_GanMixin):
+    __doc__ = """Flip discriminator labels (handbook H7) by a core :class:`hpcallbacks.LabelFlip`.
+
+    ``schedule``: the flip probability (a number or any core schedule), ``seed``; or an
+    ``hpcallbacks.LabelFlip``. ``.targets(labels)`` (= ``.apply``) returns ``labels`` with the
+    samples the core picks at the current update (``flip_uniform(seed, step, index) < p``, computed
+    on the host) replaced by ``1 - y``. Under DDP sample ``i`` of rank ``r`` has index
+    ``r * batch + i``, so the ranks flip different samples. ``.probability`` is the current
+    ``p``. Logs ``label_flip_probability``.""" + _GAN_DOC
+
+    def __init__(self, schedule: Any, seed: int = 0, optimizer: int | None = None, *, log: bool = True) -> None:
+        self.flip = schedule if isinstance(schedule, G.LabelFlip) else G.LabelFlip(schedule, seed)
+        self._init_count(optimizer)
+        self.log_value = _bool("log", log)
+        self._every = 0
+
+    @property
+    def probability(self) -> float:
+        return self.flip.probability(self.step)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` with this update's flips applied."""
+        n = labels.shape[0] if labels.ndim else 1
+        return TG.flip_labels(labels, self.flip, self.step, offset=getattr(self, "_rank", 0) * n)
+
+    apply = targets
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._every = _log_every(trainer, self.log_value)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self._every and trainer.global_step % self._every == 0:
+            pl_module.log("label_flip_probability", self.probability, **_LOG_KW)
+
+
+# ----------------------------------------------------------------------------------------------
+# the advisor (handbook H1, H2)
+def _report(who: str, findings: Sequence[A.Finding], strict: bool, trainer: Any) -> None:
+    warns = [f for f in findings if f.severity == "warning"]
+    if strict and warns:
+        raise ValueError(f"{who} (strict=True): " + "; ".join(str(f) for f in warns))
+    if not getattr(trainer, "is_global_zero", True):
+        return
+    for f in findings:
+        if f.severity == "warning":
+            warnings.warn(f"{who}: {f}", HyperparameterWarning, stacklevel=3)
+        else:
+            log.info("%s: %s", who, f)
+
+
+def _peak_lr(trainer: Any, opt: Any) -> float | None:
+    """The largest LR the hpcallbacks LR callbacks set over the run (sampled at <= 10,000 updates), else the
+    optimizer's base LR."""
+    owners = [cb for cb in _peers(trainer, _ScheduleBase) if cb._owns_lr() and cb.schedule is not None]
+    if owners:
+        _, total = _run_lengths(trainer)
+        end = int(total) if total != float("inf") else int(trainer.global_step) + 10_000
+        start = int(trainer.global_step)
+        stride = max(1, (end - start) // 10_000)
+        return max(owners[0]._lr_at(t) for t in range(start, max(end, start + 1), stride))
+    group = opt.param_groups[0]
+    lr = group.get("base_lr", group["lr"])
+    return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+
+
+def _as_float(value: Any) -> float:
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+class HyperparameterAdvisorMixin:
+    """Check the run against the handbook's recommended values (H2) once, before the first update.
+
+    Reads, at the start of the first training epoch (after every ``on_train_start``, so after
+    ``GradientAccumulation`` and the schedule callbacks): the optimizer's kind (``SGD`` ->
+    ``"sgd"`` / ``"sgd_momentum"`` / ``"nesterov"``, ``Adam`` -> ``"adam"`` (``"adamw"`` with
+    ``decoupled_weight_decay``), ``AdamW`` -> ``"adamw"``, hpcallbacks ``LARS`` -> SGD's; others:
+    only batch size, dropout and kernels are checked), the learning rate (the peak of the schedule
+    callback's schedule over the run, else the optimizer's LR), momentum or ``betas`` / ``eps``,
+    the largest ``weight_decay`` of the param groups, the effective batch (per-device x
+    accumulation x world size), the ``p`` of every enabled Dropout layer and the kernel sizes of
+    ``Conv2d`` layers, and runs :func:`hpcallbacks.advice.check`. ``fine_tuning=None`` means
+    "fine-tuning when a ``StagedUnfreeze`` or ``DiscriminativeLR`` is in the Trainer";
+    ``from_scratch_learning_rate`` sets the fine-tuning range (1 to 2 orders of magnitude below).
+
+    Findings of severity ``"warning"`` are issued as :class:`HyperparameterWarning` (rank 0),
+    ``"info"`` ones logged; ``strict=True`` raises ``ValueError`` listing the warnings instead,
+    before any update. ``.findings`` and ``.values`` (what was checked) stay on the callback.
+    """
+
+    def __init__(self, strict: bool = False, fine_tuning: bool | None = None,
+                 from_scratch_learning_rate: float | None = None) -> None:
+        self.strict = _bool("strict", strict)
+        if fine_tuning is not None:
+            _bool("fine_tuning", fine_tuning)
+        if from_scratch_learning_rate is not None:
+            check.positive("from_scratch_learning_rate", from_scratch_learning_rate)
+            if fine_tuning is False:
+                raise ValueError(f"from_scratch_learning_rate is used only when fine-tuning; got "
+                                 f"{from_scratch_learning_rate!r} with fine_tuning=False")
+        self.fine_tuning = fine_tuning
+        self.from_scratch_learning_rate = from_scratch_learning_rate
+        self.findings: list[A.Finding] = []
+        self.values: dict[str, Any] = {}
+        self._done = False
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._done = False
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if self._done:
+            return
+        self._done = True
+        self.values = self.read(trainer, pl_module)
+        self.findings = A.check(**self.values)
+        _report("HyperparameterAdvisor", self.findings, self.strict, trainer)
+
+    def read(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+        """The arguments of :func:`hpcallbacks.advice.check` this run has."""
+        values: dict[str, Any] = {}
+        opt = trainer.optimizers[0] if trainer.optimizers else None
+        kind = optimizer_kind(opt) if opt is not None else None
+        if opt is not None and kind is not None:
+            group = opt.param_groups[0]
+            values["optimizer"] = kind
+            values["learning_rate"] = _peak_lr(trainer, opt)
+            if kind in ("adam", "adamw"):
+                betas = group.get("betas")
+                if betas is not None:
+                    values["beta_1"], values["beta_2"] = _as_float(betas[0]), _as_float(betas[1])
+                if "eps" in group:
+                    values["epsilon"] = _as_float(group["eps"])
+            elif "momentum" in group:
+                values["momentum"] = _as_float(group["momentum"])
+            decays = [_as_float(g["weight_decay"]) for g in opt.param_groups if "weight_decay" in g]
+            if decays:
+                values["weight_decay"] = max(decays)
+        else:
+            values["optimizer"] = "sgd"  # only the rows that do not depend on the optimizer are checked
+            if opt is not None:
+                log.info("HyperparameterAdvisor: %s is not in the handbook's table; checking batch size, dropout and "
+                         "kernels only", type(opt).__name__)
+        per_device = per_device_batch_size(trainer)
+        if per_device is not None:
+            values["batch_size"] = _effective_batch(trainer, per_device)
+        values["dropout_rates"] = dropout_rates(pl_module)
+        values["kernel_sizes"] = kernel_sizes(pl_module)
+        fine = self.fine_tuning
+        if fine is None:
+            fine = bool(_peers(trainer, StagedUnfreezeMixin) or _peers(trainer, DiscriminativeLRMixin))
+        if self.from_scratch_learning_rate is not None and not fine:
+            raise ValueError("HyperparameterAdvisor: from_scratch_learning_rate is used only when fine-tuning, and "
+                             "this run has no StagedUnfreeze / DiscriminativeLR: pass fine_tuning=True")
+        values["fine_tuning"] = fine
+        values["from_scratch_learning_rate"] = self.from_scratch_learning_rate
+        return values
+
+
+class LossBalanceMixin:
+    """Check that the loss terms stay within two orders of magnitude of each other (handbook H2).
+
+    ``terms``: the names of two or more loss terms the module logs (``self.log("loss_a", ...)``,
+    with ``on_epoch=True`` or from validation), read from ``trainer.callback_metrics`` at the end of
+    every ``every_n_epochs``-th training epoch; ``reference``: the main term (default the first).
+    Runs :func:`hpcallbacks.advice.loss_balance`: when the largest term is more than 100x the
+    smallest, a :class:`HyperparameterWarning` names them and the suggested weights (``strict=True``:
+    ``ValueError``, which stops training). ``.weights`` holds the last suggestion (1.0 each when
+    balanced) for the module to use (``LossBalance.of(self.trainer).weights``); ``.findings``,
+    ``.values`` the last check. A term not logged warns once and skips the check. State: the last
+    suggestion and values.
+    """
+
+    def __init__(self, terms: Sequence[str] = ("loss_a", "loss_b"), every_n_epochs: int = 1, strict: bool = False,
+                 reference: str | None = None) -> None:
+        if isinstance(terms, str) or not isinstance(terms, Sequence) or len(terms) < 2 or not all(
+                isinstance(t, str) and t for t in terms) or len(set(terms)) != len(terms):
+            raise ValueError(f"terms must be two or more distinct names of logged loss terms; got {terms!r}")
+        if reference is not None and reference not in terms:
+            raise ValueError(f"reference must be one of terms {list(terms)}; got {reference!r}")
+        self.terms = tuple(terms)
+        self.every_n_epochs = check.positive_int("every_n_epochs", every_n_epochs)
+        self.strict = _bool("strict", strict)
+        self.reference = reference
+        self.weights: dict[str, float] = {t: 1.0 for t in self.terms}
+        self.values: dict[str, float] = {}
+        self.findings: tuple[A.Finding, ...] = ()
+        self._warned = False
+
+    @classmethod
+    def of(cls, trainer: Any) -> Any:
+        """The one LossBalance in ``trainer.callbacks``."""
+        return _find(cls, trainer)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        metrics = trainer.callback_metrics
+        missing = [t for t in self.terms if t not in metrics]
+        if missing:
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f"LossBalance: term(s) {missing} were not logged (logged: {sorted(metrics)}); log them "
+                              "with self.log(name, value, on_epoch=True)", stacklevel=2)
+            return
+        values = {t: _as_float(metrics[t]) for t in self.terms}  # one host read per term, once per check
+        if any(v == 0 or not math.isfinite(v) for v in values.values()):
+            log.info("LossBalance: a term is 0 or not finite (%s); not checked", values)
+            return
+        result = A.loss_balance(values, self.reference)
+        self.values, self.weights, self.findings = values, dict(result.weights), tuple(result.findings)
+        _report("LossBalance", result.findings, self.strict, trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": dict(self.weights), "values": dict(self.values)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.weights = dict(state_dict.get("weights", self.weights))
+        self.values = dict(state_dict.get("values", {}))
+
+
+# ----------------------------------------------------------------------------------------------
+# the learning-rate range test
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "random": random.getstate()}
+    try:
+        import numpy as np
+
+        state["numpy"] = np.random.get_state()
+    except ImportError:  # pragma: no cover
+        pass
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["random"])
+    if "numpy" in state:
+        import numpy as np
+
+        np.random.set_state(state["numpy"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _loss_of(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        return output.get("loss")
+    return None
+
+
+class LRFinderMixin:
+    """The learning-rate range test (Smith 2017) before training, by the core's :mod:`hpcallbacks.finder`.
+
+    At train start (a fresh run only: a resumed run keeps the checkpoint's result) it trains
+    ``num_steps`` optimizer updates through the module's ``training_step`` on the train data, the
+    LR of update ``t`` from :func:`hpcallbacks.finder.lr_range` (``min_lr`` .. ``max_lr``,
+    ``mode="exponential"`` or ``"linear"``; times each param group's ``lr_factor``), each update of
+    ``accumulate_grad_batches`` micro-batches (through ``trainer.strategy.training_step``: the
+    precision context and DDP apply; the loss is averaged over ranks so every rank stops and
+    suggests alike). It stops early when the smoothed loss (``beta``) exceeds ``divergence`` x
+    its best. Then the weights and buffers (bit-identical), the optimizer state and
+    hyperparameters and the RNG states (torch, CUDA, ``random``, numpy) are restored, so the run
+    goes on as if the test had not happened; ``self.log`` calls of the module are dropped during
+    the test, and no other callback hook runs.
+
+    ``.suggestion`` is the suggested LR (:func:`hpcallbacks.finder.suggest`: ``method="steepest"``
+    or ``"min_loss"``, ``skip_start`` / ``skip_end``), ``.result`` the LRs and losses; both in
+    ``state_dict``. ``plot``: a path for the picture (matplotlib, rank 0). ``apply=True`` makes the
+    suggestion the run's LR: the optimizer's param groups (x ``lr_factor``) and the base LR of the
+    hpcallbacks schedule callbacks (``CosineRestart()`` then decays from it); refused with an LR
+    scheduler from ``configure_optimizers``. The test syncs the loss to the host once per test
+    update (it is not training). Automatic optimization, one optimizer.
+    """
+
+    def __init__(self, min_lr: float = 1e-7, max_lr: float = 10.0, num_steps: int = 100, mode: str = "exponential",
+                 method: str = "steepest", beta: float = 0.98, divergence: float = 4.0, skip_start: int = 10,
+                 skip_end: int = 5, plot: str | Path | None = None, apply: bool = False) -> None:
+        self.range = F.lr_range(min_lr, max_lr, num_steps, mode)
+        self._test_args = dict(beta=beta, divergence=divergence, method=method, skip_start=skip_start,
+                               skip_end=skip_end)
+        F.RangeTest(self.range, **self._test_args)  # checks the arguments now
+        if plot is not None and not isinstance(plot, (str, Path)):
+            raise ValueError(f"plot must be None or a file path for the picture; got {plot!r}")
+        self.plot = plot
+        self.apply = _bool("apply", apply)
+        self.result: F.RangeResult | None = None
+        self._loaded = False
+
+    @property
+    def suggestion(self) -> float | None:
+        """The suggested learning rate, or None (no test yet, or no suggestion possible)."""
+        if self.result is None or self.result.suggestion is None:
+            return None
+        return self.result.suggestion.learning_rate
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        _automatic(pl_module, "LRFinder")
+        if len(trainer.optimizers) != 1:
+            raise ValueError(f"LRFinder needs exactly one optimizer; configure_optimizers returned "
+                             f"{len(trainer.optimizers)}")
+        if self.apply and (getattr(trainer, "lr_scheduler_configs", None) or []):
+            raise ValueError("LRFinder(apply=True) cannot change the base LR of the LR scheduler that "
+                             "configure_optimizers returns: use an hpcallbacks schedule callback, or apply=False and "
+                             "read .suggestion")
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self._loaded or trainer.global_step > 0:
+            self._loaded = False
+            log.info("LRFinder: resumed run; keeping the checkpoint's suggestion %s", self.suggestion)
+            return
+        self.result = self._run(trainer, pl_module)
+        if self.result.suggestion is None:
+            warnings.warn(f"LRFinder: no suggestion: {self.result.error}", stacklevel=2)
+        else:
+            log.info("LRFinder: suggested learning rate %g (%s, %d test updates)", self.suggestion,
+                     self.result.suggestion.method, len(self.result.losses))
+        if self.plot is not None and trainer.is_global_zero:
+            F.plot_range_test(self.result, self.plot, beta=self._test_args["beta"])
+        if self.apply and self.suggestion is not None:
+            self._apply(trainer, self.suggestion)
+
+    def _run(self, trainer: Any, pl_module: Any) -> F.RangeResult:
+        opt = trainer.optimizers[0]
+        loader = trainer.train_dataloader
+        acc = max(1, int(trainer.accumulate_grad_batches))
+        weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        opt_state = copy.deepcopy(opt.state_dict())
+        rng = _rng_state()
+        training = pl_module.training
+        test = F.RangeTest(self.range, **self._test_args)
+        pl_module.log = pl_module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
+        try:
+            pl_module.train()
+            it = iter(loader)
+            index = 0
+            with torch.enable_grad():
+                for t in range(test.num_steps):
+                    set_group_lrs(opt, test.lr(t))
+                    opt.zero_grad(set_to_none=True)
+                    total = None
+                    for _ in range(acc):
+                        try:
+                            batch = next(it)
+                        except StopIteration:
+                            it = iter(loader)
+                            batch = next(it)
+                        batch = trainer.strategy.batch_to_device(batch)
+                        loss = _loss_of(trainer.strategy.training_step(batch, index))
+                        index += 1
+                        if loss is None:
+                            raise ValueError("LRFinder: training_step returned no loss; the range test needs one")
+                        (loss / acc).backward()
+                        total = loss.detach() if total is None else total + loss.detach()
+                    opt.step()
+                    mean = trainer.strategy.reduce(total / acc, reduce_op="mean")
+                    if test.record(float(mean)):
+                        break
+        finally:
+            del pl_module.log, pl_module.log_dict
+            pl_module.load_state_dict(weights)
+            opt.load_state_dict(opt_state)
+            opt.zero_grad(set_to_none=True)
+            _set_rng_state(rng)
+            pl_module.train(training)
+        return test.result()
+
+    def _apply(self, trainer: Any, lr: float) -> None:
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                factor = group.get("lr_factor", 1.0)
+                for key in ("lr", "initial_lr"):
+                    if key in group:
+                        if isinstance(group[key], torch.Tensor):
+                            group[key].fill_(lr * factor)
+                        else:
+                            group[key] = lr * factor
+                if "base_lr" in group:
+                    group["base_lr"] = lr
+        mine = trainer.callbacks.index(self)
+        for cb in _peers(trainer, _ScheduleBase):
+            cb._initial_lr = lr
+            if trainer.callbacks.index(cb) < mine and cb._owns_lr():  # its schedule was built already
+                cb.schedule = cb._make_schedule(lr, *cb._lengths)
+        log.info("LRFinder: learning rate set to %g", lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"result": None if self.result is None else self.result.get_config()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("result") is not None:
+            self.result = F.RangeResult.from_config(state_dict["result"])
+            self._loaded = True
+
+
+#: Every public mixin of this module by the callback name it becomes.
+MIXINS: dict[str, type] = {
+    "GradientAccumulation": GradientAccumulationMixin,
+    "ScaleLearningRate": ScaleLearningRateMixin,
+    "BatchRamp": BatchRampMixin,
+    "ParamScheduler": ParamSchedulerMixin,
+    "InstanceNoise": InstanceNoiseMixin,
+    "LabelSmoothing": LabelSmoothingMixin,
+    "LabelFlip": LabelFlipMixin,
+    "HyperparameterAdvisor": HyperparameterAdvisorMixin,
+    "LossBalance": LossBalanceMixin,
+    "LRFinder": LRFinderMixin,
+}
+
+
+def build(callback_base: type, module: str) -> dict[str, type]:
+    """This module's public callback classes on ``callback_base``."""
+    from ._impl import build as _build
+
+    return _build(callback_base, module, MIXINS)
