@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import hpcallbacks_lightning as HL  # noqa: E402
-from hpcallbacks import FreezePlan, LRFactors  # noqa: E402
+from hpcallbacks import Cyclic, FreezePlan, LRFactors, PolynomialDecay  # noqa: E402
 
 
 class MLP(L.LightningModule):
@@ -50,7 +50,7 @@ class MLP(L.LightningModule):
         return nn.functional.mse_loss(self(x), y)
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
+        return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
 
 
 class Clock(L.Callback):
@@ -90,8 +90,14 @@ def run(with_callbacks: bool, args: argparse.Namespace) -> float:
     callbacks: list = [clock]
     RUN[0] += 1
     if with_callbacks:
-        callbacks = [_timed(c) for c in (HL.CosineRestart(), HL.ReduceOnPlateau(monitor="train_loss"),
-                     HL.StagedUnfreeze(FreezePlan.all_trainable(factors=LRFactors.geometric())))] + callbacks
+        chosen = [HL.CosineRestart(), HL.ReduceOnPlateau(monitor="train_loss"),
+                  HL.StagedUnfreeze(FreezePlan.all_trainable(factors=LRFactors.geometric()))]
+        if args.extras:  # the per-update callbacks of hpcallbacks_lightning._extras
+            chosen += [HL.ScaleLearningRate(base_batch_size=args.batch // 2, warmup_epochs=0.5),
+                       HL.ParamScheduler({"momentum": Cyclic(0.85, 0.95, step_size_up=50),
+                                          "weight_decay": PolynomialDecay(1e-4, args.updates, 0.0)}),
+                       HL.InstanceNoise(PolynomialDecay(0.1, args.updates, 0.0))]
+        callbacks = [_timed(c) for c in chosen] + callbacks
     trainer = L.Trainer(max_epochs=1, accelerator=args.device, devices=1, callbacks=callbacks, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     model = MLP(args.width)
@@ -115,6 +121,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sync-debug", action="store_true")
+    parser.add_argument("--extras", action="store_true",
+                        help="add ScaleLearningRate, ParamScheduler (momentum, weight decay) and InstanceNoise")
     args = parser.parse_args()
     run(False, args)  # warm-up
     base, hp = [], []
@@ -122,7 +130,8 @@ def main() -> None:
         base.append(run(False, args))
         hp.append(run(True, args))
     b, h = statistics.median(base), statistics.median(hp)
-    print(f"device={args.device} width={args.width} batch={args.batch} updates={args.updates} repeats={args.repeats}")
+    print(f"device={args.device} width={args.width} batch={args.batch} updates={args.updates} repeats={args.repeats}"
+          f"{' extras' if args.extras else ''}")
     print(f"per update without callbacks: {b * 1e3:.3f} ms")
     print(f"per update with callbacks:    {h * 1e3:.3f} ms")
     print(f"ratio with/without: {h / b:.3f}")

@@ -902,7 +902,8 @@ class LossBalanceMixin:
     smallest, a :class:`HyperparameterWarning` names them and the suggested weights (``strict=True``:
     ``ValueError``, which stops training). ``.weights`` holds the last suggestion (1.0 each when
     balanced) for the module to use (``LossBalance.of(self.trainer).weights``); ``.findings``,
-    ``.values`` the last check. A term not logged warns once and skips the check. State: the last
+    ``.values`` the last check (under DDP rank 0's values, broadcast, unless the terms are logged
+    with ``sync_dist=True``). A term not logged warns once and skips the check. State: the last
     suggestion and values.
     """
 
@@ -939,6 +940,7 @@ class LossBalanceMixin:
                               "with self.log(name, value, on_epoch=True)", stacklevel=2)
             return
         values = {t: _as_float(metrics[t]) for t in self.terms}  # one host read per term, once per check
+        values = trainer.strategy.broadcast(values, src=0)  # under DDP every rank decides on rank 0's values
         if any(v == 0 or not math.isfinite(v) for v in values.values()):
             log.info("LossBalance: a term is 0 or not finite (%s); not checked", values)
             return
