@@ -32,6 +32,15 @@ from .callbacks import (
     Warmup,
     WarmupStableDecay,
 )
+from .extras import (
+    LARS,
+    GradientAccumulation,
+    HyperparameterAdvisor,
+    HyperparameterWarning,
+    LossBalance,
+    ScaleLearningRate,
+    UpdateCountSchedule,
+)
 from .norms import FrozenBatchNormalization, swap_norms
 
 __all__ = [
@@ -39,5 +48,7 @@ __all__ = [
     "HPCallback", "InverseSqrt", "InverseTimeDecay", "LearningRateSchedule", "LinearCosineDecay", "MultiStepDecay",
     "NoisyLinearCosineDecay", "OneCycle", "PiecewiseConstantDecay", "PolynomialDecay", "ReduceOnPlateau",
     "SlantedTriangular", "StagedUnfreeze", "StepDecay", "Warmup", "WarmupStableDecay",
-    "SwapNorm", "Group", "discover_groups", "resolve_groups", "FrozenBatchNormalization", "swap_norms",
+    "GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
+    "HyperparameterWarning", "UpdateCountSchedule", "SwapNorm",
+    "Group", "discover_groups", "resolve_groups", "FrozenBatchNormalization", "swap_norms",
 ]

@@ -73,6 +73,7 @@ class _Fit:
     callbacks: list[Any] = field(default_factory=list)
     schedule: tuple[Any, Callable[[int], float]] | None = None
     plateau: tuple[Any, Any] | None = None
+    modifier: tuple[Any, Callable[[int], float]] | None = None
     groups: tuple[Any, list[Group]] | None = None
     factors: tuple[Any, tuple[float, ...]] | None = None
     plan: tuple[Any, Any] | None = None
@@ -220,6 +221,11 @@ class Engine:
         self.require_variable_lr(_name(owner))
         self._claim("plateau", owner, plateau, "plateau rule")
 
+    def set_modifier(self, owner: Any, fn: Callable[[int], float]) -> None:
+        """A factor of the update count multiplying the schedule (ScaleLearningRate's warmup to k)."""
+        self.require_variable_lr(_name(owner))
+        self._claim("modifier", owner, fn, "batch-size LR scaling")
+
     def set_groups(self, owner: Any, groups: list[Group], explicit: bool) -> list[Group]:
         """Register layer groups; two callbacks of one fit must agree on them."""
         if self.fit.groups is not None and self.fit.groups[0] is not owner:
@@ -332,13 +338,15 @@ class Engine:
     def lr_at(self, t: int) -> float:
         fn = self.fit.schedule[1] if self.fit.schedule else None
         base = fn(t) if fn is not None else self.initial_learning_rate("ReduceOnPlateau")
+        if self.fit.modifier is not None:
+            base = base * self.fit.modifier[1](t)
         if self.fit.plateau is not None:
             base = self.fit.plateau[1].apply(base)
         return base
 
     @property
     def table_mode(self) -> bool:
-        return bool(self.fit and (self.fit.schedule or self.fit.plateau))
+        return bool(self.fit and (self.fit.schedule or self.fit.plateau or self.fit.modifier))
 
     def start(self) -> None:
         fit = self.fit

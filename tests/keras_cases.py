@@ -477,3 +477,123 @@ def test_family_defaults_follow_the_core_rule():
         model.compile(keras.optimizers.SGD(0.05), "mse")
         model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[cb])
         assert cb.schedule == build(family, {}, RunFacts(learning_rate=0.05, steps_per_epoch=6, total_steps=12))
+
+
+# -- batch-size rules, LARS, advice -------------------------------------------------------------------------
+@pytest.mark.parametrize("options", [dict(), dict(weight_decay=0.01, nesterov=True), dict(clip=True, momentum=0.0)])
+def test_lars_matches_the_torch_lars(options):
+    torch = pytest.importorskip("torch")
+    from hpcallbacks.torch import LARS as TorchLARS
+    from hpcallbacks_keras import LARS
+
+    rng = np.random.default_rng(0)
+    w0, b0 = rng.normal(size=(5, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")
+    grads = [(rng.normal(size=(5, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")) for _ in range(3)]
+    kw = dict(momentum=0.9, trust_coefficient=0.02) | options
+    w, b = keras.Variable(w0), keras.Variable(b0)
+    opt = LARS(learning_rate=0.5, **kw)
+    tw, tb = torch.nn.Parameter(torch.tensor(w0)), torch.nn.Parameter(torch.tensor(b0))
+    topt = TorchLARS([tw, tb], lr=0.5, **kw)
+    for gw, gb in grads:
+        opt.apply([ops.convert_to_tensor(gw), ops.convert_to_tensor(gb)], [w, b])
+        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
+        topt.step()
+    np.testing.assert_allclose(np.array(w), tw.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array(b), tb.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert LARS.from_config(opt.get_config()).get_config()["weight_decay"] == opt.get_config()["weight_decay"]
+
+
+def _recording_model(lr, **opt_kwargs):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="g0")])
+    opt = RecordingSGD(lr, var_group=var_groups(model, 1), num_groups=1, capacity=32, **opt_kwargs)
+    model.compile(opt, "mse")
+    return model, opt
+
+
+def test_gradient_accumulation_sets_keras_steps_and_corrects_its_schedule_count():
+    from hpcallbacks_keras import GradientAccumulation, UpdateCountSchedule
+
+    model, opt = _recording_model(keras.optimizers.schedules.ExponentialDecay(1.0, decay_steps=1, decay_rate=0.5))
+    model.fit(X[:16], Y[:16], batch_size=4, epochs=1, verbose=0, shuffle=False,
+              callbacks=[GradientAccumulation(8, per_device_batch_size=4)])
+    assert opt.gradient_accumulation_steps == 2 and isinstance(opt._learning_rate, UpdateCountSchedule)
+    assert iterations(model) == 2
+    assert ops.convert_to_numpy(opt.rec_lr)[:2, 0].tolist() == [1.0, 0.5]  # per update, not micro-batch
+    # with an hpcallbacks schedule: the defaults count updates (3 per epoch of 6 batches)
+    model, opt = _recording_model(0.2)
+    cb = CosineRestart()
+    model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[cb, GradientAccumulation(8, per_device_batch_size=4)])
+    assert cb.schedule.first_decay_steps == 3 and iterations(model) == 6
+    np.testing.assert_allclose(ops.convert_to_numpy(opt.rec_lr)[:6, 0], [cb.schedule(t) for t in range(6)], rtol=1e-6)
+
+
+def test_gradient_accumulation_bad_input():
+    from hpcallbacks_keras import GradientAccumulation
+
+    with pytest.raises(ValueError, match="per_device_batch_size must be given"):
+        GradientAccumulation(64)
+    model = mlp()
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    with pytest.raises(ValueError, match="nearest reachable: 8 or 12"):
+        model.fit(X, Y, batch_size=4, verbose=0, callbacks=[GradientAccumulation(10, per_device_batch_size=4)])
+    model.fit(X, Y, batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match="already trained"):
+        model.fit(X, Y, batch_size=4, verbose=0, callbacks=[GradientAccumulation(8, per_device_batch_size=4)])
+
+
+def test_scale_learning_rate_with_warmup_and_a_schedule():
+    from hpcallbacks.batch import scaling_warmup
+    from hpcallbacks_keras import ScaleLearningRate
+
+    model, opt = _recording_model(0.1)
+    model.fit(X, Y, batch_size=8, epochs=2, verbose=0,
+              callbacks=[ScaleLearningRate(4, warmup_epochs=1, per_device_batch_size=8)])
+    factor = scaling_warmup(hp.Constant(2.0), 4, 8, steps_per_epoch=3, warmup_epochs=1)
+    np.testing.assert_allclose(ops.convert_to_numpy(opt.rec_lr)[:6, 0], [0.1 * factor(t) for t in range(6)],
+                               rtol=1e-6)
+    assert ops.convert_to_numpy(opt.rec_lr)[5, 0] == pytest.approx(0.2)
+    model, opt = _recording_model(0.1)
+    sched = hp.CosineDecay(0.1, decay_steps=6)
+    model.fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[
+        LearningRateSchedule(sched), ScaleLearningRate(4, rule="sqrt", warmup_epochs=0, per_device_batch_size=8)])
+    np.testing.assert_allclose(ops.convert_to_numpy(opt.rec_lr)[:6, 0], [sched(t) * 2 ** 0.5 for t in range(6)],
+                               rtol=1e-6)
+
+
+def test_hyperparameter_advisor():
+    from hpcallbacks_keras import HyperparameterAdvisor, HyperparameterWarning
+
+    def model_with_dropout():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dropout(0.7),
+                                 keras.layers.Dense(1)])
+
+    model = model_with_dropout()
+    model.compile(keras.optimizers.Adam(0.1), "mse")
+    advisor = HyperparameterAdvisor(per_device_batch_size=4)
+    with pytest.warns(HyperparameterWarning):
+        model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=[advisor, CosineDecay(1.0)])
+    rows = {f.row for f in advisor.findings}
+    assert {"learning_rate_adam", "dropout_rate"} <= rows
+    assert advisor.values["learning_rate"] == pytest.approx(1.0)  # the peak of the scheduled LR
+    model = model_with_dropout()
+    model.compile(keras.optimizers.Adam(0.1), "mse")
+    with pytest.raises(ValueError, match="strict=True"):
+        model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=[HyperparameterAdvisor(strict=True)])
+    assert not model.optimizer.built or iterations(model) == 0
+
+
+def test_loss_balance():
+    from hpcallbacks_keras import HyperparameterWarning, LossBalance
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    model = keras.Model(inp, {"a": keras.layers.Dense(1, name="a")(inp), "b": keras.layers.Dense(1, name="b")(inp)})
+    model.compile(keras.optimizers.SGD(1e-6), loss={"a": "mse", "b": "mse"})
+    balance = LossBalance(["a_loss", "b_loss"])
+    targets = {"a": np.full((24, 1), 300.0, "float32"), "b": np.zeros((24, 1), "float32")}
+    with pytest.warns(HyperparameterWarning, match="a_loss"):
+        model.fit(X, targets, batch_size=4, epochs=1, verbose=0, callbacks=[balance])
+    assert balance.weights["a_loss"] == 1.0 and balance.weights["b_loss"] > 100
+    with pytest.raises(ValueError, match="two or more"):
+        LossBalance(["a_loss"])
