@@ -617,7 +617,7 @@ class _GanMixin:
         self._batches = 0
         self._steps = 0
         self._automatic = True
-        self._offset = 0
+        self._rank, self._world, self._micro = 0, 1, 0
 
     @classmethod
     def of(cls, trainer: Any) -> Any:
@@ -630,6 +630,7 @@ class _GanMixin:
                              f"{len(trainer.optimizers)} optimizer(s)")
         self._automatic = bool(pl_module.automatic_optimization)
         self._rank = int(getattr(trainer, "global_rank", 0))
+        self._world = max(1, int(getattr(trainer, "world_size", 1)))
 
     def _count(self, trainer: Any) -> int:
         if self.optimizer is not None:
@@ -638,6 +639,8 @@ class _GanMixin:
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self.step = self._count(trainer)
+        acc = int(trainer.accumulate_grad_batches) if self._automatic else 1
+        self._micro = batch_idx % acc if acc > 1 else 0  # the micro-batch's place in its update
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self.optimizer is not None and optimizer is trainer.optimizers[self.optimizer]:
@@ -740,9 +743,11 @@ class LabelFlipMixin(_GanMixin):
     ``schedule``: the flip probability (a number or any core schedule), ``seed``; or an
     ``hpcallbacks.LabelFlip``. ``.targets(labels)`` (= ``.apply``) returns ``labels`` with the
     samples the core picks at the current update (``flip_uniform(seed, step, index) < p``, computed
-    on the host) replaced by ``1 - y``. Under DDP sample ``i`` of rank ``r`` has index
-    ``r * batch + i``, so the ranks flip different samples. ``.probability`` is the current
-    ``p``. Logs ``label_flip_probability``.""" + _GAN_DOC
+    on the host) replaced by ``1 - y``. ``index`` numbers the samples of the update's whole batch:
+    sample ``i`` of a ``n``-sample micro-batch has index ``(m * world_size + r) * n + i`` on rank ``r``
+    for the ``m``-th micro-batch of the update (``m = batch_idx % accumulate_grad_batches``; 0 with
+    manual optimization), so ranks and micro-batches flip different samples. ``.probability`` is
+    the current ``p``. Logs ``label_flip_probability``.""" + _GAN_DOC
 
     def __init__(self, schedule: Any, seed: int = 0, optimizer: int | None = None, *, log: bool = True) -> None:
         self.flip = schedule if isinstance(schedule, G.LabelFlip) else G.LabelFlip(schedule, seed)
@@ -757,7 +762,7 @@ class LabelFlipMixin(_GanMixin):
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         """``labels`` with this update's flips applied."""
         n = labels.shape[0] if labels.ndim else 1
-        return TG.flip_labels(labels, self.flip, self.step, offset=getattr(self, "_rank", 0) * n)
+        return TG.flip_labels(labels, self.flip, self.step, offset=(self._micro * self._world + self._rank) * n)
 
     apply = targets
 
