@@ -1008,7 +1008,8 @@ class LRFinderMixin:
     its best. Then the weights and buffers (bit-identical), the optimizer state and
     hyperparameters and the RNG states (torch, CUDA, ``random``, numpy) are restored, so the run
     goes on as if the test had not happened; ``self.log`` calls of the module are dropped during
-    the test, and no other callback hook runs.
+    the test and no callback hook runs, but ``training_step`` itself runs (its other side
+    effects, e.g. appending to a list, happen ``num_steps x accumulate_grad_batches`` times).
 
     ``.suggestion`` is the suggested LR (:func:`hpcallbacks.finder.suggest`: ``method="steepest"``
     or ``"min_loss"``, ``skip_start`` / ``skip_end``), ``.result`` the LRs and losses; both in
