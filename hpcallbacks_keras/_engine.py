@@ -386,7 +386,7 @@ class Engine:
         self.offset.assign(start)
 
     def refill(self) -> None:
-        if self.table is not None:
+        if self.table is not None and self.fit is not None and self.fit.started:
             self.fill(self.micro // self.acc)
 
     def block_begin(self, begin: int) -> None:

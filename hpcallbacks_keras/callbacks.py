@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
+from keras import ops
 
 from hpcallbacks import defaults as D
 from hpcallbacks import schedules as S
@@ -220,8 +222,13 @@ class ReduceOnPlateau(HPCallback):
     min(schedule(t), min_lr))``), or with the compiled learning rate alone. Unlike Keras'
     ``ReduceLROnPlateau`` it works when the learning rate is scheduled. The reduced values are
     written into the in-graph table at the epoch end (no re-trace). Arguments as in
-    :class:`hpcallbacks.ReduceOnPlateau`. Its state (best value, wait, reductions) restarts at
-    each ``fit``; it is not part of a ``BackupAndRestore`` checkpoint.
+    :class:`hpcallbacks.ReduceOnPlateau`.
+
+    Its state (best value, wait, cooldown, reductions) lives in one small non-trainable variable
+    tracked by the optimizer, so it is saved and restored with the optimizer: by
+    ``BackupAndRestore``, ``model.save`` / ``save_weights``, and across ``fit`` calls (a second
+    ``fit`` continues the reductions). It is written at each epoch end: list this callback before
+    ``BackupAndRestore`` when that saves at epoch ends, so the backup holds the epoch's update.
     """
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",
@@ -232,10 +239,40 @@ class ReduceOnPlateau(HPCallback):
                                          min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
                                          convention=convention, threshold_mode=threshold_mode)
         self.verbose = verbose
+        self._loaded = False
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        if getattr(model, "optimizer", None) is not None:
+            self._state_variable()  # before BackupAndRestore loads the optimizer's variables
+
+    def _state_variable(self) -> Any:
+        """[valid, best, wait, cooldown_counter, reductions], tracked by the optimizer."""
+        opt = self.engine.optimizer
+        var = opt.__dict__.get("_hpcallbacks_plateau_state")
+        if var is None:
+            var = keras.Variable(np.zeros((5,), "float32"), trainable=False, dtype="float32",
+                                 name="hpcallbacks_plateau_state")
+            opt._track_variable(var)
+            object.__setattr__(opt, "_hpcallbacks_plateau_state", var)
+        return var
 
     def setup(self, engine: Engine) -> None:
         self.plateau.reset()
+        self._loaded = False
         engine.set_plateau(self, self.plateau)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        if self._loaded:
+            return
+        self._loaded = True  # after every on_train_begin: BackupAndRestore has loaded the state by now
+        valid, best, wait, cooldown, reductions = (float(v) for v in ops.convert_to_numpy(self._state_variable()))
+        if valid:
+            self.plateau.load_state_dict({"best": best, "wait": wait, "cooldown_counter": cooldown,
+                                          "reductions": reductions})
+            if self.plateau.reductions:
+                self.engine.refill()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(epoch, logs)
@@ -246,6 +283,9 @@ class ReduceOnPlateau(HPCallback):
             return
         before = self.plateau.reductions
         self.plateau.update(float(value))
+        state = self.plateau.state_dict()
+        self._state_variable().assign(np.array([1.0, state["best"], state["wait"], state["cooldown_counter"],
+                                                state["reductions"]], "float32"))
         if self.plateau.reductions != before:
             self.engine.refill()
             if self.verbose:

@@ -597,3 +597,23 @@ def test_loss_balance():
     assert balance.weights["a_loss"] == 1.0 and balance.weights["b_loss"] > 100
     with pytest.raises(ValueError, match="two or more"):
         LossBalance(["a_loss"])
+
+
+def _plateau_run(tmp_path, interrupt_at=None):
+    model, opt = _recording_model(0.1)
+    callbacks = [LearningRateSchedule(hp.Constant(0.1)),
+                 ReduceOnPlateau("loss", factor=0.5, patience=0, min_delta=1e9),
+                 keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))]
+    if interrupt_at is not None:
+        callbacks.append(Interrupt(interrupt_at))
+    model.fit(X, Y, batch_size=4, epochs=4, shuffle=False, verbose=0, callbacks=callbacks)
+    return ops.convert_to_numpy(opt.rec_lr)[:24, 0]
+
+
+def test_reduce_on_plateau_state_survives_backup_and_restore(tmp_path):
+    full = _plateau_run(tmp_path / "full")
+    np.testing.assert_allclose(full, [0.1] * 12 + [0.05] * 6 + [0.025] * 6, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _plateau_run(tmp_path / "cut", interrupt_at=15)  # in epoch 2; the backup is from the end of epoch 1
+    resumed = _plateau_run(tmp_path / "cut")  # a fresh model and optimizer
+    np.testing.assert_allclose(resumed, full, rtol=1e-6)
