@@ -42,6 +42,7 @@ from .extras import (
     UpdateCountSchedule,
 )
 from .norms import FrozenBatchNormalization, swap_norms
+from .params import ParamScheduler
 
 __all__ = [
     "Constant", "CosineDecay", "CosineRestart", "Cyclic", "DiscriminativeLR", "ExponentialDecay", "FreezeBatchNorm",
@@ -49,6 +50,6 @@ __all__ = [
     "NoisyLinearCosineDecay", "OneCycle", "PiecewiseConstantDecay", "PolynomialDecay", "ReduceOnPlateau",
     "SlantedTriangular", "StagedUnfreeze", "StepDecay", "Warmup", "WarmupStableDecay",
     "GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
-    "HyperparameterWarning", "UpdateCountSchedule", "SwapNorm",
+    "HyperparameterWarning", "UpdateCountSchedule", "SwapNorm", "ParamScheduler",
     "Group", "discover_groups", "resolve_groups", "FrozenBatchNormalization", "swap_norms",
 ]

@@ -65,6 +65,28 @@ def _lr_is_variable(optimizer: Any) -> bool:
     return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
 
 
+@dataclass(eq=False)
+class Param:
+    """One scheduled hyperparameter (ParamScheduler): where it goes and how it is set.
+
+    ``kind``: ``"variable"`` (a ``keras.Variable``: assigned in-graph, or from the host on torch),
+    ``"float"`` (a Python number: set from the host, torch backend only), ``"hyper"`` (an
+    optimizer float on a graph backend: a variable stands in for it while fit runs). ``forward``:
+    the value is read by the forward pass (model attributes: set before the update's first
+    micro-batch) rather than by the update step (optimizer hyperparameters).
+    """
+
+    name: str
+    fn: Callable[[int], float]
+    obj: Any
+    attr: str
+    kind: str
+    forward: bool
+    variable: Any = None
+    table: Any = None
+    host: np.ndarray | None = None
+
+
 @dataclass
 class _Fit:
     """What the callbacks of one ``fit`` call asked for (rebuilt at each fit)."""
@@ -79,6 +101,7 @@ class _Fit:
     plan: tuple[Any, Any] | None = None
     bn_policy: str = "freeze_stats"
     frozen_bn: list[Any] = field(default_factory=list)
+    params: list[Param] = field(default_factory=list)
     started: bool = False
     logged_epoch: int | None = None
     epoch_logs: dict[str, float] = field(default_factory=dict)
@@ -96,6 +119,7 @@ class _Trace:
     gated: frozenset[int] = frozenset()
     starts: Any = None
     masks: Any = None
+    params: tuple[Param, ...] = ()
 
     @property
     def grouped(self) -> bool:
@@ -267,6 +291,11 @@ class Engine:
         self._claim("plan", owner, resolved, "freeze plan")
         self.fit.bn_policy = bn_policy
 
+    def add_param(self, owner: Any, param: Param) -> None:
+        if any(p.obj is param.obj and p.attr == param.attr for p in self.fit.params):
+            raise ValueError(f"{_name(owner)}: {param.name!r} is scheduled twice in this fit; schedule it once")
+        self.fit.params.append(param)
+
     def add_frozen_bn(self, owner: Any, layers: list[Any]) -> None:
         self.fit.frozen_bn.extend(layers)
 
@@ -355,18 +384,23 @@ class Engine:
         self.acc = self.accumulation
         self.micro = _to_int(opt._iterations)
         u = self.micro // self.acc
-        if self.table_mode:
+        self.table = self.offset = None
+        self.host_table = None
+        self.window = 0
+        if self.table_mode or fit.params:
             steps = self.steps_per_epoch("", required=False)
             remaining = (steps * self.epochs() - u) if steps else 4 * 1024
             spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
             self.window = int(min(_WINDOW_MAX, max(_WINDOW_MIN, remaining + spe + 2)))
-            self.table = keras.Variable(np.zeros((self.window,), "float32"), trainable=False, dtype="float32",
-                                        name="hpcallbacks_lr_table")
-            self.offset = keras.Variable(0, trainable=False, dtype="int32", name="hpcallbacks_lr_offset")
+            self.offset = keras.Variable(0, trainable=False, dtype="int32", name="hpcallbacks_offset")
+            if self.table_mode:
+                self.table = self._window_variable("hpcallbacks_lr_table")
+            for param in fit.params:
+                self._prepare_param(param)
             self.fill(u)
-        else:
-            self.table = self.offset = None
-            self.host_table = None
+            for param in fit.params:  # the first update's value, before its forward pass
+                if param.kind != "float":
+                    param.variable.assign(float(param.host[0]))
         self.patch(opt)
         self.traced_union = None
         self.traced_gates = frozenset()
@@ -374,19 +408,44 @@ class Engine:
         if fit.plan is None:
             self.apply_flags(None)
 
+    def _window_variable(self, name: str) -> Any:
+        return keras.Variable(np.zeros((self.window,), "float32"), trainable=False, dtype="float32", name=name)
+
+    def _prepare_param(self, param: Param) -> None:
+        if param.kind == "hyper":  # a graph backend reads optimizer floats at trace time: a variable stands in
+            param.variable = keras.Variable(float(getattr(param.obj, param.attr)), trainable=False, dtype="float32",
+                                            name=f"hpcallbacks_{param.attr}")
+            stand_in = _Hyperparameter(param.variable)
+            stand_in.nonzero = float(getattr(param.obj, param.attr)) != 0
+            object.__setattr__(param.obj, param.attr, stand_in)
+        elif param.kind == "variable":
+            param.variable = getattr(param.obj, param.attr)
+        if not self.host_sets_lr and param.kind != "float":
+            param.table = self._window_variable(f"hpcallbacks_{param.name}_table".replace(".", "_"))
+
     def fill(self, start: int) -> None:
-        """Evaluate the core's numbers for updates ``start .. start + window - 1`` into the table."""
-        values = np.array([self.lr_at(t) for t in range(start, start + self.window)], dtype=np.float64)
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"the learning-rate schedule gave a non-finite value between updates {start} and "
-                             f"{start + self.window}")
-        self.host_table = values
+        """Evaluate the core's numbers for updates ``start .. start + window - 1`` into the tables."""
+        steps = range(start, start + self.window)
+        if self.table_mode:
+            values = np.array([self.lr_at(t) for t in steps], dtype=np.float64)
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"the learning-rate schedule gave a non-finite value between updates {start} and "
+                                 f"{start + self.window}")
+            self.host_table = values
+            if self.table is not None:
+                self.table.assign(values.astype("float32"))
+        for param in self.fit.params:
+            param.host = np.array([param.fn(t) for t in steps], dtype=np.float64)
+            if not np.all(np.isfinite(param.host)):
+                raise ValueError(f"ParamScheduler: the schedule of {param.name!r} gave a non-finite value between "
+                                 f"updates {start} and {start + self.window}")
+            if param.table is not None:
+                param.table.assign(param.host.astype("float32"))
         self.window_start = start
-        self.table.assign(values.astype("float32"))
         self.offset.assign(start)
 
     def refill(self) -> None:
-        if self.table is not None and self.fit is not None and self.fit.started:
+        if self.window and self.fit is not None and self.fit.started:
             self.fill(self.micro // self.acc)
 
     def block_begin(self, begin: int) -> None:
@@ -398,11 +457,19 @@ class Engine:
         n = spe if steps is None else max(1, min(spe, int(steps) - int(begin)))
         first = self.micro // self.acc
         last = (self.micro + n - 1) // self.acc
-        if self.table is not None and (first < self.window_start or last >= self.window_start + self.window):
+        if self.window and (first < self.window_start or last >= self.window_start + self.window):
             self.fill(first)
-        if self.host_sets_lr and self.table is not None:
-            self.host_lr = float(self.host_table[first - self.window_start])
-            _fill_lr(self.optimizer, self.host_lr)
+        if self.host_sets_lr and self.window:
+            i = first - self.window_start
+            if self.table is not None:
+                self.host_lr = float(self.host_table[i])
+                _fill_lr(self.optimizer, self.host_lr)
+            for param in self.fit.params:
+                value = float(param.host[i])
+                if param.kind == "float":
+                    setattr(param.obj, param.attr, value)
+                else:
+                    _fill(param.variable, value)
         union: tuple[bool, ...] | None = None
         gates: frozenset[int] = frozenset()
         plan = self.fit.plan[1] if self.fit.plan else None
@@ -440,12 +507,20 @@ class Engine:
         if plan is not None and gates:
             starts = np.asarray(plan.starts, dtype="int32")
             masks = np.asarray(plan.masks, dtype=bool)
+        params = () if self.host_sets_lr else tuple(self.fit.params)
         return _Trace(table=None if self.host_sets_lr else self.table, offset=self.offset, window=self.window,
-                      var_group=var_group, factors=tuple(factors), gated=gates, starts=starts, masks=masks)
+                      var_group=var_group, factors=tuple(factors), gated=gates, starts=starts, masks=masks,
+                      params=params)
 
     def end(self) -> None:
         """After fit: the optimizer gets its own methods back; the next fit re-traces without them."""
         self.unpatch(self.optimizer)
+        last = max(self.micro // self.acc - 1, 0)
+        for param in self.fit.params:
+            if param.kind == "hyper":  # the optimizer gets a float again: the value of the last update
+                i = last - self.window_start
+                value = float(param.host[i]) if param.host is not None and 0 <= i < self.window else param.fn(last)
+                object.__setattr__(param.obj, param.attr, value)
         self.trace = _Trace()
         self.model.make_train_function(force=True)
         self.fit = None
@@ -476,6 +551,10 @@ class Engine:
             if factors and any(f != 1.0 for f in factors):
                 for group, f in zip(groups, factors):
                     out[f"learning_rate/{group.name}"] = base * f
+        for param in self.fit.params:
+            i = last - self.window_start
+            out[f"param/{param.name}"] = float(param.host[i]) if param.host is not None and 0 <= i < self.window \
+                else param.fn(last)
         plan = self.fit.plan[1] if self.fit.plan else None
         if plan is not None:
             out["trainable_groups"] = float(sum(plan.trainable_at(last)))
@@ -535,12 +614,104 @@ def _scaled(learning_rate: Any, factor: float) -> Any:
     return learning_rate * factor
 
 
+def _fill(variable: Any, value: float) -> None:
+    if keras.backend.backend() == "torch":
+        import torch
+
+        with torch.no_grad():
+            variable.value.fill_(value)
+    else:
+        variable.assign(value)
+
+
 def _apply_gradients(engine: Engine, opt: Any, original: Callable, grads: Any, variables: Any) -> Any:
     tr = engine.trace
-    if tr.table is not None:
+    if tr.table is not None or tr.params:
         index = ops.clip(_iteration(opt) - tr.offset, 0, tr.window - 1)
-        opt._learning_rate.assign(ops.cast(ops.take(tr.table, index), opt._learning_rate.dtype))
-    return original(grads, variables)
+        if tr.table is not None:
+            opt._learning_rate.assign(ops.cast(ops.take(tr.table, index), opt._learning_rate.dtype))
+        for param in tr.params:
+            if not param.forward:
+                param.variable.assign(ops.take(param.table, index))
+    result = original(grads, variables)
+    forward = [param for param in tr.params if param.forward]
+    if forward:  # the next micro-batch's update: its forward pass reads the value
+        acc = int(getattr(opt, "gradient_accumulation_steps", None) or 1)
+        following = ops.floor_divide(ops.cast(opt._iterations, "int32") + 1, acc)
+        index = ops.clip(following - tr.offset, 0, tr.window - 1)
+        for param in forward:
+            param.variable.assign(ops.cast(ops.take(param.table, index), param.variable.dtype))
+    return result
+
+
+class _Hyperparameter:
+    """Stands in for an optimizer float while a graph backend traces: a variable in arithmetic
+    (``ops.cast(self.momentum, ...)``, ``1 - self.beta_1``), a Python value in the optimizer's own
+    ``if self.momentum != 0`` tests (their answer cannot change within a fit: a schedule that
+    reaches 0 is refused for such a hyperparameter)."""
+
+    def __init__(self, variable: Any) -> None:
+        self.variable = variable
+        self.nonzero = True
+
+    def __bool__(self) -> bool:
+        return self.nonzero
+
+    def __eq__(self, other: Any) -> Any:
+        if isinstance(other, (int, float)) and other == 0:
+            return not self.nonzero
+        return NotImplemented
+
+    def __ne__(self, other: Any) -> Any:
+        if isinstance(other, (int, float)) and other == 0:
+            return self.nonzero
+        return NotImplemented
+
+    __hash__ = object.__hash__
+
+    def _value(self) -> Any:
+        return ops.convert_to_tensor(self.variable)
+
+    def __float__(self) -> float:
+        return float(ops.convert_to_numpy(self.variable))
+
+    def __add__(self, other: Any) -> Any:
+        return self._value() + other
+
+    def __radd__(self, other: Any) -> Any:
+        return other + self._value()
+
+    def __sub__(self, other: Any) -> Any:
+        return self._value() - other
+
+    def __rsub__(self, other: Any) -> Any:
+        return other - self._value()
+
+    def __mul__(self, other: Any) -> Any:
+        return self._value() * other
+
+    def __rmul__(self, other: Any) -> Any:
+        return other * self._value()
+
+    def __truediv__(self, other: Any) -> Any:
+        return self._value() / other
+
+    def __rtruediv__(self, other: Any) -> Any:
+        return other / self._value()
+
+    def __neg__(self) -> Any:
+        return -self._value()
+
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as _tf
+
+    def _convert_hyperparameter(value: _Hyperparameter, dtype: Any = None, name: Any = None,
+                                as_ref: bool = False) -> Any:
+        tensor = _tf.convert_to_tensor(value.variable.value)
+        return tensor if dtype is None or dtype == tensor.dtype else _tf.cast(tensor, dtype)
+
+    _tf.register_tensor_conversion_function(_Hyperparameter, _convert_hyperparameter)
 
 
 def _update_step(engine: Engine, original: Callable, grads: Any, variables: Any, learning_rate: Any) -> Any:
@@ -588,4 +759,4 @@ def _weight_decay(engine: Engine, opt: Any, original: Callable, variables: Any) 
     return None
 
 
-__all__ = ["Engine", "inner_optimizer"]
+__all__ = ["Engine", "Param", "inner_optimizer"]

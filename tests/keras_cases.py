@@ -617,3 +617,88 @@ def test_reduce_on_plateau_state_survives_backup_and_restore(tmp_path):
         _plateau_run(tmp_path / "cut", interrupt_at=15)  # in epoch 2; the backup is from the end of epoch 1
     resumed = _plateau_run(tmp_path / "cut")  # a fresh model and optimizer
     np.testing.assert_allclose(resumed, full, rtol=1e-6)
+
+
+# -- ParamScheduler --------------------------------------------------------------------------------------------
+class MomentumRecordingSGD(keras.optimizers.SGD):
+    """Records, in-graph, the momentum each update used."""
+
+    def build(self, variables):
+        super().build(variables)
+        self.rec_momentum = keras.Variable(np.zeros((64,), "float32"), trainable=False, name="rec_momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        it = ops.reshape(ops.cast(self.iterations, "int32"), (1, 1))
+        value = ops.reshape(ops.cast(self.momentum, "float32"), (1,))
+        self.rec_momentum.assign(ops.scatter_update(self.rec_momentum, it, value))
+        super().update_step(gradient, variable, learning_rate)
+
+
+class LevelModel(keras.Sequential):
+    """A model whose forward pass reads a variable; train_step records what it saw per update."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.level = keras.Variable(0.0, trainable=False, name="level")
+        self.rec_level = keras.Variable(np.zeros((64,), "float32"), trainable=False, name="rec_level")
+        self.python_level = 0.5
+
+    def call(self, x, training=None):
+        return super().call(x, training=training) + self.level
+
+    def train_step(self, data):
+        it = ops.reshape(ops.cast(self.optimizer.iterations, "int32"), (1, 1))
+        self.rec_level.assign(ops.scatter_update(self.rec_level, it, ops.reshape(ops.cast(self.level, "float32"),
+                                                                                     (1,))))
+        return super().train_step(data)
+
+
+def run_param_scheduler(steps_per_execution=1, jit_compile=False, accumulation=None):
+    from hpcallbacks_keras import ParamScheduler
+
+    keras.utils.set_random_seed(0)
+    model = LevelModel([keras.Input((4,)), keras.layers.Dense(1, name="g0")])
+    opt = MomentumRecordingSGD(0.01, momentum=0.9, gradient_accumulation_steps=accumulation)
+    model.compile(opt, "mse", steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+    momentum = hp.Cyclic(0.8, 0.95, step_size_up=3)
+    level = hp.PolynomialDecay(1.0, decay_steps=12, end_learning_rate=0.0)
+    acc = accumulation or 1
+    x, y = np.concatenate([X] * acc), np.concatenate([Y] * acc)
+    history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+                        callbacks=[ParamScheduler({"momentum": momentum, "model.level": level})])
+    n = iterations(model)
+    assert n == 12
+    np.testing.assert_allclose(ops.convert_to_numpy(opt.rec_momentum)[:n], [momentum(t) for t in range(n)], rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(model.rec_level)[:n], [level(t) for t in range(n)], rtol=1e-6,
+                               atol=1e-7)
+    assert isinstance(opt.momentum, float) and opt.momentum == pytest.approx(momentum(n - 1))
+    assert history.history["param/momentum"] == pytest.approx([momentum(5), momentum(11)])
+    return model
+
+
+def test_param_scheduler_sets_optimizer_and_model_values_per_update():
+    run_param_scheduler()
+    run_param_scheduler(accumulation=2)
+
+
+def test_param_scheduler_bad_input():
+    from hpcallbacks_keras import ParamScheduler
+
+    def fit(cb, momentum=0.9):
+        model = LevelModel([keras.Input((4,)), keras.layers.Dense(1, name="g0")])
+        model.compile(keras.optimizers.SGD(0.01, momentum=momentum), "mse")
+        model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=[cb])
+
+    with pytest.raises(ValueError, match="learning rate"):
+        fit(ParamScheduler({"optimizer.learning_rate": 0.1}))
+    with pytest.raises(ValueError, match="compiled with momentum=0"):
+        fit(ParamScheduler({"momentum": 0.5}), momentum=0.0)
+    with pytest.raises(ValueError, match=r"must stay in \[0, 1\)"):
+        fit(ParamScheduler({"momentum": hp.Constant(1.5)}))
+    with pytest.raises(ValueError, match="no attribute or layer"):
+        fit(ParamScheduler({"model.encoder.rate": 0.1}))
+    if BACKEND == "tensorflow":
+        with pytest.raises(ValueError, match="keras.Variable"):
+            fit(ParamScheduler({"model.python_level": 0.1}))
+    else:
+        fit(ParamScheduler({"model.python_level": 0.1}))  # eager: set before every update

@@ -132,3 +132,11 @@ def test_same_cases_on_the_torch_backend():
     proc = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+@tf_only
+def test_param_scheduler_in_graph_with_steps_per_execution_and_xla():
+    from keras_cases import run_param_scheduler
+
+    run_param_scheduler(steps_per_execution=4, jit_compile=True)
+    run_param_scheduler(steps_per_execution=3, jit_compile=True, accumulation=2)
