@@ -179,6 +179,33 @@ class LRFactors:
     def explicit(cls, factors: Sequence[float]) -> LRFactors:
         return cls("explicit", tuple(factors))
 
+    @classmethod
+    def parse(cls, value: Any) -> LRFactors:
+        """The one reading of a ``factors=`` argument, shared by every adapter's ``DiscriminativeLR``.
+
+        An ``LRFactors`` is kept; a number ``d >= 1`` is ``geometric(d)`` (ULMFiT: each group below
+        gets the LR above / d); a number in (0, 1) is ``layer_decay(d)`` (timm / BEiT); a list or
+        tuple is ``explicit(list)`` (bottom to top); a dict is a ``get_config()``. Anything else is
+        a ``ValueError`` naming ``factors``.
+
+        >>> LRFactors.parse(2.0).resolve(3), LRFactors.parse(0.5).resolve(3)
+        ((0.25, 0.5, 1.0), (0.25, 0.5, 1.0))
+        >>> LRFactors.parse([1, 2, 4]).resolve(3)
+        (0.25, 0.5, 1.0)
+        """
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls.from_config(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not value > 0 or value != value or value == math.inf:
+                raise ValueError(f"factors must be a geometric decay >= 1 or a layer decay in (0, 1); got {value!r}")
+            return cls.geometric(value) if value >= 1 else cls.layer_decay(value)
+        if isinstance(value, (list, tuple)):
+            return cls.explicit(value)
+        raise ValueError(f"factors must be an LRFactors, a geometric decay >= 1, a layer decay in (0, 1) or a list of "
+                         f"per-group factors (bottom to top); got {value!r}")
+
     def resolve(self, num_groups: int) -> tuple[float, ...]:
         n = check.positive_int("num_groups", num_groups)
         depth = [n - 1 - g for g in range(n)]

@@ -183,21 +183,23 @@ class LearningRateSchedule(_ScheduleCallback):
 class ReduceOnPlateau(HPCallback):
     """Reduce the learning rate when an evaluation metric stops improving (the core state machine).
 
-    Same arguments as :class:`hpcallbacks.ReduceOnPlateau`; ``monitor`` defaults to
-    ``"eval_loss"`` (HF's name; ``"val_loss"`` and names without the ``eval_`` prefix are looked up
-    as ``eval_<name>`` too). It is fed at every evaluation (``on_evaluate``), so the Trainer needs
-    ``eval_strategy`` other than ``"no"``. The reduction multiplies the learning rate of every
-    group, on top of the hpcallbacks schedule or HF's, never below ``min_lr``. ``schedule``
-    (optional, keyword) is the schedule reduced, as a :class:`LearningRateSchedule` would set it. Its state (best
-    value, wait, cooldown, reductions) is checkpointed.
+    The same arguments, in the same order, as ``hpcallbacks_lightning.ReduceOnPlateau``:
+    ``schedule`` (optional) is the schedule reduced, as a :class:`LearningRateSchedule` would set
+    it; the rest are those of the core :class:`hpcallbacks.ReduceOnPlateau`. ``monitor`` defaults
+    to ``"val_loss"`` like Lightning's and is read from HF's evaluation metrics as the name itself,
+    ``eval_<name>`` or, for ``val_<x>``, ``eval_<x>`` (so ``"val_loss"`` reads ``eval_loss``). It is
+    fed at every evaluation (``on_evaluate``), so the Trainer needs ``eval_strategy`` other than
+    ``"no"``. The reduction multiplies the learning rate of every group, on top of the
+    hpcallbacks schedule or HF's, never below ``min_lr``. Its state (best value, wait, cooldown,
+    reductions) is checkpointed.
     """
 
     role = "plateau"
 
-    def __init__(self, monitor: str = "eval_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",
-                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, convention: str = "keras",
-                 threshold_mode: str | None = None,
-                 schedule: S.Schedule | float | dict[str, Any] | None = None) -> None:
+    def __init__(self, schedule: S.Schedule | float | dict[str, Any] | None = None, monitor: str = "val_loss",
+                 factor: float = 0.1, patience: int = 10, mode: str = "auto", min_delta: float = 1e-4,
+                 cooldown: int = 0, min_lr: float = 0.0, convention: str = "keras",
+                 threshold_mode: str | None = None) -> None:
         super().__init__()
         if isinstance(schedule, dict):
             schedule = S.deserialize(schedule)
@@ -361,11 +363,12 @@ class StagedUnfreeze(_Structural):
 class DiscriminativeLR(_Structural):
     """Per-layer-group learning rates (handbook H5 way 1): layer-wise LR decay, ULMFiT, fastai.
 
-    ``factors``: a :class:`hpcallbacks.LRFactors`; a number ``d >= 1`` is
-    ``LRFactors.geometric(d)`` (the default, ULMFiT's 2.6: each group below gets the LR above / d);
-    a number ``d`` in (0, 1) is ``LRFactors.layer_decay(d)`` (timm / BEiT layer-wise LR decay:
-    group ``g`` of ``n`` gets ``d ** (n - 1 - g)``); a list is ``LRFactors.explicit(list)``. The
-    top group's factor is 1: group LR = schedule x factor, with the hpcallbacks schedule or HF's.
+    ``factors`` (read by :meth:`hpcallbacks.LRFactors.parse`, as in every adapter): a
+    :class:`hpcallbacks.LRFactors`; a number ``d >= 1`` is ``LRFactors.geometric(d)`` (the
+    default, ULMFiT's 2.6: each group below gets the LR above / d); a number ``d`` in (0, 1) is
+    ``LRFactors.layer_decay(d)`` (timm / BEiT layer-wise LR decay: group ``g`` of ``n`` gets
+    ``d ** (n - 1 - g)``); a list is ``LRFactors.explicit(list)``. The top group's factor is 1:
+    group LR = schedule x factor, with the hpcallbacks schedule or HF's.
     ``groups`` as for :class:`StagedUnfreeze` (give the same groups to both, or to one of them
     only). Freezes nothing.
     """
@@ -382,18 +385,7 @@ class DiscriminativeLR(_Structural):
 
 
 def _as_factors(value: Any) -> LRFactors:
-    if isinstance(value, LRFactors):
-        return value
-    if isinstance(value, dict):
-        return LRFactors.from_config(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value >= 1:
-            return LRFactors.geometric(value)
-        return LRFactors.layer_decay(value)
-    if isinstance(value, (list, tuple)):
-        return LRFactors.explicit(value)
-    raise ValueError(f"factors must be an LRFactors, a layer decay in (0, 1), a geometric decay >= 1 or a list of "
-                     f"factors (bottom to top); got {value!r}")
+    return LRFactors.parse(value)  # the one rule of every adapter
 
 
 # -- BatchNorm -------------------------------------------------------------------------------------

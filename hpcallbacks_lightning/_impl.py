@@ -412,14 +412,7 @@ def _as_plan(plan: Any) -> FreezePlan:
 
 
 def _as_factors(factors: Any) -> LRFactors:
-    if isinstance(factors, LRFactors):
-        return factors
-    if isinstance(factors, (int, float)) and not isinstance(factors, bool):
-        return LRFactors.geometric(factors)
-    if isinstance(factors, (list, tuple)):
-        return LRFactors.explicit(factors)
-    raise ValueError(f"factors must be an LRFactors value, a list of per-group factors (bottom to top) or a "
-                     f"geometric decay (> 1); got {factors!r}")
+    return LRFactors.parse(factors)  # the one rule of every adapter
 
 
 class StagedUnfreezeMixin:
@@ -579,7 +572,8 @@ class DiscriminativeLRMixin:
     """Per-group learning-rate factors (handbook H5 way 1): ``group LR = LR x factor[g]``, top group x 1.
 
     ``factors``: an :class:`hpcallbacks.LRFactors` (``geometric(2.6)``, ``layer_decay(0.75)``,
-    ``spread(lo, hi)``, ...), a list of factors bottom to top, or a number (geometric decay).
+    ``spread(lo, hi)``, ...), a list of factors bottom to top, a number ``>= 1`` (geometric decay)
+    or a number in (0, 1) (layer-wise decay), read by :meth:`hpcallbacks.LRFactors.parse`.
     ``groups`` as for ``StagedUnfreeze``. The optimizer is regrouped at fit start; the factors
     compose with any LR callback here (``CosineRestart()``...) and with a torch LR scheduler
     from ``configure_optimizers`` (its base LRs are scaled per group). With a ``StagedUnfreeze``

@@ -502,6 +502,12 @@ def test_bad_arguments_raise_when_built(make, message):
     assert message in str(e.value)
 
 
+def test_discriminative_lr_reads_factors_by_the_core_rule():
+    assert HL.DiscriminativeLR(0.5).factors == LRFactors.layer_decay(0.5)  # (0, 1): layer-wise decay
+    assert HL.DiscriminativeLR(2.6).factors == LRFactors.geometric(2.6)
+    assert HL.DiscriminativeLR([1, 2]).factors == LRFactors.explicit([1, 2])
+
+
 def test_signatures_read_like_the_core():
     import inspect
 

@@ -156,3 +156,18 @@ def test_plan_picture_is_a_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     out = plot_schedule(S.OneCycle(0.1, 300), 300, tmp_path / "lr.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lr_factors_parse_is_the_one_reading_of_factors():
+    from hpcallbacks.plans import LRFactors as F
+
+    assert F.parse(2.6) == F.geometric(2.6) and F.parse(1) == F.geometric(1.0)
+    assert F.parse(0.75) == F.layer_decay(0.75)
+    assert F.parse([1.0, 2.0]) == F.explicit([1.0, 2.0]) and F.parse((3, 1)) == F.explicit((3, 1))
+    spread = F.spread(1e-5, 1e-3)
+    assert F.parse(spread) is spread and F.parse(spread.get_config()) == spread
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "fast", None, {1, 2}):
+        with pytest.raises(ValueError, match="factors"):
+            F.parse(bad)
+    with pytest.raises(ValueError, match=r"factors\[1\]"):
+        F.parse([1.0, 0.0])
