@@ -41,6 +41,7 @@ from .extras import (
     ScaleLearningRate,
     UpdateCountSchedule,
 )
+from .gan import InstanceNoise, LabelFlip, LabelSmoothing
 from .norms import FrozenBatchNormalization, swap_norms
 from .params import ParamScheduler
 
@@ -50,6 +51,7 @@ __all__ = [
     "NoisyLinearCosineDecay", "OneCycle", "PiecewiseConstantDecay", "PolynomialDecay", "ReduceOnPlateau",
     "SlantedTriangular", "StagedUnfreeze", "StepDecay", "Warmup", "WarmupStableDecay",
     "GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
-    "HyperparameterWarning", "UpdateCountSchedule", "SwapNorm", "ParamScheduler",
+    "HyperparameterWarning", "UpdateCountSchedule", "SwapNorm", "ParamScheduler", "InstanceNoise", "LabelFlip",
+    "LabelSmoothing",
     "Group", "discover_groups", "resolve_groups", "FrozenBatchNormalization", "swap_norms",
 ]

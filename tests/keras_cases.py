@@ -702,3 +702,58 @@ def test_param_scheduler_bad_input():
             fit(ParamScheduler({"model.python_level": 0.1}))
     else:
         fit(ParamScheduler({"model.python_level": 0.1}))  # eager: set before every update
+
+
+# -- GAN helpers --------------------------------------------------------------------------------------------------
+def test_gan_helpers_follow_the_core_per_discriminator_update():
+    from hpcallbacks import gan as G
+    from hpcallbacks_keras import InstanceNoise, LabelFlip, LabelSmoothing
+
+    noise = InstanceNoise(hp.PolynomialDecay(0.5, decay_steps=10, end_learning_rate=0.0), optimizer="d_optimizer",
+                          seed=3)
+    smooth = LabelSmoothing(real=0.9, fake=0.1, schedule=hp.PolynomialDecay(1.0, decay_steps=12,
+                                                                            end_learning_rate=0.0),
+                            optimizer="d_optimizer")
+    flip = LabelFlip(0.3, seed=7, optimizer="d_optimizer", max_batch_size=8)
+    labels = np.array([[1.0], [0.0], [1.0], [0.0]], "float32")
+
+    class ToyGAN(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(1)
+            self.rec = keras.Variable(np.zeros((16, 10), "float32"), trainable=False)
+
+        def call(self, x):
+            return self.d(x)
+
+        def compile(self, **kwargs):
+            super().compile(**kwargs)
+            self.d_optimizer = keras.optimizers.SGD(0.01)
+
+        def train_step(self, data):
+            x, _ = data
+            targets = smooth.targets(flip.targets(ops.convert_to_tensor(labels)))
+            noisy = noise.apply(x)
+            step = ops.cast(self.d_optimizer.iterations, "int32")
+            row = ops.concatenate([ops.reshape(noise.std(), (1,)), ops.reshape(targets, (4,)),
+                                   ops.reshape(ops.cast(flip.flips(4), "float32"), (4,)),
+                                   ops.reshape(ops.std(noisy - x), (1,))])
+            self.rec.assign(ops.scatter_update(self.rec, ops.reshape(step, (1, 1)), ops.reshape(row, (1, 10))))
+            with_grads = self.d.trainable_weights
+            self.d_optimizer.apply([ops.zeros_like(w) for w in with_grads], with_grads)
+            return {"targets": ops.sum(targets)}
+
+    gan = ToyGAN()
+    gan.compile(loss="mse")
+    gan(X[:4])
+    gan.fit(np.repeat(X, 2, axis=0)[:48], np.zeros((48, 1), "float32"), batch_size=4, epochs=1, verbose=0,
+            callbacks=[noise, smooth, flip])
+    rec = ops.convert_to_numpy(gan.rec)
+    core_noise, core_smooth, core_flip = (G.InstanceNoise(hp.PolynomialDecay(0.5, 10, end_learning_rate=0.0)),
+                                          smooth.smoothing, G.LabelFlip(0.3, seed=7))
+    for t in range(12):
+        assert rec[t, 0] == pytest.approx(core_noise.std(t), abs=1e-7)
+        expected = core_smooth.targets(t, core_flip.targets(t, labels[:, 0].tolist()))
+        np.testing.assert_allclose(rec[t, 1:5], expected, rtol=1e-6, atol=1e-7)
+        assert rec[t, 5:9].astype(bool).tolist() == core_flip.flips(t, 4)
+    assert 0.2 < rec[0, 9] < 0.8 and rec[11, 9] == 0.0  # the noise really is added, and annealed to 0
