@@ -21,10 +21,8 @@ When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`._impl`'s
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import random
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,8 +37,16 @@ from hpcallbacks import finder as F
 from hpcallbacks import gan as G
 from hpcallbacks import schedules as S
 from hpcallbacks.params import ParamSchedule
-from hpcallbacks.torch import DROPOUT_TYPES as _DROPOUT
-from hpcallbacks.torch import LR_KEYS, dropout_rates, kernel_sizes, optimizer_kind, set_group_lrs
+from hpcallbacks.torch import (
+    ParamTarget,
+    Snapshot,
+    check_disjoint,
+    dropout_rates,
+    kernel_sizes,
+    optimizer_kind,
+    range_test,
+    resolve_param_target,
+)
 from hpcallbacks.torch import gan as TG
 
 from ._impl import (
@@ -382,132 +388,9 @@ class BatchRampMixin(_ScheduleBase):
 
 # ----------------------------------------------------------------------------------------------
 # any hyperparameter on a schedule
-_OPTIMIZER_ALIASES = {"beta_1": ("betas", 0), "beta1": ("betas", 0), "beta_2": ("betas", 1), "beta2": ("betas", 1),
-                      "epsilon": ("eps", None)}
-_OPTIMIZER_KEYS = ("momentum", "beta_1", "beta_2", "beta1", "beta2", "epsilon", "eps", "weight_decay", "dampening")
-_UNIT_KEYS = ("momentum", "betas", "dampening")  # values in [0, 1]
-
-
-class _Target:
-    """Where one scheduled value goes: optimizer param groups or an attribute of the module."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.groups: list[tuple[Any, int, str, int | None]] = []  # (optimizer, group index, key, tuple index)
-        self.attrs: list[tuple[Any, str]] = []  # (object, attribute)
-        self.low, self.high = -math.inf, math.inf
-
-    def set(self, value: float) -> None:
-        for opt, g, key, i in self.groups:
-            group = opt.param_groups[g]
-            if i is None:
-                current = group[key]
-                if isinstance(current, torch.Tensor):
-                    current.fill_(value)
-                else:
-                    group[key] = value
-            else:
-                pair = group[key]
-                if isinstance(pair[i], torch.Tensor):
-                    pair[i].fill_(value)
-                else:
-                    group[key] = (value, pair[1]) if i == 0 else (pair[0], value)
-        for obj, attr in self.attrs:
-            current = getattr(obj, attr)
-            if isinstance(current, torch.Tensor):
-                current.fill_(value)
-            else:
-                setattr(obj, attr, value)
-
-
-def _resolve_optimizer(name: str, key: str, index: int | None, optimizers: Sequence[Any]) -> _Target:
-    if key in LR_KEYS or key in ("learning_rate",):
-        raise ValueError(f"ParamScheduler: {name!r} is a learning rate; use LearningRateSchedule or a schedule "
-                         "callback (CosineRestart(), ...) for it")
-    if index is not None and not 0 <= index < len(optimizers):
-        raise ValueError(f"ParamScheduler: {name!r} names optimizer {index} but configure_optimizers returned "
-                         f"{len(optimizers)}")
-    target = _Target(name)
-    chosen = range(len(optimizers)) if index is None else [index]
-    real, slot = _OPTIMIZER_ALIASES.get(key, (key, None))
-    for o in chosen:
-        opt = optimizers[o]
-        for g, group in enumerate(opt.param_groups):
-            k, i = real, slot
-            if k == "momentum" and "momentum" not in group and "betas" in group:
-                k, i = "betas", 0  # Adam-type: momentum is beta_1 (the 1cycle convention)
-            if k not in group:
-                continue
-            if k == "weight_decay" and not group[k]:
-                continue  # a no-decay group (biases, norms) stays without decay
-            target.groups.append((opt, g, k, i))
-    if not target.groups:
-        known = sorted({k for opt in (optimizers[o] for o in chosen) for g in opt.param_groups for k in g
-                        if k != "params" and isinstance(g[k], (int, float, tuple, torch.Tensor))
-                        and not isinstance(g[k], bool)})
-        kinds = ", ".join(type(optimizers[o]).__name__ for o in chosen)
-        raise ValueError(f"ParamScheduler: {name!r}: no param group of {kinds} has {key!r}"
-                         f"{' (or only groups without decay)' if real == 'weight_decay' else ''}; its numeric "
-                         f"hyperparameters are {known} (beta_1/beta_2 name betas[0]/betas[1], epsilon is eps)")
-    if real in _UNIT_KEYS or (real == "momentum"):
-        target.low, target.high = 0.0, 1.0
-    elif real in ("eps", "weight_decay"):
-        target.low = 0.0
-    return target
-
-
-def _resolve_attribute(name: str, path: list[str], module: Any) -> _Target:
-    target = _Target(name)
-    obj = module
-    for i, part in enumerate(path[:-1]):
-        try:
-            obj = obj[int(part)] if part.isdigit() and not hasattr(obj, part) else getattr(obj, part)
-        except (AttributeError, IndexError, KeyError, TypeError):
-            raise ValueError(f"ParamScheduler: {name!r}: the LightningModule has no {'.'.join(path[:i + 1])!r}"
-                             ) from None
-    last = path[-1]
-    value = getattr(obj, last, None)
-    if isinstance(value, _DROPOUT):
-        target.attrs.append((value, "p"))
-        target.low, target.high = 0.0, 1.0
-    elif isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
-        target.attrs.append((obj, last))
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        target.attrs.append((obj, last))
-        if isinstance(obj, _DROPOUT) and last == "p":
-            target.low, target.high = 0.0, 1.0
-    elif value is None and path == ["dropout"] and not hasattr(obj, "dropout"):
-        layers = [m for m in module.modules() if isinstance(m, _DROPOUT)]
-        if not layers:
-            raise ValueError("ParamScheduler: 'dropout': the LightningModule has no attribute dropout and no "
-                             "Dropout layer")
-        target.attrs.extend((m, "p") for m in layers)
-        target.low, target.high = 0.0, 1.0
-    else:
-        what = "no attribute" if not hasattr(obj, last) else f"a {type(value).__name__}, not a number"
-        raise ValueError(f"ParamScheduler: {name!r}: {'.'.join(path)!r} of the LightningModule is {what}; name a "
-                         f"float attribute (or a Dropout layer, whose p is set), e.g. 'module.dropout.p'")
-    return target
-
-
-def _resolve(name: str, pl_module: Any, optimizers: Sequence[Any]) -> _Target:
-    parts = name.split(".")
-    if parts[0] in ("optimizer", "optimizers"):
-        rest = parts[1:]
-        index = None
-        if rest and rest[0].isdigit():
-            index, rest = int(rest[0]), rest[1:]
-        if len(rest) != 1:
-            raise ValueError(f"ParamScheduler: {name!r} must look like 'optimizer.<key>' or 'optimizer.<i>.<key>' "
-                             "(key: momentum, beta_1, beta_2, epsilon, weight_decay, ... of the param groups)")
-        return _resolve_optimizer(name, rest[0], index, optimizers)
-    if parts[0] in ("module", "model", "pl_module"):
-        if len(parts) < 2:
-            raise ValueError(f"ParamScheduler: {name!r} must name an attribute path, e.g. 'module.dropout.p'")
-        return _resolve_attribute(name, parts[1:], pl_module)
-    if name in _OPTIMIZER_KEYS:
-        return _resolve_optimizer(name, name, None, optimizers)
-    return _resolve_attribute(name, parts, pl_module)
+def _resolve(name: str, pl_module: Any, optimizers: Sequence[Any]) -> ParamTarget:
+    return resolve_param_target(name, pl_module, optimizers, owner="LightningModule",
+                                optimizers_from="configure_optimizers returned")
 
 
 class ParamSchedulerMixin:
@@ -559,32 +442,20 @@ class ParamSchedulerMixin:
             raise ValueError(f"schedules name {dup} more than once; give each hyperparameter one schedule")
         self.schedules = tuple(params)
         self.log_values = _bool("log", log)
-        self._targets: list[_Target] = []
+        self._targets: list[ParamTarget] = []
         self._values: list[float] = []
         self._last_step = -1
         self._every = 0
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self._targets = [_resolve(p.name, pl_module, list(trainer.optimizers)) for p in self.schedules]
-        names = {}
-        for p, t in zip(self.schedules, self._targets, strict=True):
-            for where in [(id(o), g, k, i) for o, g, k, i in t.groups] + [(id(o), a) for o, a in t.attrs]:
-                if where in names:
-                    raise ValueError(f"ParamScheduler: {p.name!r} and {names[where]!r} set the same value; keep one")
-                names[where] = p.name
+        check_disjoint([p.name for p in self.schedules], self._targets)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         _, total = _run_lengths(trainer)
-        n = int(min(total, 100_000)) if total != float("inf") else 10_000
         start = int(trainer.global_step)
         for p, t in zip(self.schedules, self._targets, strict=True):
-            if t.low == -math.inf and t.high == math.inf:
-                continue
-            values = p.curve(max(0, n - start), start) or [p.value(start)]
-            bad = next((v for v in values if not t.low <= v <= t.high), None)
-            if bad is not None:
-                raise ValueError(f"ParamScheduler: {p.name!r} must stay in [{t.low:g}, {t.high:g}] but its schedule "
-                                 f"{p.schedule!r} reaches {bad!r} in this run")
+            t.check_schedule(p, start, total)
         self._last_step = -1
         self._values = [0.0] * len(self.schedules)
         self._every = _log_every(trainer, self.log_values)
@@ -963,30 +834,6 @@ class LossBalanceMixin:
 
 # ----------------------------------------------------------------------------------------------
 # the learning-rate range test
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "random": random.getstate()}
-    try:
-        import numpy as np
-
-        state["numpy"] = np.random.get_state()
-    except ImportError:  # pragma: no cover
-        pass
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["random"])
-    if "numpy" in state:
-        import numpy as np
-
-        np.random.set_state(state["numpy"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _loss_of(output: Any) -> torch.Tensor | None:
     if isinstance(output, torch.Tensor):
         return output
@@ -1071,46 +918,31 @@ class LRFinderMixin:
         opt = trainer.optimizers[0]
         loader = trainer.train_dataloader
         acc = max(1, int(trainer.accumulate_grad_batches))
-        weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        opt_state = copy.deepcopy(opt.state_dict())
-        rng = _rng_state()
-        training = pl_module.training
-        test = F.RangeTest(self.range, **self._test_args)
+        snapshot = Snapshot(pl_module, [opt])  # weights, optimizer state, RNG states
+        batches = {"it": iter(loader), "index": 0}
+
+        def next_loss() -> torch.Tensor:
+            try:
+                batch = next(batches["it"])
+            except StopIteration:
+                batches["it"] = iter(loader)
+                batch = next(batches["it"])
+            batch = trainer.strategy.batch_to_device(batch)
+            loss = _loss_of(trainer.strategy.training_step(batch, batches["index"]))
+            batches["index"] += 1
+            if loss is None:
+                raise ValueError("LRFinder: training_step returned no loss; the range test needs one")
+            return loss
+
         pl_module.log = pl_module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
         try:
             pl_module.train()
-            it = iter(loader)
-            index = 0
             with torch.enable_grad():
-                for t in range(test.num_steps):
-                    set_group_lrs(opt, test.lr(t))
-                    opt.zero_grad(set_to_none=True)
-                    total = None
-                    for _ in range(acc):
-                        try:
-                            batch = next(it)
-                        except StopIteration:
-                            it = iter(loader)
-                            batch = next(it)
-                        batch = trainer.strategy.batch_to_device(batch)
-                        loss = _loss_of(trainer.strategy.training_step(batch, index))
-                        index += 1
-                        if loss is None:
-                            raise ValueError("LRFinder: training_step returned no loss; the range test needs one")
-                        (loss / acc).backward()
-                        total = loss.detach() if total is None else total + loss.detach()
-                    opt.step()
-                    mean = trainer.strategy.reduce(total / acc, reduce_op="mean")
-                    if test.record(float(mean)):
-                        break
+                return range_test(F.RangeTest(self.range, **self._test_args), opt, next_loss, acc,
+                                  reduce=lambda mean: trainer.strategy.reduce(mean, reduce_op="mean"))
         finally:
             del pl_module.log, pl_module.log_dict
-            pl_module.load_state_dict(weights)
-            opt.load_state_dict(opt_state)
-            opt.zero_grad(set_to_none=True)
-            _set_rng_state(rng)
-            pl_module.train(training)
-        return test.result()
+            snapshot.restore()
 
     def _apply(self, trainer: Any, lr: float) -> None:
         for opt in trainer.optimizers:

@@ -13,7 +13,11 @@ these calls:
 * :class:`LARS`, a torch optimizer;
 * :func:`add_instance_noise`, :func:`smooth_labels`, :func:`flip_labels`, :func:`gan_targets`: the core's
   GAN schedules on tensors, no host syncs;
-* :func:`optimizer_kind`, :func:`dropout_rates`, :func:`kernel_sizes`: what the advisor reads.
+* :func:`optimizer_kind`, :func:`dropout_rates`, :func:`kernel_sizes`: what the advisor reads;
+* :func:`resolve_param_target` -> :class:`ParamTarget`: where a scheduled hyperparameter goes
+  (param-group keys, module attributes), set per update with floats;
+* :class:`Snapshot`, :func:`range_test`, :func:`rng_state`: the LR range test's trial updates,
+  undone bit-identically.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from .groups import BLOCK_LIST_NAMES, LayerGroup, discover_groups
 from .lars import LARS
 from .norms import FrozenBatchNorm2d, swap_norms
 from .optim import LR_KEYS, param_group_index, regroup_lr_scheduler, regroup_optimizer, set_group_lrs
+from .params import OPTIMIZER_KEYS, ParamTarget, check_disjoint, resolve_param_target
+from .snapshot import Snapshot, range_test, rng_state, set_rng_state
 
 __all__ = [
     "LayerGroup", "discover_groups", "BLOCK_LIST_NAMES",
@@ -33,4 +39,6 @@ __all__ = [
     "LARS",
     "add_instance_noise", "smooth_labels", "flip_mask", "flip_labels", "gan_targets",
     "optimizer_kind", "dropout_rates", "kernel_sizes", "DROPOUT_TYPES",
+    "ParamTarget", "resolve_param_target", "check_disjoint", "OPTIMIZER_KEYS",
+    "Snapshot", "range_test", "rng_state", "set_rng_state",
 ]
