@@ -14,13 +14,17 @@ weight decay, dropout or the network's shape ("in practice not worth many trials
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _checks as check_arg
+
+_log = logging.getLogger("hpcallbacks")
 
 __all__ = [
     "Row",
@@ -35,6 +39,8 @@ __all__ = [
     "format_findings",
     "format_table",
     "advise_main",
+    "HyperparameterWarning",
+    "report",
 ]
 
 
@@ -129,6 +135,14 @@ OPTIMIZERS: dict[str, str] = {
 }
 _ADAM_KINDS = ("adam", "adamw")
 _REL = 1e-9  # relative tolerance of range ends: 0.1 / 10 is 0.010000000000000002
+
+
+class HyperparameterWarning(UserWarning):
+    """A hyperparameter outside the handbook's recommendations, as the adapters' advisor callbacks warn it.
+
+    One class for every adapter, so ``warnings.filterwarnings("ignore", category=HyperparameterWarning)``
+    (or ``"error"``) works whatever the framework.
+    """
 
 
 @dataclass(frozen=True)
@@ -328,6 +342,26 @@ def loss_balance(terms: Mapping[str, float], reference: str | None = None) -> Lo
 
 
 # --------------------------------------------------------------------------------------------
+def report(who: str, findings: Sequence[Finding], strict: bool = False, emit: bool = True) -> None:
+    """How an adapter's advisor callback reports ``findings``: the one rule for every framework.
+
+    With ``strict``, any ``"warning"`` finding raises ``ValueError`` listing them all (on every
+    process, so every rank stops alike). Otherwise, when ``emit`` (the main process), each warning
+    is issued as a :class:`HyperparameterWarning` (``"<who>: <finding>"``) and each ``"info"``
+    logged to the ``hpcallbacks`` logger.
+    """
+    warns = [f for f in findings if f.severity == "warning"]
+    if strict and warns:
+        raise ValueError(f"{who} (strict=True): " + "; ".join(str(f) for f in warns))
+    if not emit:
+        return
+    for f in findings:
+        if f.severity == "warning":
+            warnings.warn(f"{who}: {f}", HyperparameterWarning, stacklevel=3)
+        else:
+            _log.info("%s: %s", who, f)
+
+
 def format_findings(findings: Sequence[Finding]) -> str:
     """The findings one per line, warnings first; a line saying so when there are none.
 

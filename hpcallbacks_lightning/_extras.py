@@ -36,7 +36,8 @@ from hpcallbacks import batch as B
 from hpcallbacks import finder as F
 from hpcallbacks import gan as G
 from hpcallbacks import schedules as S
-from hpcallbacks.params import ParamSchedule
+from hpcallbacks.advice import HyperparameterWarning
+from hpcallbacks.params import ParamSchedule, param_schedules
 from hpcallbacks.torch import (
     ParamTarget,
     Snapshot,
@@ -62,10 +63,6 @@ from ._impl import (
 log = logging.getLogger("hpcallbacks")
 
 __all__ = ["MIXINS", "build", "per_device_batch_size", "HyperparameterWarning"]
-
-
-class HyperparameterWarning(UserWarning):
-    """A hyperparameter outside the handbook's recommendations (``HyperparameterAdvisor``, ``LossBalance``)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,23 +420,7 @@ class ParamSchedulerMixin:
     """
 
     def __init__(self, *schedules: Mapping[str, Any] | ParamSchedule, log: bool = True) -> None:
-        params: list[ParamSchedule] = []
-        for i, item in enumerate(schedules):
-            if isinstance(item, ParamSchedule):
-                params.append(item)
-            elif isinstance(item, Mapping):
-                for name, schedule in item.items():
-                    params.append(ParamSchedule(name, schedule))
-            else:
-                raise ValueError(f"schedules[{i}] must be a dict of name -> schedule or a hpcallbacks.ParamSchedule; "
-                                 f"got {item!r}")
-        if not params:
-            raise ValueError("schedules must name at least one hyperparameter, e.g. ParamScheduler({'momentum': "
-                             "Cyclic(0.85, 0.95, step_size_up=100)})")
-        names = [p.name for p in params]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"schedules name {dup} more than once; give each hyperparameter one schedule")
+        params = param_schedules(*schedules)
         self.schedules = tuple(params)
         self.log_values = _bool("log", log)
         self._targets: list[ParamTarget] = []
@@ -649,16 +630,7 @@ class LabelFlipMixin(_GanMixin):
 # ----------------------------------------------------------------------------------------------
 # the advisor (handbook H1, H2)
 def _report(who: str, findings: Sequence[A.Finding], strict: bool, trainer: Any) -> None:
-    warns = [f for f in findings if f.severity == "warning"]
-    if strict and warns:
-        raise ValueError(f"{who} (strict=True): " + "; ".join(str(f) for f in warns))
-    if not getattr(trainer, "is_global_zero", True):
-        return
-    for f in findings:
-        if f.severity == "warning":
-            warnings.warn(f"{who}: {f}", HyperparameterWarning, stacklevel=3)
-        else:
-            log.info("%s: %s", who, f)
+    A.report(who, findings, strict, emit=getattr(trainer, "is_global_zero", True))
 
 
 def _peak_lr(trainer: Any, opt: Any) -> float | None:
