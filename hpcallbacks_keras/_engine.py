@@ -402,6 +402,12 @@ class Engine:
                 if param.kind != "float":
                     param.variable.assign(float(param.host[0]))
         self.patch(opt)
+        self.opt = opt
+        steps = (fit.callbacks[0].params or {}).get("steps")
+        self.steps = None if steps is None else int(steps)
+        self.spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        self.plan = fit.plan[1] if fit.plan else None
+        self.stage_key: tuple[int, int] | None = None
         self.traced_union = None
         self.traced_gates = frozenset()
         self.need_retrace = True
@@ -452,9 +458,8 @@ class Engine:
         """Before Keras runs the next execution block (``steps_per_execution`` micro-batches)."""
         if not self.fit.started:
             self.start()
-        steps = (self.fit.callbacks[0].params or {}).get("steps")
-        spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
-        n = spe if steps is None else max(1, min(spe, int(steps) - int(begin)))
+        steps, spe = self.steps, self.spe
+        n = spe if steps is None else max(1, min(spe, steps - begin))
         first = self.micro // self.acc
         last = (self.micro + n - 1) // self.acc
         if self.window and (first < self.window_start or last >= self.window_start + self.window):
@@ -463,20 +468,25 @@ class Engine:
             i = first - self.window_start
             if self.table is not None:
                 self.host_lr = float(self.host_table[i])
-                _fill_lr(self.optimizer, self.host_lr)
+                _fill_lr(self.opt, self.host_lr)
             for param in self.fit.params:
                 value = float(param.host[i])
                 if param.kind == "float":
                     setattr(param.obj, param.attr, value)
                 else:
                     _fill(param.variable, value)
-        union: tuple[bool, ...] | None = None
-        gates: frozenset[int] = frozenset()
-        plan = self.fit.plan[1] if self.fit.plan else None
+        plan = self.plan
         if plan is not None:
-            masks = plan.masks[plan.stage_at(first): plan.stage_at(last) + 1]
-            union = tuple(any(m[g] for m in masks) for g in range(plan.num_groups))
+            key = (plan.stage_at(first), plan.stage_at(last))
+            if key == self.stage_key and not self.need_retrace:
+                self.micro += n
+                return  # the same stages as the previous block: nothing to decide
+            self.stage_key = key
+            masks = plan.masks[key[0]: key[1] + 1]
+            union: tuple[bool, ...] | None = tuple(any(m[g] for m in masks) for g in range(plan.num_groups))
             gates = frozenset(g for g in range(plan.num_groups) if union[g] and not all(m[g] for m in masks))
+        else:
+            union, gates = None, frozenset()
         if self.need_retrace or union != self.traced_union or not gates <= self.traced_gates:
             if union != self.traced_union or self.need_retrace:
                 self.apply_flags(union)
