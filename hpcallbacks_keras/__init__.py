@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._groups import Group, discover_groups, resolve_groups
 from .callbacks import (
+    BatchRamp,
     Constant,
     CosineDecay,
     CosineRestart,
@@ -52,6 +53,6 @@ __all__ = [
     "SlantedTriangular", "StagedUnfreeze", "StepDecay", "Warmup", "WarmupStableDecay",
     "GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
     "HyperparameterWarning", "UpdateCountSchedule", "SwapNorm", "ParamScheduler", "InstanceNoise", "LabelFlip",
-    "LabelSmoothing",
+    "LabelSmoothing", "BatchRamp",
     "Group", "discover_groups", "resolve_groups", "FrozenBatchNormalization", "swap_norms",
 ]

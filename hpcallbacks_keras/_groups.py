@@ -63,7 +63,23 @@ def discover_groups(model: Any) -> list[Group]:
 
 
 def _all_layers(model: Any) -> list[Any]:
-    return [layer for layer in model._flatten_layers(include_self=False)]
+    """Every layer inside ``model``, nested ones included, in the order the models list them."""
+    out: list[Any] = []
+    seen: set[int] = set()
+
+    def walk(container: Any) -> None:
+        for layer in getattr(container, "layers", []) or []:
+            if id(layer) not in seen:
+                seen.add(id(layer))
+                out.append(layer)
+                walk(layer)
+
+    walk(model)
+    for layer in model._flatten_layers(include_self=False):  # layers reachable only as attributes
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            out.append(layer)
+    return out
 
 
 def _match(model: Any, spec: Any, where: str, layers: list[Any]) -> list[Any]:

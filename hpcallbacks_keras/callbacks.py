@@ -50,6 +50,7 @@ __all__ = [
     "DiscriminativeLR",
     "FreezeBatchNorm",
     "SwapNorm",
+    "BatchRamp",
 ]
 
 
@@ -456,3 +457,29 @@ class SwapNorm(keras.callbacks.Callback):
                 f"SwapNorm: Keras cannot replace layers inside fit (the train step and the optimizer already hold "
                 f"them); {len(left)} BatchNormalization layer(s) to swap are still in the model ({left[:5]}): call "
                 f"model = hpcallbacks_keras.swap_norms(model, to={self.to!r}, ...) before compile")
+
+
+class BatchRamp(keras.callbacks.Callback):
+    """The Lightning ``BatchRamp``'s name in Keras, where a batch-size ramp inside one fit cannot work.
+
+    Growing the batch within a ``fit`` means changing ``gradient_accumulation_steps`` mid-run: Keras
+    bakes it into the traced train step and divides its micro-batch counter by it to get
+    ``optimizer.iterations``, so a change would also change every update count (schedules,
+    stages, checkpoints). Run one ``fit`` per stage of ``ramp.stages(total_steps)`` instead, with
+    ``batch_size`` (or ``GradientAccumulation``) set to the stage's batch and the LR to
+    ``ramp.learning_rate``. This callback takes the core :class:`hpcallbacks.batch.BatchRamp` and
+    raises ``ValueError`` saying so at ``on_train_begin``.
+    """
+
+    def __init__(self, ramp: Any) -> None:
+        super().__init__()
+        from hpcallbacks.batch import BatchRamp as CoreRamp
+
+        if not isinstance(ramp, CoreRamp):
+            raise ValueError(f"ramp must be a hpcallbacks.batch.BatchRamp; got {ramp!r}")
+        self.ramp = ramp
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        raise ValueError("BatchRamp: Keras cannot change the batch size or gradient_accumulation_steps inside one fit "
+                         "(the step count would change meaning); run one fit per stage of ramp.stages(total_steps) "
+                         "with that stage's batch_size and learning rate")

@@ -757,3 +757,25 @@ def test_gan_helpers_follow_the_core_per_discriminator_update():
         np.testing.assert_allclose(rec[t, 1:5], expected, rtol=1e-6, atol=1e-7)
         assert rec[t, 5:9].astype(bool).tolist() == core_flip.flips(t, 4)
     assert 0.2 < rec[0, 9] < 0.8 and rec[11, 9] == 0.0  # the noise really is added, and annealed to 0
+
+
+# -- groups ----------------------------------------------------------------------------------------------------
+def test_groups_open_a_nested_base_model_and_accept_regexes():
+    from hpcallbacks_keras import discover_groups, resolve_groups
+
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="b0"), keras.layers.Dense(8, name="b1")],
+                            name="base")
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(1, name="head")(keras.layers.Dropout(0.1)(base(inp))))
+    assert [g.name for g in discover_groups(model)] == ["b0", "b1", "head"]
+    assert [[layer.name for layer in g.layers] for g in resolve_groups(model, [r"b\d", "head"])] == [["b0", "b1"],
+                                                                                                      ["head"]]
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    b0, b1 = weights(base, "b0"), weights(base, "b1")
+    probe = PerUpdate(["head"])
+    model.fit(X, Y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+              callbacks=[StagedUnfreeze(FreezePlan.gradual(every_epochs=1)), probe])
+    assert same(weights(base, "b0"), b0) and not same(weights(base, "b1"), b1)  # head, then b1; b0 in epoch 2
+    with pytest.raises(ValueError, match="already in groups"):
+        resolve_groups(model, [r"b\d", "b1"])
