@@ -226,10 +226,12 @@ class ReduceOnPlateau(HPCallback):
     :class:`hpcallbacks.ReduceOnPlateau`.
 
     Its state (best value, wait, cooldown, reductions) lives in one small non-trainable variable
-    tracked by the optimizer, so it is saved and restored with the optimizer: by
-    ``BackupAndRestore``, ``model.save`` / ``save_weights``, and across ``fit`` calls (a second
-    ``fit`` continues the reductions). It is written at each epoch end: list this callback before
-    ``BackupAndRestore`` when that saves at epoch ends, so the backup holds the epoch's update.
+    tracked by the optimizer while fit runs, so checkpoints taken during training
+    (``BackupAndRestore``, ``ModelCheckpoint``) hold it and a resumed run continues it; after fit it
+    is untracked (a model saved then loads with a plain optimizer) but stays on the optimizer, so a
+    second ``fit`` continues the reductions. It is written at each epoch end: list this callback
+    before ``BackupAndRestore`` when that saves at epoch ends, so the backup holds the epoch's
+    update.
     """
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",
@@ -254,9 +256,19 @@ class ReduceOnPlateau(HPCallback):
         if var is None:
             var = keras.Variable(np.zeros((5,), "float32"), trainable=False, dtype="float32",
                                  name="hpcallbacks_plateau_state")
-            opt._track_variable(var)
             object.__setattr__(opt, "_hpcallbacks_plateau_state", var)
+        if not any(v is var for v in opt._variables):
+            opt._track_variable(var)
         return var
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        # untracked after fit, so a model saved after training loads with a plain optimizer; the
+        # state stays on the optimizer object for a later fit
+        opt = self.engine.optimizer
+        var = opt.__dict__.get("_hpcallbacks_plateau_state")
+        if var is not None and any(v is var for v in opt._variables):
+            opt._untrack_variable(var)
+        super().on_train_end(logs)
 
     def setup(self, engine: Engine) -> None:
         self.plateau.reset()
@@ -332,6 +344,11 @@ class StagedUnfreeze(_Grouped):
     ``steps_per_execution > 1`` a stage starting inside an execution block is applied exactly by
     an in-graph gate; BatchNorm layers of a group unfrozen inside a block switch to training mode
     at the start of that block.
+
+    After fit the layers keep the trainable flags of the stage in force. A model saved while some
+    groups are still frozen loads (``keras.models.load_model``) with an optimizer built on the
+    trainable variables only, so Keras skips the saved optimizer state (its warning); to continue
+    a plan use ``BackupAndRestore`` or ``save_weights`` / ``load_weights`` with the same callbacks.
     """
 
     def __init__(self, plan: FreezePlan | None = None, groups: Sequence[Any] | None = None,
