@@ -16,7 +16,8 @@ and survive ``trainer.train(resume_from_checkpoint=...)`` whatever
 ``restore_callback_states_from_checkpoint`` is.
 
 The same callback names and arguments exist in ``hpcallbacks_keras`` and
-``hpcallbacks_lightning``.
+``hpcallbacks_lightning``. Batch-size rules, scheduled hyperparameters, GAN schedules, the
+advisor and the LR range test are in :mod:`hpcallbacks_hf.extras`.
 """
 from __future__ import annotations
 
@@ -28,6 +29,19 @@ from .callbacks import (
     ReduceOnPlateau,
     StagedUnfreeze,
     SwapNorm,
+)
+from .extras import (
+    BatchRamp,
+    GradientAccumulation,
+    HyperparameterAdvisor,
+    HyperparameterWarning,
+    InstanceNoise,
+    LabelFlip,
+    LabelSmoothing,
+    LossBalance,
+    LRFinder,
+    ParamScheduler,
+    ScaleLearningRate,
 )
 from .schedules import (
     FAMILIES,
@@ -53,6 +67,8 @@ from .schedules import (
 __all__ = [
     "HPCallback", "LearningRateSchedule", "ReduceOnPlateau", "StagedUnfreeze", "DiscriminativeLR",
     "FreezeBatchNorm", "SwapNorm", "FAMILIES",
+    "GradientAccumulation", "ScaleLearningRate", "BatchRamp", "ParamScheduler", "InstanceNoise", "LabelSmoothing",
+    "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder", "HyperparameterWarning",
     "Constant", "CosineDecay", "CosineRestart", "Cyclic", "ExponentialDecay", "InverseSqrt", "InverseTimeDecay",
     "LinearCosineDecay", "MultiStepDecay", "NoisyLinearCosineDecay", "OneCycle", "PiecewiseConstantDecay",
     "PolynomialDecay", "SlantedTriangular", "StepDecay", "Warmup", "WarmupStableDecay",

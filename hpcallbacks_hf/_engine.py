@@ -42,6 +42,9 @@ logger = logging.get_logger("hpcallbacks_hf")
 #: Per-param-group lists of torch LR schedulers (reordered with the param groups).
 _SCHEDULER_LISTS = ("base_lrs", "_last_lr", "min_lrs", "max_lrs", "lr_lambdas", "base_momentums", "max_momentums")
 
+#: Member roles that set or change learning rates.
+LR_ROLES = ("schedule", "plateau", "plan", "factors", "modifier")
+
 #: ``lr_scheduler_type`` values an hpcallbacks schedule replaces without a word: HF's default
 #: (``"linear"``) and ``"constant"``, both without warmup. Anything else is a second schedule.
 REPLACEABLE_SCHEDULERS = ("linear", "constant")
@@ -232,6 +235,7 @@ class Run:
         # decided at attach time
         self.schedule = None  # a core Schedule, or None: HF's own schedule
         self.plateaus: list[Any] = []  # core ReduceOnPlateau state machines
+        self.modifiers: list[Any] = []  # members multiplying the LR (ScaleLearningRate), before the plateaus
         self.groups: list[LayerGroup] | None = None
         self.group_spec: Any = None
         self.resolved: ResolvedPlan | None = None
@@ -290,6 +294,7 @@ class Run:
         self._check_backend(bool(plans or factor_members))
         self.schedule = schedules[0].build_schedule(ctx) if schedules else None
         self.plateaus = [m.machine for m in self._role("plateau")]
+        self.modifiers = sorted(self._role("modifier"), key=lambda m: m.order)
         self._check_scheduler()
         self.bn_members = self._role("bn")
         structural = plans + factor_members
@@ -351,7 +356,7 @@ class Run:
     def _check_scheduler(self) -> None:
         ctx = self.ctx
         sched = ctx.scheduler
-        lr_members = [m for m in self.members if m.role in ("schedule", "plateau", "plan", "factors")]
+        lr_members = [m for m in self.members if m.role in LR_ROLES]
         if not lr_members:
             return
         names = ", ".join(sorted({type(m).__name__ for m in lr_members}))
@@ -380,6 +385,11 @@ class Run:
         if isinstance(sched, LambdaLR):
             return
         if isinstance(sched, TorchPlateau):
+            if self.modifiers:
+                names = " and ".join(type(m).__name__ for m in self.modifiers)
+                raise ValueError(f"{names} multiplies the learning rate of every update, which "
+                                 "lr_scheduler_type='reduce_lr_on_plateau' owns: use the ReduceOnPlateau callback "
+                                 "with another lr_scheduler_type (e.g. 'constant') instead")
             if self.plateaus:
                 raise ValueError("conflicting schedulers: ReduceOnPlateau and lr_scheduler_type="
                                  "'reduce_lr_on_plateau' both reduce the learning rate; keep one")
@@ -476,7 +486,7 @@ class Run:
         ctx = self.ctx
         sched = ctx.scheduler
         inner = ctx.inner
-        lr_members = [m for m in self.members if m.role in ("schedule", "plateau", "plan", "factors")]
+        lr_members = [m for m in self.members if m.role in LR_ROLES]
         if not lr_members:
             return
         groups = inner.param_groups
@@ -528,6 +538,8 @@ class Run:
         base = self._cache.get(key)
         if base is None:
             base = self.schedule(step) if self.schedule is not None else self._bases[h] * self._sources[h](step)
+            for member in self.modifiers:
+                base = member.modify(base, step)
             for plateau in self.plateaus:
                 base = plateau.apply(base)
             self._cache[key] = base
@@ -535,6 +547,24 @@ class Run:
         if not math.isfinite(lr):
             raise ValueError(f"the learning rate of update {step} is {lr!r}; check the schedule's arguments")
         return lr
+
+    def peak_lr(self) -> float:
+        """The largest LR of the top group over the rest of the run (sampled at <= 10,000 updates), plateaus left out.
+
+        With an hpcallbacks schedule its values; with HF's schedule the optimizer's base LR (every HF
+        schedule peaks at 1x); the modifiers (``ScaleLearningRate``) multiply either.
+        """
+        ctx = self.ctx
+        start = max(int(ctx.state.global_step) - self.skipped, 0)
+        end = max(int(ctx.total_updates), start + 1)
+        stride = max(1, (end - start) // 10_000)
+        peak = -math.inf
+        for t in range(start, end, stride):
+            lr = self.schedule(t) if self.schedule is not None else ctx.base_lr
+            for member in self.modifiers:
+                lr = member.modify(lr, t)
+            peak = max(peak, lr)
+        return peak
 
     def refresh(self) -> None:
         """Write the learning rates of update ``self.updates`` into the param groups (after a change)."""

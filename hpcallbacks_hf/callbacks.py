@@ -55,6 +55,7 @@ from . import _engine as E
 
 __all__ = [
     "HPCallback",
+    "add_logs",
     "LearningRateSchedule",
     "ReduceOnPlateau",
     "StagedUnfreeze",
@@ -130,17 +131,25 @@ class HPCallback(TrainerCallback, ExportableState):
         run = self._driving(state)
         if run is None or logs is None or "learning_rate" not in logs:
             return
-        values = run.log_values()
-        if not values:
-            return
-        logs.update(values)
-        if state.log_history and state.log_history[-1].get("step") == state.global_step:
-            if "learning_rate" in state.log_history[-1]:
-                state.log_history[-1].update(values)
+        add_logs(state, logs, run.log_values(), "learning_rate")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def add_logs(state: Any, logs: dict[str, Any], values: dict[str, Any], key: str = "loss") -> None:
+    """Add ``values`` to the ``logs`` of an ``on_log`` and to the ``state.log_history`` entry HF made of them.
+
+    ``Trainer.log`` appends a copy of ``logs`` to ``log_history`` before the callbacks run; that
+    entry (the last one, of this step, holding ``key``) gets the values too.
+    """
+    if not values:
+        return
+    logs.update(values)
+    last = state.log_history[-1] if state.log_history else None
+    if last is not None and last.get("step") == state.global_step and key in last:
+        last.update(values)
 
 
 # -- schedules ---------------------------------------------------------------------------------------
