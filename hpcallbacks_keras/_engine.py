@@ -424,6 +424,8 @@ class Engine:
             stand_in = _Hyperparameter(param.variable)
             stand_in.nonzero = float(getattr(param.obj, param.attr)) != 0
             object.__setattr__(param.obj, param.attr, stand_in)
+            if "get_config" not in param.obj.__dict__:  # ModelCheckpoint may save the model while fit runs
+                object.__setattr__(param.obj, "get_config", functools.partial(_float_config, param.obj.get_config))
         elif param.kind == "variable":
             param.variable = getattr(param.obj, param.attr)
         if not self.host_sets_lr and param.kind != "float":
@@ -531,6 +533,7 @@ class Engine:
                 i = last - self.window_start
                 value = float(param.host[i]) if param.host is not None and 0 <= i < self.window else param.fn(last)
                 object.__setattr__(param.obj, param.attr, value)
+                param.obj.__dict__.pop("get_config", None)
         self.trace = _Trace()
         self.model.make_train_function(force=True)
         self.fit = None
@@ -652,6 +655,10 @@ def _apply_gradients(engine: Engine, opt: Any, original: Callable, grads: Any, v
         for param in forward:
             param.variable.assign(ops.cast(ops.take(param.table, index), param.variable.dtype))
     return result
+
+
+def _float_config(original: Callable[[], dict], *args: Any) -> dict:
+    return {k: (float(v) if isinstance(v, _Hyperparameter) else v) for k, v in original(*args).items()}
 
 
 class _Hyperparameter:

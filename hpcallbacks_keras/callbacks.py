@@ -231,7 +231,10 @@ class ReduceOnPlateau(HPCallback):
     is untracked (a model saved then loads with a plain optimizer) but stays on the optimizer, so a
     second ``fit`` continues the reductions. It is written at each epoch end: list this callback
     before ``BackupAndRestore`` when that saves at epoch ends, so the backup holds the epoch's
-    update.
+    update. A *full-model* save taken while fit runs (``ModelCheckpoint`` without
+    ``save_weights_only``) holds the extra variable too: ``keras.models.load_model`` then skips the
+    optimizer state (Keras' warning); restore such checkpoints with ``load_weights`` into a model
+    fitted with the same callbacks, or use ``BackupAndRestore``.
     """
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",

@@ -784,15 +784,19 @@ def test_groups_open_a_nested_base_model_and_accept_regexes():
 def test_model_saves_and_loads_after_fit_with_the_callbacks(tmp_path):
     from hpcallbacks_keras import ParamScheduler
 
+    momentum = hp.Cyclic(0.85, 0.95, step_size_up=3)
     model = mlp()
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse")
     model.fit(X, Y, batch_size=4, epochs=3, verbose=0, callbacks=[  # the plan ends with every group trainable
-        CosineRestart(), ReduceOnPlateau("loss"), StagedUnfreeze(), DiscriminativeLR(),
-        ParamScheduler({"momentum": hp.Cyclic(0.85, 0.95, step_size_up=3)})])
+        CosineRestart(), StagedUnfreeze(), DiscriminativeLR(), ParamScheduler({"momentum": momentum}),
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "during.keras"))])  # a full save while fit runs
+    during = keras.models.load_model(str(tmp_path / "during.keras"))  # warnings are errors here
+    assert during.optimizer.momentum == pytest.approx(momentum(17))
+    model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=[ReduceOnPlateau("loss")])
     path = str(tmp_path / "model.keras")
     model.save(path)
-    loaded = keras.models.load_model(path)  # warnings are errors here: no skipped optimizer variables
-    assert iterations(loaded) == 18
+    loaded = keras.models.load_model(path)  # no skipped optimizer variables after ReduceOnPlateau either
+    assert iterations(loaded) == 24
     assert [np.array(v).tolist() for v in loaded.optimizer.variables] == \
         [np.array(v).tolist() for v in model.optimizer.variables]
     np.testing.assert_allclose(loaded.predict(X, verbose=0), model.predict(X, verbose=0), rtol=1e-6)
