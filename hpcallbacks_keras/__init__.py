@@ -42,6 +42,7 @@ from .extras import (
     ScaleLearningRate,
     UpdateCountSchedule,
 )
+from .finder import LRFinder
 from .gan import InstanceNoise, LabelFlip, LabelSmoothing
 from .norms import FrozenBatchNormalization, swap_norms
 from .params import ParamScheduler
@@ -53,6 +54,6 @@ __all__ = [
     "SlantedTriangular", "StagedUnfreeze", "StepDecay", "Warmup", "WarmupStableDecay",
     "GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
     "HyperparameterWarning", "UpdateCountSchedule", "SwapNorm", "ParamScheduler", "InstanceNoise", "LabelFlip",
-    "LabelSmoothing", "BatchRamp",
+    "LabelSmoothing", "BatchRamp", "LRFinder",
     "Group", "discover_groups", "resolve_groups", "FrozenBatchNormalization", "swap_norms",
 ]

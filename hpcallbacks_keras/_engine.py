@@ -191,6 +191,17 @@ class Engine:
         self.require_variable_lr(who)
         return _read_lr(opt._learning_rate)
 
+    def set_learning_rate(self, lr: float, who: str) -> None:
+        """Make ``lr`` the optimizer's learning rate and the one the schedule callbacks default to
+        (``LRFinder(apply=True)``): the variable, and the rate remembered as compiled."""
+        self.require_variable_lr(who)
+        opt = self.optimizer
+        if self.host_sets_lr:
+            _fill_lr(opt, lr)
+        else:
+            opt._learning_rate.assign(lr)
+        object.__setattr__(opt, _INITIAL_LR_ATTR, float(lr))
+
     def require_variable_lr(self, who: str) -> None:
         opt = self.optimizer
         if not _lr_is_variable(opt):

@@ -800,3 +800,160 @@ def test_model_saves_and_loads_after_fit_with_the_callbacks(tmp_path):
     assert [np.array(v).tolist() for v in loaded.optimizer.variables] == \
         [np.array(v).tolist() for v in model.optimizer.variables]
     np.testing.assert_allclose(loaded.predict(X, verbose=0), model.predict(X, verbose=0), rtol=1e-6)
+
+
+# -- the range test ----------------------------------------------------------------------------------------------
+def regression(samples=64, seed=0):
+    """The Lightning/HF range-test data: y = x @ [1, -2, 0.5, 3] + 0.1 noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(samples, 4)).astype("float32")
+    y = x @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32") + 0.1 * rng.normal(size=(samples, 1))
+    return x, y.astype("float32")
+
+
+def finder_net(optimizer=None, dropout=0.0, seed=0):
+    """Dense(8, relu) -> Dropout -> Dense(1), MSE, SGD lr 0.01 (the Lightning/HF tests' Net)."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="g0"),
+                              keras.layers.Dropout(dropout), keras.layers.Dense(1, name="g1")], name="net")
+    model.compile(optimizer or keras.optimizers.SGD(0.01), "mse", metrics=["mae"])
+    return model
+
+
+def state_of(model):
+    """Every variable the range test may touch: model (seed generators included), metrics, optimizer."""
+    out = {v.path: np.array(ops.convert_to_numpy(v)) for v in model.variables + model.metrics_variables}
+    out.update({f"optimizer/{v.name}": np.array(ops.convert_to_numpy(v)) for v in model.optimizer.variables})
+    return out
+
+
+def assert_same_state(a, b):
+    assert len(a) == len(b)
+    for (k, u), v in zip(a.items(), b.values()):  # in order (two models' seed generators differ in name)
+        assert u.dtype == v.dtype and np.array_equal(u, v), k  # bit-identical
+
+
+def test_lr_finder_restores_everything_and_suggests_what_the_core_suggests(tmp_path):
+    from hpcallbacks import finder as F
+    from hpcallbacks_keras import LRFinder
+
+    x, y = regression()
+    model = finder_net()
+    before = state_of(model) if model.optimizer.built else None
+    finder = LRFinder(min_lr=1e-5, max_lr=10.0, num_steps=60, plot=tmp_path / "range.png")
+    result = finder.run(model, x, y, batch_size=64)  # full batch: a smooth curve
+    assert before is None  # a fresh model: run() builds the optimizer as fit would, then restores it
+    after = state_of(model)
+    assert iterations(model) == 0 and after["optimizer/iteration"] == 0
+    assert after["optimizer/learning_rate"] == np.float32(0.01)
+    assert result is finder.result and result.stopped_early and len(result.losses) < 60  # SGD diverges at large LRs
+    assert 1e-2 < finder.suggestion < result.learning_rates[-1] / 2  # on the steep part of the curve
+    assert min(result.losses) < result.losses[0] / 10
+    assert (tmp_path / "range.png").stat().st_size > 1000
+    assert result.learning_rates == tuple(F.lr_range(1e-5, 10.0, 60)(t) for t in range(len(result.losses)))
+    core = F.suggest(result.learning_rates, result.losses, "steepest", 0.98, 10, 5)
+    assert finder.suggestion == core.learning_rate and result.suggestion == core  # the core's rule, exactly
+
+    reference = finder_net()  # the core's RangeTest in a plain Keras loop: train_on_batch at the test's LRs
+    test = F.RangeTest(F.lr_range(1e-5, 10.0, 60))
+    for t in range(60):
+        reference.optimizer.learning_rate = test.lr(t)
+        if test.record(reference.train_on_batch(x, y, return_dict=True)["loss"]):
+            break
+    assert result.losses == pytest.approx(test.result().losses, rel=1e-6)
+    assert finder.suggestion == pytest.approx(test.result().suggestion.learning_rate, rel=1e-12)
+
+    again = state_of(model)
+    finder.run(model, x, y, batch_size=64)  # a second test on the built model: the same numbers, state untouched
+    assert finder.result.losses == result.losses
+    assert_same_state(state_of(model), again)
+
+
+def test_lr_finder_restores_adam_slots_accumulators_and_rngs_and_the_run_goes_on_as_if_untested():
+    from hpcallbacks_keras import LRFinder
+
+    x, y = regression(40)
+
+    def trained(test):
+        model = finder_net(keras.optimizers.Adam(0.01, gradient_accumulation_steps=2), dropout=0.3)
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)  # 5 micro-batches: inside an update
+        if test:
+            before = state_of(model)
+            finder = LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=12, skip_start=2, skip_end=1)
+            finder.run(model, x, y, batch_size=8)
+            assert len(finder.result.losses) == 12 and finder.suggestion is not None
+            assert_same_state(state_of(model), before)
+            assert before["optimizer/iteration"] == 5 and np.any(before["optimizer/net_g1_kernel_gradient_accumulator"])
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        return state_of(model)
+
+    assert_same_state(trained(True), trained(False))  # dropout masks, updates, metrics: as if no test ran
+
+
+def test_lr_finder_apply_sets_the_runs_lr_through_the_engine():
+    from hpcallbacks import schedules as S
+    from hpcallbacks_keras import LRFinder
+
+    class Rates(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.records = []
+
+        def on_train_batch_end(self, batch, logs=None):  # the LR of the update just made
+            self.records.append(float(ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    x, y = regression()
+    model = finder_net()
+    finder = LRFinder(min_lr=1e-5, max_lr=10.0, num_steps=40, apply=True)
+    finder.run(model, x, y, batch_size=16)
+    s = finder.suggestion
+    assert float(ops.convert_to_numpy(model.optimizer.learning_rate)) == np.float32(s)
+    rates = Rates()
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[CosineDecay(), finder, rates])
+    np.testing.assert_allclose(rates.records, S.CosineDecay(s, decay_steps=8).curve(8), rtol=1e-6)  # from s
+
+    model.compile(keras.optimizers.SGD(0.01), "mse")  # a new optimizer: the finder in fit applies s again
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[finder, rates])
+    assert rates.records == [np.float32(s)] * 4
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda F: F(min_lr=1.0, max_lr=0.1), "max_lr must be"),
+    (lambda F: F(num_steps=1), "num_steps must be"),
+    (lambda F: F(mode="cosine"), "mode must be one of"),
+    (lambda F: F(method="valley"), "method must be one of"),
+    (lambda F: F(divergence=1.0), "divergence must be"),
+    (lambda F: F(beta=1.0), "beta must be"),
+    (lambda F: F(skip_start=-1), "skip_start must be"),
+    (lambda F: F(plot=3), "plot must be None or a file path"),
+    (lambda F: F(apply="yes"), "apply must be True or False"),
+])
+def test_lr_finder_bad_arguments_raise_when_built(make, message):
+    from hpcallbacks_keras import LRFinder
+
+    with pytest.raises(ValueError, match=message):
+        make(LRFinder)
+
+
+def test_lr_finder_takes_the_torch_adapters_arguments_and_refuses_bad_runs():
+    import inspect
+
+    from hpcallbacks_keras import LRFinder
+
+    # the Lightning/HF signature (tests/test_adapter_parity.py checks those two against each other)
+    assert [(p.name, p.default) for p in inspect.signature(LRFinder).parameters.values()] == [
+        ("min_lr", 1e-7), ("max_lr", 10.0), ("num_steps", 100), ("mode", "exponential"), ("method", "steepest"),
+        ("beta", 0.98), ("divergence", 4.0), ("skip_start", 10), ("skip_end", 5), ("plot", None), ("apply", False)]
+    x, y = regression(16)
+    finder = LRFinder(num_steps=5)
+    with pytest.raises(ValueError, match="model: compile the model"):
+        finder.run(keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)]), x, y)
+    with pytest.raises(ValueError, match="model must be a compiled keras.Model"):
+        finder.run("net", x, y)
+    with pytest.raises(ValueError, match="batch_size must be"):
+        finder.run(finder_net(), x, y, batch_size=0)
+    scheduled = finder_net(keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)))
+    with pytest.raises(ValueError, match="model.optimizer: .*schedule object"):
+        finder.run(scheduled, x, y)
+    with pytest.raises(ValueError, match="the range test has not run.*finder.run"):
+        finder_net().fit(x, y, epochs=1, verbose=0, callbacks=[LRFinder()])
+    assert finder.result is None
