@@ -1025,7 +1025,9 @@ class LRFinder(HPCallback):
                 return range_test(F.RangeTest(self.range, **self._test_args), inner, next_loss, acc, reduce=reduce)
         finally:
             snapshot.restore()
-            batches.clear()
+            close = getattr(batches.pop("it", None), "close", None)
+            if close is not None:  # end accelerate's DataLoaderShard generator now, not at interpreter exit
+                close()
 
     def _apply(self, lr: float, kwargs: dict[str, Any]) -> None:
         inner = E.inner_optimizer(kwargs["optimizer"])
