@@ -77,6 +77,12 @@ def main(out: str) -> None:
                    "global_step": trainer.state.global_step, "suggestion": finder.suggestion,
                    "restored": all(torch.equal(p, q) for p, q in zip(before.seen[0], after.seen[0], strict=True)),
                    "weights": final, "flips": trainer.flips}, f)
+    # leave without interpreter teardown: gloo's threads sometimes abort the process there ("terminate called
+    # without an active exception") after everything was written
+    dist.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
