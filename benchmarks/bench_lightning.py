@@ -25,6 +25,7 @@ warnings.filterwarnings("ignore")
 
 import lightning.pytorch as L  # noqa: E402
 import torch  # noqa: E402
+from _machine import header  # noqa: E402
 from torch import nn  # noqa: E402
 
 import hpcallbacks_lightning as HL  # noqa: E402
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--extras", action="store_true",
                         help="add ScaleLearningRate, ParamScheduler (momentum, weight decay) and InstanceNoise")
     args = parser.parse_args()
+    header("Lightning: per-update time with / without the hpcallbacks callback set")
     run(False, args)  # warm-up
     base, hp = [], []
     for _ in range(args.repeats):
