@@ -113,6 +113,10 @@ def main() -> int:
         if heads:
             print(f"\n[{b.name}]")
             print("\n".join(heads))
+    known = {b.script for b in CPU + GPU} | {Path(__file__).name}
+    others = sorted(p.name for p in HERE.glob("*.py") if not p.name.startswith("_") and p.name not in known)
+    if others:
+        print(f"\nnot in run_all.py's lists, not run: {', '.join(others)}")
     return 0 if all(rc == 0 for _, rc, _, _ in summary) else 1
 
 
