@@ -34,7 +34,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ._groups import Group, set_group_trainable
+from ._groups import Group, hold_inference, release_inference, set_group_trainable
 
 _PATCHED = ("_backend_apply_gradients", "_backend_update_step", "_apply_weight_decay")
 _ENGINE_ATTR = "_hpcallbacks_engine"
@@ -101,6 +101,7 @@ class _Fit:
     plan: tuple[Any, Any] | None = None
     bn_policy: str = "freeze_stats"
     frozen_bn: list[Any] = field(default_factory=list)
+    held_bn: list[Any] = field(default_factory=list)
     params: list[Param] = field(default_factory=list)
     started: bool = False
     logged_epoch: int | None = None
@@ -216,6 +217,9 @@ class Engine:
         """Add ``callback`` to the current fit; True if it drives the engine (the first one)."""
         token = callback.params
         if self.fit is None or self.fit.token is not token or self.fit.started:
+            if self.fit is not None:  # a fit that did not end (an error): its inference holds go
+                for bn in self.fit.held_bn:
+                    release_inference(bn)
             self.fit = _Fit(token=token)
         self.fit.callbacks.append(callback)
         return len(self.fit.callbacks) == 1
@@ -244,6 +248,11 @@ class Engine:
     def _claim(self, slot: str, owner: Any, value: Any, what: str) -> None:
         current = getattr(self.fit, slot)
         if current is not None and current[0] is not owner:
+            plateau = [o for o in (owner, current[0]) if _name(o) == "ReduceOnPlateau"]
+            if slot == "schedule" and plateau:
+                other = current[0] if plateau[0] is owner else owner
+                raise ValueError(f"ReduceOnPlateau(schedule=...) and the {_name(other)} callback both give a schedule: "
+                                 "drop schedule= (the plateau factor then multiplies the other callback's LR)")
             raise ValueError(f"{_name(owner)}: {_name(current[0])} already sets the {what} of this fit; pass one "
                              f"{what} callback (compose schedules with hpcallbacks.Join or Warmup)")
         setattr(self.fit, slot, (owner, value))
@@ -307,8 +316,13 @@ class Engine:
             raise ValueError(f"{_name(owner)}: {param.name!r} is scheduled twice in this fit; schedule it once")
         self.fit.params.append(param)
 
-    def add_frozen_bn(self, owner: Any, layers: list[Any]) -> None:
-        self.fit.frozen_bn.extend(layers)
+    def add_frozen_bn(self, owner: Any, layers: list[Any], freeze_affine: bool = True) -> None:
+        """BatchNorm layers held in inference mode for this fit; ``freeze_affine``: gamma/beta frozen too."""
+        for bn in layers:
+            hold_inference(bn)
+            self.fit.held_bn.append(bn)
+        if freeze_affine:
+            self.fit.frozen_bn.extend(layers)
 
     # -- flags ---------------------------------------------------------------------------------
     def _groups(self) -> list[Group]:
@@ -538,6 +552,8 @@ class Engine:
     def end(self) -> None:
         """After fit: the optimizer gets its own methods back; the next fit re-traces without them."""
         self.unpatch(self.optimizer)
+        for bn in self.fit.held_bn:
+            release_inference(bn)
         last = max(self.micro // self.acc - 1, 0)
         for param in self.fit.params:
             if param.kind == "hyper":  # the optimizer gets a float again: the value of the last update

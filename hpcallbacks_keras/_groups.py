@@ -6,13 +6,14 @@ bottom (input side) to top (the head), as the core plans expect.
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 
-__all__ = ["Group", "discover_groups", "resolve_groups", "batch_norm_layers"]
+__all__ = ["Group", "discover_groups", "resolve_groups", "batch_norm_layers", "hold_inference", "release_inference"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,6 +149,25 @@ def batch_norm_layers(layer: Any) -> list[Any]:
     found = [sub for sub in layer._flatten_layers(include_self=True)
              if isinstance(sub, keras.layers.BatchNormalization)]
     return found
+
+
+def _inference_call(self: Any, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+    return type(self).call(self, inputs, training=False, mask=mask)
+
+
+def hold_inference(bn: Any) -> None:
+    """Keep a BatchNormalization layer in inference mode whatever ``training`` and ``trainable``
+    say (moving statistics used and kept), its ``gamma``/``beta`` still trainable: an
+    instance-level ``call`` passing ``training=False``. Undone by :func:`release_inference`."""
+    if "call" not in bn.__dict__:
+        object.__setattr__(bn, "call", types.MethodType(_inference_call, bn))
+
+
+def release_inference(bn: Any) -> None:
+    """Undo :func:`hold_inference`."""
+    call = bn.__dict__.get("call")
+    if isinstance(call, types.MethodType) and call.__func__ is _inference_call:
+        del bn.__dict__["call"]
 
 
 def bn_affine(bn: Any) -> list[Any]:

@@ -219,11 +219,20 @@ WarmupStableDecay = _family(S.WarmupStableDecay)
 class ReduceOnPlateau(HPCallback):
     """Multiply the learning rate by ``factor`` when ``monitor`` stops improving (core rule).
 
-    Composes with any hpcallbacks LR callback of the same fit (``lr = max(schedule(t) * factor**k,
-    min(schedule(t), min_lr))``), or with the compiled learning rate alone. Unlike Keras'
+    The same arguments, in the same order, as the Lightning and HF ``ReduceOnPlateau``:
+    ``schedule`` (optional: a :class:`hpcallbacks.Schedule`, a number or a serialized schedule)
+    is the schedule reduced, set as a :class:`LearningRateSchedule` would set it; without it the
+    reduction composes with the hpcallbacks LR callback of the same fit, or with the compiled
+    learning rate alone (``lr = max(schedule(t) * factor**k, min(schedule(t), min_lr))``). Giving
+    ``schedule`` and another LR callback is refused at ``on_train_begin``. The rest are the
+    arguments of the core :class:`hpcallbacks.ReduceOnPlateau`; ``monitor`` is a key of fit's epoch
+    logs (``"val_loss"`` needs validation data; ``"loss"`` otherwise). Unlike Keras'
     ``ReduceLROnPlateau`` it works when the learning rate is scheduled. The reduced values are
-    written into the in-graph table at the epoch end (no re-trace). Arguments as in
-    :class:`hpcallbacks.ReduceOnPlateau`.
+    written into the in-graph table at the epoch end (no re-trace).
+
+    ``verbose`` (keyword-only, Keras only): ``1`` prints a line at each reduction, as Keras'
+    ``ReduceLROnPlateau(verbose=1)`` does; the torch adapters log reductions to the
+    ``hpcallbacks`` logger instead.
 
     Its state (best value, wait, cooldown, reductions) lives in one small non-trainable variable
     tracked by the optimizer while fit runs, so checkpoints taken during training
@@ -237,13 +246,23 @@ class ReduceOnPlateau(HPCallback):
     fitted with the same callbacks, or use ``BackupAndRestore``.
     """
 
-    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",
-                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0, convention: str = "keras",
-                 threshold_mode: str | None = None, verbose: int = 0) -> None:
+    def __init__(self, schedule: S.Schedule | float | dict[str, Any] | None = None, monitor: str = "val_loss",
+                 factor: float = 0.1, patience: int = 10, mode: str = "auto", min_delta: float = 1e-4,
+                 cooldown: int = 0, min_lr: float = 0.0, convention: str = "keras",
+                 threshold_mode: str | None = None, *, verbose: int = 0) -> None:
         super().__init__()
+        if isinstance(schedule, str):
+            raise ValueError(f"ReduceOnPlateau: schedule must be a hpcallbacks schedule, a number or None; got "
+                             f"{schedule!r}. The monitored metric is the second argument, as in every adapter: "
+                             f"ReduceOnPlateau(monitor={schedule!r})")
+        if isinstance(schedule, dict):
+            schedule = S.deserialize(schedule)
+        self.schedule = None if schedule is None else S.as_schedule(schedule, "schedule")
         self.plateau = S.ReduceOnPlateau(monitor=monitor, factor=factor, patience=patience, mode=mode,
                                          min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
                                          convention=convention, threshold_mode=threshold_mode)
+        if isinstance(verbose, bool) or not isinstance(verbose, int) or verbose < 0:
+            raise ValueError(f"verbose must be 0 (silent) or a positive int (print each reduction); got {verbose!r}")
         self.verbose = verbose
         self._loaded = False
 
@@ -276,7 +295,15 @@ class ReduceOnPlateau(HPCallback):
     def setup(self, engine: Engine) -> None:
         self.plateau.reset()
         self._loaded = False
+        if self.schedule is not None:
+            engine.set_schedule(self, self.schedule)
         engine.set_plateau(self, self.plateau)
+
+    def get_config(self) -> dict[str, Any]:
+        config = self.plateau.get_config()
+        config["schedule"] = None if self.schedule is None else S.serialize(self.schedule)
+        config["verbose"] = self.verbose
+        return config
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_begin(epoch, logs)
@@ -386,25 +413,25 @@ class StagedUnfreeze(_Grouped):
 class DiscriminativeLR(_Grouped):
     """Per-group learning-rate factors (handbook H5 way 1): ``lr_g = lr * factor[g]``, top group 1.
 
-    ``factors`` is a :class:`hpcallbacks.LRFactors` (default ``LRFactors.geometric(2.6)``, ULMFiT),
-    a list of numbers (one per group, divided by the last), or a ``FreezePlan`` (its factors).
+    ``factors`` (read by :meth:`hpcallbacks.LRFactors.parse`, as in every adapter): a
+    :class:`hpcallbacks.LRFactors` (``geometric(2.6)``, ``layer_decay(0.75)``, ``spread(lo, hi)``,
+    ...); a number ``d >= 1`` is ``LRFactors.geometric(d)`` (the default, ULMFiT's 2.6: each group
+    below gets the LR above / d); a number in (0, 1) is ``LRFactors.layer_decay(d)``; a list is
+    ``LRFactors.explicit(list)`` (one per group, bottom to top, divided by the last); a dict is a
+    ``get_config()``. ``groups`` as for :class:`StagedUnfreeze`.
+
     Works with any Keras optimizer (each group's update step is called with its own learning rate,
     so Adam's normalisation is not undone as gradient scaling would be), composes with any LR
-    callback and with :class:`StagedUnfreeze`; decoupled weight decay is scaled per group too.
+    callback and with :class:`StagedUnfreeze`; decoupled weight decay is scaled per group too. A
+    plan's own factors (``FreezePlan(..., factors=...)``) apply through ``StagedUnfreeze`` without
+    this callback, as in the other adapters; giving different non-uniform factors to both is
+    refused at ``on_train_begin``.
     """
 
-    def __init__(self, factors: LRFactors | Sequence[float] | FreezePlan | None = None,
+    def __init__(self, factors: LRFactors | float | Sequence[float] | dict[str, Any] = 2.6,
                  groups: Sequence[Any] | None = None) -> None:
         super().__init__(groups)
-        if factors is None:
-            factors = LRFactors.geometric(2.6)
-        elif isinstance(factors, FreezePlan):
-            factors = factors.factors
-        elif not isinstance(factors, LRFactors):
-            if isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence):
-                raise ValueError(f"factors must be an LRFactors, a list of numbers or a FreezePlan; got {factors!r}")
-            factors = LRFactors.explicit(factors)
-        self.factors = factors
+        self.factors = LRFactors.parse(factors)  # the one rule of every adapter
 
     def setup(self, engine: Engine) -> None:
         groups = self.resolve_groups(engine)
@@ -421,31 +448,63 @@ class DiscriminativeLR(_Grouped):
 
 
 class FreezeBatchNorm(HPCallback):
-    """Keep BatchNormalization layers in inference mode for the whole fit (handbook H4, H6).
+    """Freeze the BatchNorm layers of a pretrained model (handbook H4: small batches).
 
-    Their moving statistics stay as loaded and their affine weights stay fixed (Keras ties both to
-    ``layer.trainable``; for a BatchNorm-free replacement use :func:`hpcallbacks_keras.swap_norms`).
-    ``layers``: names / regular expressions / layers to restrict it to (default: every
-    BatchNormalization in the model, nested ones included). One re-trace at the start of fit.
+    Every BatchNormalization layer of the model (nested ones included; or only those inside
+    ``layers``: names, regular expressions over whole layer names, or layers), except those under
+    ``skip`` (layer names, dotted path prefixes such as ``"base"`` for every BatchNorm inside the
+    nested model ``base``, regular expressions, or layers), stays in inference mode for the whole
+    fit: it normalises with its moving statistics and keeps them. ``freeze_affine=True`` also
+    freezes ``gamma`` and ``beta`` (``layer.trainable = False``, which Keras ties to inference
+    mode; the flag stays after fit). With the default ``False`` they keep training with the
+    layer's group: the layer is held in inference mode by an instance-level ``call`` that passes
+    ``training=False``, removed at the end of fit with the engine's other patches. The same
+    arguments and meaning as the Lightning and HF ``FreezeBatchNorm``. Applied at the start of fit
+    (one re-trace) and over any :class:`StagedUnfreeze` stage (it overrides the plan's BatchNorm
+    policy for these layers). No layer left to freeze is a ``ValueError`` at ``on_train_begin``.
+    For a BatchNorm-free replacement use :func:`hpcallbacks_keras.swap_norms`.
     """
 
-    def __init__(self, layers: Sequence[Any] | None = None) -> None:
+    def __init__(self, skip: Sequence[Any] = (), freeze_affine: bool = False,
+                 layers: Sequence[Any] | None = None) -> None:
         super().__init__()
-        self.layers = layers
+        from .norms import skip_entries
+
+        skip_entries(skip)  # check the entries now
+        if not isinstance(freeze_affine, bool):
+            raise ValueError(f"freeze_affine must be True or False; got {freeze_affine!r}")
+        if layers is not None and (isinstance(layers, (str, bytes, keras.layers.Layer))
+                                   or not isinstance(layers, Sequence) or not layers):
+            raise ValueError(f"layers must be None or a non-empty list of layer names, regular expressions or "
+                             f"layers; got {layers!r}")
+        self.skip = (skip,) if isinstance(skip, (str, keras.layers.Layer)) else tuple(skip)
+        self.freeze_affine = freeze_affine
+        self.layers = None if layers is None else list(layers)
 
     def setup(self, engine: Engine) -> None:
+        from .norms import unskipped
+
         if self.layers is None:
             found = batch_norm_layers(self.model)
         else:
             try:
-                groups = resolve_groups(self.model, list(self.layers))
+                groups = resolve_groups(self.model, self.layers)
             except ValueError as e:
                 raise ValueError(f"FreezeBatchNorm: {e}".replace("groups[", "layers[")) from None
-            found = [bn for g in groups for layer in g.layers for bn in batch_norm_layers(layer)]
-            if not found:
-                raise ValueError(f"FreezeBatchNorm: layers {list(self.layers)!r} contain no BatchNormalization layer")
+            found = list({id(bn): bn for g in groups for layer in g.layers for bn in batch_norm_layers(layer)}.values())
+        found = unskipped(self.model, found, self.skip)
+        if not found:
+            raise ValueError(f"FreezeBatchNorm found no BatchNormalization layer to freeze in {self.model.name!r} "
+                             f"(layers={self.layers!r}, skip={list(self.skip)!r}); drop the callback or change them")
         self.frozen = found
-        engine.add_frozen_bn(self, found)
+        engine.add_frozen_bn(self, found, self.freeze_affine)
+
+    def get_config(self) -> dict[str, Any]:
+        def name(entry: Any) -> Any:
+            return entry.name if isinstance(entry, keras.layers.Layer) else entry
+
+        return {"skip": [name(e) for e in self.skip], "freeze_affine": self.freeze_affine,
+                "layers": None if self.layers is None else [name(e) for e in self.layers]}
 
 
 class SwapNorm(keras.callbacks.Callback):
@@ -454,19 +513,25 @@ class SwapNorm(keras.callbacks.Callback):
     Keras traces the train step and builds the optimizer on the model's variables before any
     callback runs, so a layer replaced inside ``fit`` would never train. Swap before compile:
     ``model = hpcallbacks_keras.swap_norms(model, to=..., skip=..., groups=..., eps=...)``. This
-    callback takes the same arguments and, at ``on_train_begin``, raises ``ValueError`` naming
-    that call if the model still has BatchNormalization layers the swap would replace (a no-op
-    once they are swapped), so a script moved from another framework fails loudly, not silently.
+    callback takes the same arguments as the other adapters' and, at ``on_train_begin``, raises
+    ``ValueError`` naming that call if the model still has BatchNormalization layers the swap
+    would replace (a no-op once they are swapped), so a script moved from another framework fails
+    loudly, not silently. ``reuse_params`` (torch: the GroupNorm keeps the BatchNorm's very
+    Parameter objects, so an optimizer built before the swap keeps training them) is checked and
+    kept for the same signature; it changes nothing in Keras, where ``swap_norms`` builds a new
+    model with the weights copied and the optimizer is built after the swap.
     """
 
     def __init__(self, to: str = "group", skip: Sequence[Any] = (), groups: int | None = None,
-                 eps: float | None = None) -> None:
+                 eps: float | None = None, reuse_params: bool = True) -> None:
         super().__init__()
         from hpcallbacks.norms import NormSwap
 
         names = [e for e in ((skip,) if isinstance(skip, str) else skip) if isinstance(e, str)]
         NormSwap(to=to, skip=tuple(names), groups=groups, eps=eps)  # check the arguments now
-        self.to, self.skip, self.groups, self.eps = to, skip, groups, eps
+        if not isinstance(reuse_params, bool):
+            raise ValueError(f"reuse_params must be True or False; got {reuse_params!r}")
+        self.to, self.skip, self.groups, self.eps, self.reuse_params = to, skip, groups, eps, reuse_params
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         from .norms import layers_to_swap

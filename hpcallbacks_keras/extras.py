@@ -27,6 +27,7 @@ from hpcallbacks import _checks as check
 from hpcallbacks import advice as A
 from hpcallbacks import batch as B
 from hpcallbacks import schedules as S
+from hpcallbacks.advice import HyperparameterWarning
 
 from ._engine import Engine, _to_int, inner_optimizer
 from .callbacks import HPCallback
@@ -35,10 +36,6 @@ __all__ = ["GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterA
            "HyperparameterWarning", "UpdateCountSchedule"]
 
 log = logging.getLogger("hpcallbacks")
-
-
-class HyperparameterWarning(UserWarning):
-    """A hyperparameter outside the handbook's recommendations (``HyperparameterAdvisor``, ``LossBalance``)."""
 
 
 def _world_size(model: Any) -> int:
@@ -298,10 +295,16 @@ class HyperparameterAdvisor(keras.callbacks.Callback):
     Warnings are issued as :class:`HyperparameterWarning`, infos logged; ``strict=True`` raises
     ``ValueError`` listing the warnings instead, before any update. ``.findings`` and ``.values``
     stay on the callback.
+
+    ``per_device_batch_size`` (keyword-only, Keras only): fit's ``batch_size``. The torch adapters
+    read the batch from the train dataloader / ``TrainingArguments``; Keras gives callbacks
+    neither the data nor the batch size, so the effective batch can only be checked when it is
+    given here.
     """
 
     def __init__(self, strict: bool = False, fine_tuning: bool | None = None,
-                 from_scratch_learning_rate: float | None = None, per_device_batch_size: int | None = None) -> None:
+                 from_scratch_learning_rate: float | None = None, *,
+                 per_device_batch_size: int | None = None) -> None:
         super().__init__()
         self.strict = check.boolean("strict", strict)
         if fine_tuning is not None:

@@ -21,9 +21,18 @@ discriminator's optimizer; default ``"optimizer"``)::
     gan.fit(data, callbacks=[noise, flip, smooth])
 
 The numbers come from a table refilled from the host at most once per epoch (one read of the
-update count per epoch); ``steps_per_execution`` and XLA are fine. ``updates_per_batch`` is how
-many discriminator updates one ``train_step`` makes (default 1). Flip decisions are the core's
+update count per epoch); ``steps_per_execution`` and XLA are fine. Flip decisions are the core's
 ``flip_uniform(seed, step, index)``: the same labels flip in every framework and after a resume.
+
+The arguments are the Lightning and HF helpers' (``optimizer`` names the model attribute here,
+an index into ``configure_optimizers``' list there), plus keyword-only ones at the end that
+only Keras needs, because the values are read in-graph from a table sized before the epoch:
+
+* ``updates_per_batch`` (every helper here): how many discriminator updates one ``train_step`` makes
+  (default 1). The table must cover an epoch's updates and Keras tells callbacks only the
+  batches per epoch; the torch adapters count updates on the host and need no such size.
+* ``max_batch_size`` (``LabelFlip``): the samples per update whose flip decisions are tabulated
+  (the core's decisions are made on the host; the torch adapters make them per batch).
 """
 from __future__ import annotations
 
@@ -105,13 +114,18 @@ class _GanSchedule(keras.callbacks.Callback):
 class InstanceNoise(_GanSchedule):
     """Gaussian instance noise on the discriminator's inputs, std from a core
     :class:`hpcallbacks.InstanceNoise` schedule (any schedule, or a number). ``std()`` is the
-    current standard deviation (in-graph); ``apply(x)`` returns ``x + N(0, std^2)``."""
+    current standard deviation (in-graph); ``apply(x, generator=None)`` returns
+    ``x + N(0, std^2)``. The noise is drawn from ``generator`` (a ``keras.random.SeedGenerator``,
+    as the torch adapters' ``apply(x, generator=None)`` takes a ``torch.Generator``), else from the
+    callback's own ``SeedGenerator``, seeded when the callback is built from Keras' global seed
+    (``keras.utils.set_random_seed``, as torch's noise follows ``torch.manual_seed``). On the JAX
+    backend pass a generator the model tracks (made in the model's ``__init__``), so its state
+    advances in the stateless train step. ``updates_per_batch``: see the module docstring."""
 
-    def __init__(self, schedule: Any, optimizer: str | None = None, seed: int | None = None,
-                 updates_per_batch: int = 1) -> None:
+    def __init__(self, schedule: Any, optimizer: str | None = None, *, updates_per_batch: int = 1) -> None:
         super().__init__(optimizer, updates_per_batch)
         self.noise = G.InstanceNoise(schedule)
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator()
 
     def values(self, steps: range) -> np.ndarray:
         return np.array([self.noise.std(t) for t in steps])
@@ -119,20 +133,25 @@ class InstanceNoise(_GanSchedule):
     def std(self) -> Any:
         return self._row()[0]
 
-    def apply(self, x: Any) -> Any:
-        noise = keras.random.normal(ops.shape(x), seed=self.seed_generator, dtype=x.dtype)
+    def apply(self, x: Any, generator: Any = None) -> Any:
+        """``x`` plus the current update's instance noise (in-graph)."""
+        if generator is not None and not isinstance(generator, keras.random.SeedGenerator):
+            raise ValueError(f"InstanceNoise.apply: generator must be a keras.random.SeedGenerator or None; got "
+                             f"{generator!r}")
+        noise = keras.random.normal(ops.shape(x), seed=generator or self.seed_generator, dtype=x.dtype)
         return x + noise * ops.cast(self.std(), x.dtype)
 
 
 class LabelSmoothing(_GanSchedule):
     """Discriminator label smoothing by a core :class:`hpcallbacks.LabelSmoothing` (``real``,
     ``fake``, optional strength ``schedule``). ``targets(labels)`` (1.0 real, 0.0 fake, soft
-    labels in between) is ``labels * real_t + (1 - labels) * fake_t``, in-graph."""
+    labels in between) is ``labels * real_t + (1 - labels) * fake_t``, in-graph.
+    ``updates_per_batch``: see the module docstring."""
 
     columns = 2
 
     def __init__(self, real: float = 0.9, fake: float = 0.0, schedule: Any = None, optimizer: str | None = None,
-                 updates_per_batch: int = 1) -> None:
+                 *, updates_per_batch: int = 1) -> None:
         super().__init__(optimizer, updates_per_batch)
         self.smoothing = G.LabelSmoothing(real=real, fake=fake, schedule=schedule)
 
@@ -148,10 +167,11 @@ class LabelFlip(_GanSchedule):
     """Flip discriminator labels (``y -> 1 - y``) with the probability of a core
     :class:`hpcallbacks.LabelFlip` (any schedule, or a number). Sample ``i`` of the batch at update
     ``t`` flips when ``flip_uniform(seed, t, i) < p(t)``: the core's decisions exactly (made on the
-    host for ``max_batch_size`` samples per update and tabulated). ``targets(labels)``
-    returns the labels with the flips applied (first axis = batch)."""
+    host for ``max_batch_size`` samples per update and tabulated, so no batch may be larger).
+    ``targets(labels)`` returns the labels with the flips applied (first axis =
+    batch). ``max_batch_size`` and ``updates_per_batch``: see the module docstring."""
 
-    def __init__(self, schedule: Any, seed: int = 0, optimizer: str | None = None, max_batch_size: int = 256,
+    def __init__(self, schedule: Any, seed: int = 0, optimizer: str | None = None, *, max_batch_size: int = 256,
                  updates_per_batch: int = 1) -> None:
         super().__init__(optimizer, updates_per_batch)
         self.flip = G.LabelFlip(schedule, seed=seed)

@@ -15,7 +15,7 @@ import keras
 
 from hpcallbacks.norms import NormSwap
 
-__all__ = ["FrozenBatchNormalization", "swap_norms", "layers_to_swap"]
+__all__ = ["FrozenBatchNormalization", "swap_norms", "layers_to_swap", "skip_entries", "unskipped"]
 
 
 @keras.saving.register_keras_serializable(package="hpcallbacks")
@@ -46,6 +46,23 @@ class FrozenBatchNormalization(keras.layers.BatchNormalization):
         return {**super().get_config(), "train_affine": self.train_affine}
 
 
+def skip_entries(skip: Any) -> tuple[list[str], set[int]]:
+    """``skip`` checked: (its names / prefixes / regexes, the ids of its layers); ValueError otherwise."""
+    names, layers = _entries(skip)
+    NormSwap("frozen", skip=tuple(names))  # the core's checks of the names and regexes
+    return names, layers
+
+
+def unskipped(model: Any, layers: Sequence[Any], skip: Any) -> list[Any]:
+    """``layers`` of ``model`` without those ``skip`` names (the rule of :func:`swap_norms`)."""
+    names, skip_layers = _entries(skip)
+    plan = NormSwap("frozen", skip=tuple(names))
+    inside = {id(sub) for layer in model._flatten_layers(include_self=False) if id(layer) in skip_layers
+              for sub in layer._flatten_layers(include_self=True)}
+    paths = _dotted_paths(model)
+    return [layer for layer in layers if not _skipped(plan, layer, skip_layers, inside, paths)]
+
+
 def _entries(skip: Any) -> tuple[list[str], set[int]]:
     entries = (skip,) if isinstance(skip, (str, keras.layers.Layer)) else tuple(skip)
     names = [e for e in entries if isinstance(e, str)]
@@ -56,11 +73,29 @@ def _entries(skip: Any) -> tuple[list[str], set[int]]:
     return names, layers
 
 
-def _skipped(plan: NormSwap, layer: Any, skip_layers: set[int], inside: set[int]) -> bool:
+def _dotted_paths(model: Any) -> dict[int, list[str]]:
+    """id(layer) -> its dotted paths inside ``model`` (``"base.bn1"`` for ``bn1`` of the nested model
+    ``base``), as torch's ``named_modules`` names them; a layer reached several ways has several."""
+    out: dict[int, list[str]] = {}
+
+    def walk(container: Any, prefix: str, above: frozenset[int]) -> None:
+        for layer in container._flatten_layers(include_self=False, recursive=False):
+            if id(layer) in above:
+                continue
+            path = prefix + layer.name
+            out.setdefault(id(layer), []).append(path)
+            walk(layer, path + ".", above | {id(layer)})
+
+    walk(model, "", frozenset({id(model)}))
+    return out
+
+
+def _skipped(plan: NormSwap, layer: Any, skip_layers: set[int], inside: set[int],
+             paths: dict[int, list[str]] | None = None) -> bool:
     if id(layer) in skip_layers or id(layer) in inside:
         return True
-    dotted = getattr(layer, "path", layer.name).replace("/", ".")
-    return plan.skips(layer.name) is not None or plan.skips(dotted) is not None
+    dotted = [getattr(layer, "path", layer.name).replace("/", "."), *(paths or {}).get(id(layer), ())]
+    return plan.skips(layer.name) is not None or any(plan.skips(d) is not None for d in dotted)
 
 
 def _channels(bn: Any) -> int:
@@ -75,8 +110,9 @@ def layers_to_swap(model: Any, to: str = "group", skip: Sequence[Any] = (), grou
     plan = NormSwap(to=to, skip=tuple(names), groups=groups, eps=eps)
     inside = {id(sub) for layer in model._flatten_layers(include_self=False) if id(layer) in skip_layers
               for sub in layer._flatten_layers(include_self=True)}
+    paths = _dotted_paths(model)
     return [layer for layer in model._flatten_layers(include_self=False)
-            if _swappable(layer, to) and not _skipped(plan, layer, skip_layers, inside)]
+            if _swappable(layer, to) and not _skipped(plan, layer, skip_layers, inside, paths)]
 
 
 def _swappable(layer: Any, to: str) -> bool:

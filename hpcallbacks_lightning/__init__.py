@@ -14,7 +14,8 @@ Callbacks: ``LearningRateSchedule(schedule)`` and one per core schedule family
 ``ReduceOnPlateau``, ``StagedUnfreeze``, ``DiscriminativeLR``, ``FreezeBatchNorm``, ``SwapNorm``;
 ``GradientAccumulation``, ``ScaleLearningRate``, ``BatchRamp`` (batch size, H4), ``ParamScheduler``
 (any hyperparameter on a schedule), ``InstanceNoise``, ``LabelSmoothing``, ``LabelFlip`` (GAN, H7),
-``HyperparameterAdvisor``, ``LossBalance`` (H2 checks), ``LRFinder`` (the LR range test).
+``HyperparameterAdvisor``, ``LossBalance`` (H2 checks, warning :class:`HyperparameterWarning`),
+``LRFinder`` (the LR range test).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ try:
     from lightning.pytorch import Callback as _Callback
 except ImportError:  # pragma: no cover - only pytorch_lightning installed
     from pytorch_lightning import Callback as _Callback
+
+from hpcallbacks.advice import HyperparameterWarning as HyperparameterWarning
 
 from ._extras import build as _build_extras
 from ._impl import build as _build
@@ -62,4 +65,4 @@ HyperparameterAdvisor = _classes["HyperparameterAdvisor"]
 LossBalance = _classes["LossBalance"]
 LRFinder = _classes["LRFinder"]
 
-__all__ = sorted(_classes)
+__all__ = sorted([*_classes, "HyperparameterWarning"])

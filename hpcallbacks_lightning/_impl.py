@@ -253,7 +253,8 @@ class LearningRateScheduleMixin(_ScheduleBase):
     change it. Refuses (``ValueError`` at fit start) an LR scheduler returned by
     ``configure_optimizers``: the callback owns the LR. Per-group factors come from
     ``StagedUnfreeze`` / ``DiscriminativeLR`` (the ``"lr_factor"`` of each param group, 1 when
-    absent). Logs ``lr``. State (the schedule) is saved in checkpoints.
+    absent). Logs ``lr`` (keyword-only ``log=False``, Lightning only, stops it). State (the
+    schedule) is saved in checkpoints.
     """
 
     def __init__(self, schedule: S.Schedule | float, *, log: bool = True) -> None:
@@ -314,6 +315,7 @@ def family_mixin(name: str) -> type:
     doc = (f"The :class:`hpcallbacks.{name}` schedule as a callback setting the LR of every update.\n\n"
            f"Same arguments as the core schedule. Defaults taken from the run (:mod:`hpcallbacks.defaults`, the same "
            f"rule in every adapter): {D.describe(name)}.\n\n"
+           "Keyword-only ``log`` (Lightning only): ``False`` stops logging ``lr`` to the Trainer's loggers.\n\n"
            "The LR counts optimizer updates (not micro-batches) and is multiplied by each param group's "
            "``lr_factor``. A scheduler from ``configure_optimizers`` is refused (ValueError at fit start).\n\n"
            + (core.__doc__ or "").split(">>>")[0].rstrip() + "\n")
@@ -334,7 +336,8 @@ class ReduceOnPlateauMixin(_ScheduleBase):
     (``CosineRestart()``, ``LearningRateSchedule(...)``, ...) when there is one, else the
     optimizer's constant LR. The metric is read from ``trainer.callback_metrics`` at the end of
     each training epoch (after validation); a missing metric warns and changes nothing. Under
-    DDP, rank 0's decision is broadcast. State (best, wait, cooldown, reductions) is saved in
+    DDP, rank 0's decision is broadcast. Keyword-only ``log`` (Lightning only): ``False`` stops
+    logging ``lr``. State (best, wait, cooldown, reductions) is saved in
     checkpoints.
     """
 
@@ -431,8 +434,8 @@ class StagedUnfreezeMixin:
     expanded to the new groups) and checkpoints keep one structure. At each optimizer update the
     trainable set of the plan's stage for that update is applied (``requires_grad``: frozen
     groups get no gradient, backward stops at the lowest trainable group). The plan is
-    re-applied from ``trainer.global_step`` on resume. Logs ``lr/<group>`` and
-    ``trainable_groups``.
+    re-applied from ``trainer.global_step`` on resume. Logs ``lr/<group>`` and ``trainable_groups``
+    (keyword-only ``log=False``, Lightning only, stops it).
 
     Under DDP every group a stage will train is made trainable before the model is wrapped and
     the strategy's ``find_unused_parameters`` is switched on (frozen groups are then unused
@@ -541,6 +544,8 @@ class StagedUnfreezeMixin:
             return
         self._stage = stage
         apply_trainable(self.groups, r.masks[stage], bn=r.bn, training=True)
+        for frozen in _peers(trainer, FreezeBatchNormMixin):  # it overrides the plan for its layers
+            frozen.apply()
         trainable = [g.name for g, t in zip(self.groups, r.masks[stage], strict=True) if t]
         log.info("StagedUnfreeze: update %d, stage %d: %d/%d groups trainable (%s)", step, stage,
                  len(trainable), len(self.groups), ", ".join(trainable))
@@ -610,13 +615,18 @@ class DiscriminativeLRMixin:
 class FreezeBatchNormMixin:
     """Freeze the BatchNorm layers of a pretrained model (handbook H4: small batches).
 
-    Every BatchNorm layer (except those under ``skip``: names, dotted prefixes or regexes of
-    ``named_modules``) normalises with its running statistics and keeps them: it stays in
-    inference mode through the trainer's ``model.train()`` calls. ``freeze_affine=True`` also
-    freezes its weight and bias. Applied in ``setup`` (before the optimizer and DDP exist).
+    Every BatchNorm layer of the module (or only those inside ``layers``: module names, regular
+    expressions or modules, as one group of :func:`hpcallbacks.torch.discover_groups`), except
+    those under ``skip`` (names, dotted prefixes or regexes of ``named_modules``), normalises with
+    its running statistics and keeps them: it stays in inference mode through the trainer's
+    ``model.train()`` calls. ``freeze_affine=True`` also freezes its weight and bias. Applied in
+    ``setup`` (before the optimizer and DDP exist) and again after each stage of a
+    ``StagedUnfreeze`` (it overrides the plan for these layers). No layer left to freeze is a
+    ``ValueError`` at fit start. The same arguments and meaning as the Keras and HF
+    ``FreezeBatchNorm``.
     """
 
-    def __init__(self, skip: Sequence[str] = (), freeze_affine: bool = False) -> None:
+    def __init__(self, skip: Sequence[str] = (), freeze_affine: bool = False, layers: Any = None) -> None:
         if isinstance(skip, str):
             skip = (skip,)
         from hpcallbacks.norms import NormSwap
@@ -624,20 +634,39 @@ class FreezeBatchNormMixin:
         self._matcher = NormSwap("frozen", skip=tuple(skip))  # reuse its skip rules and checks
         if not isinstance(freeze_affine, bool):
             raise ValueError(f"freeze_affine must be True or False; got {freeze_affine!r}")
+        if layers is not None and (isinstance(layers, str) or not isinstance(layers, (list, tuple)) or not layers):
+            raise ValueError(f"layers must be None or a non-empty list of module names, regular expressions or "
+                             f"modules; got {layers!r}")
         self.skip = tuple(skip)
         self.freeze_affine = freeze_affine
+        self.layers_spec = None if layers is None else list(layers)
+        self.layers: list[Any] = []
 
     def setup(self, trainer: Any, pl_module: Any, stage: Any) -> None:
         if not _fitting(stage):
             return
+        roots = [pl_module]
+        if self.layers_spec is not None:
+            try:
+                roots = list(discover_groups(pl_module, [self.layers_spec], rest="top")[0].modules)
+            except ValueError as e:
+                raise ValueError(f"FreezeBatchNorm(layers={self.layers_spec!r}): {e}") from None
         names = {id(m): n for n, m in pl_module.named_modules()}
-        layers = [m for m in batch_norm_layers([pl_module]) if self._matcher.skips(names[id(m)]) is None]
-        keep_eval(layers, True)
+        self.layers = [m for m in batch_norm_layers(roots) if self._matcher.skips(names.get(id(m), "")) is None]
+        if not self.layers:
+            raise ValueError(f"FreezeBatchNorm found no BatchNorm layer to freeze in {type(pl_module).__name__} "
+                             f"(layers={self.layers_spec!r}, skip={list(self.skip)!r}); drop the callback or change "
+                             "them")
+        self.apply()
+
+    def apply(self) -> None:
+        """Hold the layers in inference mode (and their affine weights frozen with ``freeze_affine``)."""
+        keep_eval(self.layers, True)
         if self.freeze_affine:
-            for layer in layers:
+            for layer in self.layers:
                 for p in layer.parameters(recurse=False):
                     p.requires_grad_(False)
-        self.layers = layers
+                    p.grad = None
 
 
 class SwapNormMixin:

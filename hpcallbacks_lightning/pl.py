@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pytorch_lightning import Callback as _Callback
 
+from hpcallbacks.advice import HyperparameterWarning as HyperparameterWarning
+
 from ._extras import build as _build_extras
 from ._impl import build as _build
 
@@ -45,4 +47,4 @@ HyperparameterAdvisor = _classes["HyperparameterAdvisor"]
 LossBalance = _classes["LossBalance"]
 LRFinder = _classes["LRFinder"]
 
-__all__ = sorted(_classes)
+__all__ = sorted([*_classes, "HyperparameterWarning"])

@@ -145,15 +145,50 @@ def test_batch_norm_policies():
             assert not same(stats, stats0), "bn='train' should update moving statistics"
 
 
-def test_freeze_batch_norm_callback():
-    model = mlp(bn=True)
+def _bn_fit(callback, model=None):
+    model = model or mlp(bn=True)
     model.compile(keras.optimizers.Adam(0.01), "mse")
     bn = model.get_layer("bn0")
-    before = [np.array(v) for v in bn.weights]
-    g0 = weights(model, "g0")
-    model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=[FreezeBatchNorm()])
-    assert same([np.array(v) for v in bn.weights], before)
-    assert not same(weights(model, "g0"), g0)
+    before = {"affine": [np.array(bn.gamma), np.array(bn.beta)],
+              "stats": [np.array(bn.moving_mean), np.array(bn.moving_variance)], "g0": weights(model, "g0")}
+    model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=[callback])
+    after = {"affine": [np.array(bn.gamma), np.array(bn.beta)],
+             "stats": [np.array(bn.moving_mean), np.array(bn.moving_variance)], "g0": weights(model, "g0")}
+    return {k: same(before[k], after[k]) for k in before}, bn
+
+
+def test_freeze_batch_norm_callback():
+    # the torch adapters' meaning: statistics frozen, gamma/beta trained unless freeze_affine=True
+    kept, bn = _bn_fit(FreezeBatchNorm())
+    assert kept == {"affine": False, "stats": True, "g0": False}
+    assert bn.trainable and "call" not in bn.__dict__  # the inference hold ends with fit
+    kept, bn = _bn_fit(FreezeBatchNorm(freeze_affine=True))
+    assert kept == {"affine": True, "stats": True, "g0": False}
+    assert not bn.trainable
+    kept, _ = _bn_fit(FreezeBatchNorm(layers=["bn0"], freeze_affine=True))
+    assert kept["stats"] and kept["affine"]
+    with pytest.raises(ValueError, match="no BatchNormalization layer to freeze"):
+        _bn_fit(FreezeBatchNorm(layers=["g0"]))
+    with pytest.raises(ValueError, match="no BatchNormalization layer to freeze"):
+        _bn_fit(FreezeBatchNorm(skip="bn.*"))
+    for bad, match in ((dict(freeze_affine=1), "freeze_affine"), (dict(layers="bn0"), "layers must be"),
+                       (dict(skip=[3]), "skip entries"), (dict(layers=[]), "layers must be")):
+        with pytest.raises(ValueError, match=match):
+            FreezeBatchNorm(**bad)
+
+
+def test_freeze_batch_norm_overrides_a_staged_plan():
+    # bn0 sits in the trainable group of every stage: FreezeBatchNorm still holds its statistics
+    model = mlp(bn=True)
+    plan = FreezePlan(stages=[(0, 2), (1, "all")])
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    bn = model.get_layer("bn0")
+    stats = [np.array(bn.moving_mean), np.array(bn.moving_variance)]
+    affine = [np.array(bn.gamma), np.array(bn.beta)]
+    model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[
+        StagedUnfreeze(plan, groups=["g0", ["bn0", "g1"], "g2"]), FreezeBatchNorm()])
+    assert same([np.array(bn.moving_mean), np.array(bn.moving_variance)], stats)
+    assert not same([np.array(bn.gamma), np.array(bn.beta)], affine)
 
 
 # -- per-group learning rates ----------------------------------------------------------------------
@@ -273,7 +308,7 @@ def test_bug_schedule_object_refuses_reduce_lr_on_plateau():
     model.compile(opt, "mse")
     x, y = scenario_data(s)
     model.fit(x, y, batch_size=4, epochs=4, verbose=0, shuffle=False, callbacks=[
-        LearningRateSchedule(s.schedule), ReduceOnPlateau("loss", factor=0.5, patience=0, min_delta=1e9)])
+        LearningRateSchedule(s.schedule), ReduceOnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9)])
     lrs = ops.convert_to_numpy(opt.rec_lr)[:24, 0]
     # epoch 0 sets the best value; each later epoch end reduces once (keras convention, patience 0)
     factor = [1.0] * 6 + [1.0] * 6 + [0.5] * 6 + [0.25] * 6
@@ -387,6 +422,37 @@ def test_bad_input_schedule_callback_on_a_schedule_object_optimizer():
 def test_bad_input_two_schedules_and_wrong_factor_count():
     _fit_raises([CosineRestart(), CosineDecay()], "already sets the learning-rate schedule")
     _fit_raises([DiscriminativeLR([1.0, 2.0])], "factors has 2 entries but the model has 3 groups")
+    _fit_raises([CosineRestart(), ReduceOnPlateau(0.1, monitor="loss")], "drop schedule=")
+    _fit_raises([ReduceOnPlateau(0.1, monitor="loss"), CosineRestart()], "drop schedule=")
+
+
+def test_reduce_on_plateau_owns_the_lr_with_schedule():
+    """ReduceOnPlateau(schedule, monitor, ...): the argument order of every adapter; the schedule is reduced."""
+    s = Scenario("plateau", hp.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5), num_groups=1, epochs=3)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="g0")])
+    opt = RecordingSGD(0.3, var_group=var_groups(model, 1), num_groups=1, capacity=32)
+    model.compile(opt, "mse")
+    x, y = scenario_data(s)
+    model.fit(x, y, batch_size=4, epochs=3, verbose=0, shuffle=False,
+              callbacks=[ReduceOnPlateau(hp.schedules.serialize(s.schedule), "loss", 0.5, 0, min_delta=1e9)])
+    lrs = ops.convert_to_numpy(opt.rec_lr)[:18, 0]
+    factor = [1.0] * 12 + [0.5] * 6
+    np.testing.assert_allclose(lrs, [s.schedule(t) * factor[t] for t in range(18)], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"ReduceOnPlateau\(monitor='loss'\)"):
+        ReduceOnPlateau("loss")  # the pre-parity call: refused with the fix
+    with pytest.raises(ValueError, match="verbose"):
+        ReduceOnPlateau(verbose=-1)
+
+
+def test_discriminative_lr_reads_factors_as_every_adapter():
+    F = LRFactors
+    assert DiscriminativeLR().factors == F.geometric(2.6)
+    assert DiscriminativeLR(0.5).factors == F.layer_decay(0.5)
+    assert DiscriminativeLR([1, 2]).factors == F.explicit([1, 2])
+    assert DiscriminativeLR(F.spread(1e-5, 1e-3).get_config()).factors == F.spread(1e-5, 1e-3)
+    for bad in ("fast", 0, None, FreezePlan.gradual()):
+        with pytest.raises(ValueError, match="factors must be"):
+            DiscriminativeLR(bad)
 
 
 def test_bad_arguments_are_refused_at_construction():
@@ -445,7 +511,27 @@ def test_swap_norms_group_and_frozen():
     with pytest.raises(ValueError, match="swap_norms"):
         model.fit(images, np.zeros((8, 2), "float32"), epochs=1, verbose=0, callbacks=[SwapNorm()])
     grouped.compile(keras.optimizers.SGD(0.1), "mse")
-    grouped.fit(images, np.zeros((8, 2), "float32"), epochs=1, verbose=0, callbacks=[SwapNorm()])
+    grouped.fit(images, np.zeros((8, 2), "float32"), epochs=1, verbose=0, callbacks=[SwapNorm(reuse_params=False)])
+    with pytest.raises(ValueError, match="reuse_params"):
+        SwapNorm(reuse_params="yes")
+
+
+def test_freeze_batch_norm_skips_by_dotted_prefix_and_reaches_nested_layers():
+    model, images = _conv_model()
+    bn1, bn2 = model.get_layer("base").get_layer("bn1"), model.get_layer("bn2")
+    stats = np.array(bn2.moving_mean)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    skipping = FreezeBatchNorm(skip=["base"])  # everything inside the nested model "base" (base.bn1)
+    model.fit(images, np.zeros((8, 2), "float32"), batch_size=4, epochs=1, verbose=0, callbacks=[skipping])
+    assert skipping.frozen == [bn2] and same([bn2.moving_mean], [stats])
+    inside = FreezeBatchNorm(layers=["base"], freeze_affine=True)
+    model.fit(images, np.zeros((8, 2), "float32"), batch_size=4, epochs=1, verbose=0, callbacks=[inside])
+    assert inside.frozen == [bn1] and not bn1.trainable and bn2.trainable
+    from hpcallbacks_keras import swap_norms  # the same skip rule: dotted paths inside the model
+
+    swapped = swap_norms(model, to="frozen", skip=["base"])
+    assert type(swapped.get_layer("base").get_layer("bn1")) is keras.layers.BatchNormalization
+    assert type(swapped.get_layer("bn2")).__name__ == "FrozenBatchNormalization"
 
 
 def test_swap_norms_refuses_subclassed_models_and_bad_groups():
@@ -602,7 +688,7 @@ def test_loss_balance():
 def _plateau_run(tmp_path, interrupt_at=None):
     model, opt = _recording_model(0.1)
     callbacks = [LearningRateSchedule(hp.Constant(0.1)),
-                 ReduceOnPlateau("loss", factor=0.5, patience=0, min_delta=1e9),
+                 ReduceOnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9),
                  keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))]
     if interrupt_at is not None:
         callbacks.append(Interrupt(interrupt_at))
@@ -709,8 +795,7 @@ def test_gan_helpers_follow_the_core_per_discriminator_update():
     from hpcallbacks import gan as G
     from hpcallbacks_keras import InstanceNoise, LabelFlip, LabelSmoothing
 
-    noise = InstanceNoise(hp.PolynomialDecay(0.5, decay_steps=10, end_learning_rate=0.0), optimizer="d_optimizer",
-                          seed=3)
+    noise = InstanceNoise(hp.PolynomialDecay(0.5, decay_steps=10, end_learning_rate=0.0), optimizer="d_optimizer")
     smooth = LabelSmoothing(real=0.9, fake=0.1, schedule=hp.PolynomialDecay(1.0, decay_steps=12,
                                                                             end_learning_rate=0.0),
                             optimizer="d_optimizer")
@@ -722,6 +807,7 @@ def test_gan_helpers_follow_the_core_per_discriminator_update():
             super().__init__()
             self.d = keras.layers.Dense(1)
             self.rec = keras.Variable(np.zeros((16, 10), "float32"), trainable=False)
+            self.noise_seed = keras.random.SeedGenerator(3)  # tracked by the model, as the torch adapters' generator
 
         def call(self, x):
             return self.d(x)
@@ -733,7 +819,7 @@ def test_gan_helpers_follow_the_core_per_discriminator_update():
         def train_step(self, data):
             x, _ = data
             targets = smooth.targets(flip.targets(ops.convert_to_tensor(labels)))
-            noisy = noise.apply(x)
+            noisy = noise.apply(x, generator=self.noise_seed)
             step = ops.cast(self.d_optimizer.iterations, "int32")
             row = ops.concatenate([ops.reshape(noise.std(), (1,)), ops.reshape(targets, (4,)),
                                    ops.reshape(ops.cast(flip.flips(4), "float32"), (4,)),
@@ -792,7 +878,7 @@ def test_model_saves_and_loads_after_fit_with_the_callbacks(tmp_path):
         keras.callbacks.ModelCheckpoint(str(tmp_path / "during.keras"))])  # a full save while fit runs
     during = keras.models.load_model(str(tmp_path / "during.keras"))  # warnings are errors here
     assert during.optimizer.momentum == pytest.approx(momentum(17))
-    model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=[ReduceOnPlateau("loss")])
+    model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=[ReduceOnPlateau(monitor="loss")])
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.models.load_model(path)  # no skipped optimizer variables after ReduceOnPlateau either

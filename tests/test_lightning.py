@@ -382,6 +382,35 @@ def test_freeze_batch_norm_callback():
     assert not torch.equal(model.backbone[0].weight, Backbone().backbone[0].weight)
 
 
+def test_freeze_batch_norm_layers_skip_and_staged_plans():
+    # layers= (as in HF and Keras): only the BatchNorm layers inside those modules
+    model = Backbone()
+    frozen = HL.FreezeBatchNorm(layers=["backbone"])
+    _fit(model, [frozen], epochs=1)
+    assert frozen.layers == [model.backbone[1]]
+    for callback, message in ((HL.FreezeBatchNorm(layers=["head"]), "no BatchNorm layer to freeze"),
+                              (HL.FreezeBatchNorm(skip="backbone"), "no BatchNorm layer to freeze"),
+                              (HL.FreezeBatchNorm(layers=["nope"]), "nope")):
+        with pytest.raises(ValueError, match=message):
+            _fit(Backbone(), [callback], epochs=1)
+    with pytest.raises(ValueError, match="layers must be"):
+        HL.FreezeBatchNorm(layers="backbone")
+    # a StagedUnfreeze stage that trains the BatchNorm's group does not release it
+    model = Backbone()
+    bn = model.backbone[1]
+    mean, weight = bn.running_mean.clone(), bn.weight.detach().clone()
+    _fit(model, [HL.StagedUnfreeze(FreezePlan.head_then_all(head_epochs=1), groups=["backbone", "head"]),
+                 HL.FreezeBatchNorm()], epochs=2)
+    assert torch.equal(bn.running_mean, mean)
+    assert not torch.equal(bn.weight, weight)  # freeze_affine=False: gamma trains with its group
+    model = Backbone()
+    bn = model.backbone[1]
+    weight = bn.weight.detach().clone()
+    _fit(model, [HL.FreezeBatchNorm(freeze_affine=True),
+                 HL.StagedUnfreeze(FreezePlan.head_then_all(head_epochs=1), groups=["backbone", "head"])], epochs=2)
+    assert torch.equal(bn.weight, weight) and not bn.weight.requires_grad
+
+
 def test_discriminative_lr_composes_with_a_torch_scheduler():
     def step_lr(self):
         opt = torch.optim.SGD(self.parameters(), lr=0.2)
