@@ -1,9 +1,12 @@
 """The design's rule "same callback names, same arguments in every adapter", checked by signature.
 
-Lightning's and HF's callbacks of the batch-size, hyperparameter, GAN, advisor and range-test
-families, ``ReduceOnPlateau`` and ``DiscriminativeLR`` take the same parameters, in the same
-order, with the same kinds and defaults. (Imports both frameworks: the cost is shared with the
-other adapter tests of the suite.)
+Moving a training script between Keras, Lightning and HF is a change of import: the three
+adapters export the same callback classes (:data:`ADAPTER_ONLY` lists the few that are not
+callbacks a script names, each with its reason), and every shared class takes the same
+parameters, in the same order, with the same kinds and defaults. The only differences allowed
+are trailing keyword-only parameters that one adapter needs because of its framework, listed
+with their reason in :data:`EXTRAS`. (Imports Keras, Lightning and Transformers in one
+process: the cost is shared with the other adapter tests of the suite.)
 """
 from __future__ import annotations
 
@@ -11,29 +14,110 @@ import inspect
 
 import pytest
 
+pytest.importorskip("keras")
 pytest.importorskip("lightning.pytorch")
 pytest.importorskip("transformers")
 
 import hpcallbacks_hf as HF  # noqa: E402
+import hpcallbacks_keras as HK  # noqa: E402
 import hpcallbacks_lightning as HL  # noqa: E402
 
-SAME = ["GradientAccumulation", "ScaleLearningRate", "BatchRamp", "ParamScheduler", "InstanceNoise", "LabelSmoothing",
-        "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder", "ReduceOnPlateau", "DiscriminativeLR"]
+ADAPTERS = {"keras": HK, "lightning": HL, "hf": HF}
+
+#: Exported classes that are not in every adapter: name -> (the adapters exporting it, why).
+ADAPTER_ONLY = {
+    # the base class of the adapter's callbacks, not a callback a script names; Lightning's callbacks
+    # are built from mixins on the namespace's own Callback (lightning.pytorch or pytorch_lightning)
+    "HPCallback": ({"keras", "hf"}, "base class"),
+    # a Keras layer (BatchNorm held in inference mode, built by swap_norms(to="frozen")); the torch
+    # equivalent is hpcallbacks.torch.FrozenBatchNorm2d, shared by Lightning and HF
+    "FrozenBatchNormalization": ({"keras"}, "Keras layer; torch: hpcallbacks.torch.FrozenBatchNorm2d"),
+    # a Keras optimizer; the torch equivalent is hpcallbacks.torch.LARS (same numbers)
+    "LARS": ({"keras"}, "Keras optimizer; torch: hpcallbacks.torch.LARS"),
+    # a layer group of a Keras model (discover_groups / resolve_groups); the torch equivalent is
+    # hpcallbacks.torch.LayerGroup (hpcallbacks.torch.discover_groups)
+    "Group": ({"keras"}, "Keras layer group; torch: hpcallbacks.torch.LayerGroup"),
+    # wraps a Keras LearningRateSchedule object so it counts optimizer updates, not micro-batches,
+    # under gradient_accumulation_steps (GradientAccumulation installs it); no torch equivalent
+    # exists or is needed: torch LR schedulers step once per optimizer update in Lightning and HF
+    "UpdateCountSchedule": ({"keras"}, "Keras schedule-object fix; none needed in torch"),
+}
+
+_LOG = ("Lightning only: switches the callback's own logging to the Trainer's loggers; Keras writes the "
+        "values into fit's epoch logs and HF's schedules into its log dict")
+_LOG_BOTH = "Lightning and HF: switches the value's logging to the trainer's loggers; Keras writes fit's epoch logs"
+_KERAS_GAN = ("Keras only: the values are read in-graph from a table sized before the epoch, and Keras tells "
+              "callbacks only the batches per epoch, not the discriminator updates per batch")
+
+#: Adapter-only trailing keyword-only parameters: adapter -> class -> {parameter: why}.
+EXTRAS: dict[str, dict[str, dict[str, str]]] = {
+    "keras": {
+        "ReduceOnPlateau": {"verbose": "Keras only: prints each reduction, as Keras' ReduceLROnPlateau(verbose=1)"},
+        "HyperparameterAdvisor": {"per_device_batch_size": "Keras only: Keras gives callbacks no batch size "
+                                                           "(the torch adapters read the dataloader's)"},
+        "InstanceNoise": {"updates_per_batch": _KERAS_GAN},
+        "LabelSmoothing": {"updates_per_batch": _KERAS_GAN},
+        "LabelFlip": {"updates_per_batch": _KERAS_GAN,
+                      "max_batch_size": "Keras only: the core's flip decisions are made on the host and "
+                                        "tabulated for this many samples per update"},
+    },
+    "lightning": {
+        **{name: {"log": _LOG} for name in ["LearningRateSchedule", *HF.FAMILIES, "ReduceOnPlateau",
+                                             "StagedUnfreeze"]},
+        **{name: {"log": _LOG_BOTH} for name in ["ScaleLearningRate", "BatchRamp", "ParamScheduler",
+                                                  "InstanceNoise", "LabelFlip"]},
+    },
+    "hf": {name: {"log": _LOG_BOTH} for name in ["ScaleLearningRate", "BatchRamp", "ParamScheduler",
+                                                  "InstanceNoise", "LabelFlip"]},
+}
 
 
-def parameters(cls, drop=()):
-    return [(p.name, p.kind, p.default) for p in inspect.signature(cls).parameters.values() if p.name not in drop]
+def exported_classes(module) -> set[str]:
+    return {name for name in module.__all__ if inspect.isclass(getattr(module, name))}
 
 
-@pytest.mark.parametrize("name", SAME)
-def test_same_arguments_in_lightning_and_hf(name):
-    # ReduceOnPlateau's keyword-only log= switches Lightning's own "lr" logging; HF logs the LR itself
-    drop = ("log",) if name == "ReduceOnPlateau" else ()
-    assert parameters(getattr(HF, name)) == parameters(getattr(HL, name), drop)
+SHARED = sorted(set.intersection(*(exported_classes(m) for m in ADAPTERS.values())))
+
+
+def test_every_adapter_exports_the_same_classes():
+    for adapter, module in ADAPTERS.items():
+        expected = set(SHARED) | {name for name, (where, _) in ADAPTER_ONLY.items() if adapter in where}
+        assert exported_classes(module) == expected, adapter
+    assert len(SHARED) >= 33  # the callbacks (schedules, plans, batch, GAN, advisor, finder) and the warning
+
+
+def parameters(adapter: str, name: str) -> list[tuple[str, object, object]]:
+    extras = EXTRAS.get(adapter, {}).get(name, {})
+    params = list(inspect.signature(getattr(ADAPTERS[adapter], name)).parameters.values())
+    kept = [p for p in params if p.name not in extras]
+    tail = params[len(kept):]
+    # the extras are the trailing parameters and keyword-only: a script written for another adapter
+    # never passes them and calls this one the same way
+    assert sorted(p.name for p in tail) == sorted(extras), (adapter, name, [p.name for p in tail], sorted(extras))
+    assert all(p.kind == p.KEYWORD_ONLY for p in tail), (adapter, name, [(p.name, p.kind) for p in tail])
+    return [(p.name, p.kind, p.default) for p in kept]
+
+
+@pytest.mark.parametrize("name", [n for n in SHARED if n != "HyperparameterWarning"])
+def test_same_arguments_in_every_adapter(name):
+    keras, lightning, hf = (parameters(adapter, name) for adapter in ADAPTERS)
+    assert keras == lightning, "keras vs lightning"
+    assert hf == lightning, "hf vs lightning"
+
+
+def test_extras_are_real_and_keras_ones_documented():
+    for adapter, classes in EXTRAS.items():
+        for name, extras in classes.items():
+            cls = getattr(ADAPTERS[adapter], name)
+            assert set(extras) <= set(inspect.signature(cls).parameters), (adapter, name)  # no stale entry
+            assert all(reason for reason in extras.values())
+            if adapter == "keras":
+                assert all(f"``{p}``" in (cls.__doc__ or "") for p in extras), name
 
 
 def test_one_warning_class_for_every_adapter():
     from hpcallbacks.advice import HyperparameterWarning
     from hpcallbacks_lightning._extras import HyperparameterWarning as FromLightning
 
-    assert HF.HyperparameterWarning is HyperparameterWarning is FromLightning
+    assert HF.HyperparameterWarning is HK.HyperparameterWarning is HL.HyperparameterWarning is HyperparameterWarning
+    assert FromLightning is HyperparameterWarning
