@@ -329,6 +329,26 @@ def test_torch_lr_schedulers_survive_the_unfreeze(name):
     assert trainer.lr_scheduler_configs[0].scheduler.optimizer is trainer.optimizers[0]
 
 
+def test_initial_lr_of_the_unfrozen_backbone_is_what_was_asked():
+    """BackboneFinetuning's ``initial_denom_lr`` has no effect (it passes an explicit ``lr`` to
+    ``unfreeze_and_add_param_group``, which then ignores the denominator); with hpcallbacks the
+    backbone's LR after the unfreeze is the plan's factor x the schedule, whatever was asked."""
+    from lightning.pytorch.callbacks import BackboneFinetuning
+
+    def backbone_lr_after_unfreeze(callback):
+        rec = Recorder(modules=lambda m: [m.backbone, m.head])
+        _fit(Backbone(), [callback, rec], epochs=2)
+        return rec.records[-1][1][0]
+
+    anchor = [backbone_lr_after_unfreeze(BackboneFinetuning(unfreeze_backbone_at_epoch=1, initial_denom_lr=d))
+              for d in (10.0, 1000.0)]
+    assert anchor[0] == anchor[1]  # the bug: a 100x different denominator, the same LR
+    ours = [backbone_lr_after_unfreeze(HL.StagedUnfreeze(
+        FreezePlan.head_then_all(head_epochs=1, factors=LRFactors.explicit([1 / d, 1.0])), groups=["backbone", "head"]))
+        for d in (10.0, 1000.0)]
+    assert ours == pytest.approx([0.1 / 10.0, 0.1 / 1000.0])  # the optimizer's LR 0.1 x the asked factor
+
+
 @pytest.mark.parametrize("ours", [False, True], ids=["BackboneFinetuning", "StagedUnfreeze"])
 def test_frozen_batch_norm_statistics_are_untouched(ours):
     from lightning.pytorch.callbacks import BackboneFinetuning
