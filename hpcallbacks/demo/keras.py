@@ -5,7 +5,8 @@ weights; ``weights=None`` is untrained), so the demo makes its own pretrained ne
 small: a 3-block CNN (Conv-BatchNorm-ReLU x 3, global pooling, a 64-unit dense layer; 28k
 parameters) trained from scratch inside the demo on scikit-learn's digits 0-4 (all 901 images,
 8x8, 12 epochs). That network, with a new 5-way head, is then fine-tuned on a *small* set of
-digits 5-9 (25 images per class, 125 in all), validated on 400 other images of 5-9.
+digits 5-9 (25 images per class, 125 in all), validated on 400 other images of 5-9, for 20 epochs
+(``--quick``: 6 pretraining epochs, 10 fine-tuning epochs).
 
 Three runs from the same pretrained weights, same new head, epochs, batch 16 and seed:
 
