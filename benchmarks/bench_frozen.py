@@ -44,7 +44,7 @@ from _machine import header, table  # noqa: E402
 from torch import nn  # noqa: E402
 
 from hpcallbacks import FreezePlan  # noqa: E402
-from hpcallbacks.demo import layer_groups, load_digits_images, make_module, pretrained_efficientnet  # noqa: E402
+from hpcallbacks_demo import layer_groups, load_digits_images, make_module, pretrained_efficientnet  # noqa: E402
 
 BATCH = 64  # the demo's batch size
 LR = 1e-3  # the demo's naive LR (Adam)

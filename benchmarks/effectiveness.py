@@ -14,7 +14,7 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from hpcallbacks import demo  # noqa: E402
+import hpcallbacks_demo as demo  # noqa: E402
 
 
 def main() -> None:

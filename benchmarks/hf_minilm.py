@@ -40,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from hpcallbacks import FreezePlan  # noqa: E402
 from hpcallbacks import schedules as S  # noqa: E402
-from hpcallbacks.demo import hf as demo_hf  # noqa: E402
+from hpcallbacks_demo import hf as demo_hf  # noqa: E402
 
 PLAIN_LR = 5e-5  # TrainingArguments' default
 PEAK_LR = 1e-3  # the staged run's head LR at the slanted triangle's peak

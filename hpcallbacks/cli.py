@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -123,9 +124,9 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import main as demo_main
-
-    return demo_main(args.rest)
+    # The demo is its own top-level package (it imports the adapters; nothing under hpcallbacks/ may),
+    # found by name when the verb runs.
+    return importlib.import_module("hpcallbacks_demo").main(args.rest)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -45,3 +45,12 @@ def test_advise_reports_out_of_range_values():
     assert "learning_rate = 0.1" in out.stdout and "batch_size = 4096" in out.stdout
     ok = run("advise", "--optimizer", "adam", "--learning-rate", "0.003", "--batch-size", "64")
     assert ok.returncode == 0, ok.stdout
+
+
+def test_demo_verb_runs_the_demo_package(tmp_path):
+    # `hpcallbacks demo` lives in hpcallbacks_demo (it imports the adapters); the verb finds it by name
+    out = run("demo", "--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: hpcallbacks demo") and "--framework" in out.stdout
+    bad = run("demo", "--framework", "keras", "--runs", "frozen", cwd=tmp_path)
+    assert bad.returncode == 2 and "naive, two_phase, recipe" in bad.stderr

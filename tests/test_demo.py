@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hpcallbacks import demo
+import hpcallbacks_demo as demo
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -75,7 +75,7 @@ def test_runs_are_named_per_framework(capsys):
 def test_vader_labels_and_split():
     pytest.importorskip("vaderSentiment")
     pytest.importorskip("sklearn")
-    from hpcallbacks.demo import hf
+    from hpcallbacks_demo import hf
 
     words, labels = hf.vader_lexicon()
     assert (len(words), sum(labels)) == (5830, 2580)  # mean rating >= 1: 2,580; <= -1: 3,250

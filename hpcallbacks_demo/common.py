@@ -24,7 +24,7 @@ from pathlib import Path
 def restart_at_unfreeze(learning_rate: float, steps_per_epoch: int, epochs: int, head_epochs: int = 1):
     """Cosine with one warm restart (H3, SGDR), at the end of the head-only stage: one cosine over
     the head's epochs, a second over the rest of the run, each ending at ``0.05 * learning_rate``."""
-    from .. import schedules as S
+    from hpcallbacks import schedules as S
 
     head = max(1, head_epochs * steps_per_epoch)
     rest = max(1, (epochs - head_epochs) * steps_per_epoch)
@@ -81,7 +81,7 @@ def plot_curves(results: Sequence[RunResult], path: Path, labels: Mapping[str, s
 
 def print_findings(findings, run: str) -> None:
     """The advisor's findings (handbook H2) on one run's settings."""
-    from ..advice import format_findings
+    from hpcallbacks.advice import format_findings
 
     print(f"\nadvisor on {run}:")
     print(format_findings(findings) or "  no findings")

@@ -36,9 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import schedules as S
-from ..advice import check as check_hyperparameters
-from ..plans import FreezePlan, LRFactors, Recommendation
+from hpcallbacks import schedules as S
+from hpcallbacks.advice import check as check_hyperparameters
+from hpcallbacks.plans import FreezePlan, LRFactors, Recommendation
+
 from .common import RunResult, print_findings, restart_at_unfreeze, run_all
 
 BATCH_SIZE = 32
@@ -204,7 +205,7 @@ def run(args: Any, out: Path, names: list[str], epochs: int) -> tuple[list[RunRe
           f"({positives} positive) / {n_val} validation tokens (majority class {majority / n_val:.3f}), "
           f"{epochs} epochs of {steps_per_epoch} updates, batch {BATCH_SIZE}, seed {args.seed}")
     print(f"recipe: {rec}")
-    from ..plot import plot_plan
+    from hpcallbacks.plot import plot_plan
 
     plan_png = plot_plan(schedule, rec.plan, len(GROUP_NAMES), steps_per_epoch, epochs, out / "plan.png",
                          group_names=GROUP_NAMES,

@@ -36,9 +36,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import schedules as S
-from ..advice import check as check_hyperparameters
-from ..plans import FreezePlan, LRFactors, Recommendation
+from hpcallbacks import schedules as S
+from hpcallbacks.advice import check as check_hyperparameters
+from hpcallbacks.plans import FreezePlan, LRFactors, Recommendation
+
 from .common import RunResult, print_findings, restart_at_unfreeze, run_all
 
 BATCH_SIZE = 16
@@ -181,7 +182,7 @@ def run(args: Any, out: Path, names: list[str], epochs: int) -> tuple[list[RunRe
     weights, accuracy, seconds = pretrain(pretraining, args.seed, PRETRAIN_EPOCHS[quick])
     print(f"pretrained on 0-4: training accuracy {accuracy:.3f} ({seconds:.1f} s)")
     print(f"recipe: {rec}")
-    from ..plot import plot_plan
+    from hpcallbacks.plot import plot_plan
 
     group_names = ["+".join(g) for g in GROUPS]
     plan_png = plot_plan(schedule, rec.plan, len(GROUPS), steps_per_epoch, epochs, out / "plan.png",

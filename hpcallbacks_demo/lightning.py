@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import schedules as S
-from ..advice import check as check_hyperparameters
-from ..plans import FreezePlan, LRFactors
+from hpcallbacks import schedules as S
+from hpcallbacks.advice import check as check_hyperparameters
+from hpcallbacks.plans import FreezePlan, LRFactors
+
 from .common import RunResult, print_findings, run_all
 
 IMAGE_SIZE = 32
@@ -196,7 +197,7 @@ def run(args: Any, out: Path, names: list[str], epochs: int) -> tuple[list[RunRe
     print(f"EfficientNet-Lite0 (ImageNet weights) on sklearn digits: {n_train} training / {len(data[1][1])} "
           f"validation images, {epochs} epochs, seed {args.seed}")
     print(f"recipe: {explanation}")
-    from ..plot import plot_plan
+    from hpcallbacks.plot import plot_plan
 
     group_names = ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"]
     plan_png = plot_plan(schedule, plan, len(group_names), steps_per_epoch, epochs, out / "plan.png",

@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def runner(framework: str):
-    """The runner module of ``framework`` (see :mod:`hpcallbacks.demo.common`)."""
+    """The runner module of ``framework`` (see :mod:`hpcallbacks_demo.common`)."""
     return importlib.import_module(f".{FRAMEWORKS[framework]}", __name__)
 
 
