@@ -17,6 +17,7 @@ Adapters apply the plans while training runs: ``hpcallbacks_keras``, ``hpcallbac
 """
 from __future__ import annotations
 
+from ._checks import ArgumentError
 from .advice import Finding, loss_balance
 from .advice import check as check_hyperparameters
 from .batch import Accumulation, BatchRamp, accumulation_steps, lars_trust_ratio, scale_learning_rate, scaling_warmup
@@ -70,4 +71,5 @@ __all__ = [
     "lars_trust_ratio", "scale_learning_rate", "scaling_warmup", "InstanceNoise", "LabelFlip", "LabelSmoothing",
     "NormSwap", "group_norm_groups", "ParamSchedule",
     "BN_POLICIES", "FreezePlan", "LRFactors", "Recommendation", "ResolvedPlan", "Stage", "fine_tune_learning_rate",
+    "ArgumentError",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+from . import _checks as check
 from .schedules import _from_json, _to_json
 
 T = TypeVar("T", bound="Value")
@@ -23,11 +24,11 @@ class Value:
 
     @classmethod
     def from_config(cls: type[T], config: dict[str, Any]) -> T:
-        """Rebuild from :meth:`get_config` output; refuses keys the constructor does not take."""
-        if not isinstance(config, dict):
-            raise ValueError(f"config must be a dict from get_config(); got {config!r}")
-        known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"config keys must be among {sorted(known)}; got unknown {unknown}")
+        """Rebuild from :meth:`get_config` output.
+
+        A non-dict, or a key the constructor does not take, is a ``ValueError`` that names the
+        unknown key, the closest allowed one ("did you mean ...?") and every allowed key.
+        """
+        known = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+        check.config_keys(cls.__name__, config, known)
         return cls(**{k: _from_json(v) for k, v in config.items()})

@@ -231,6 +231,8 @@ class LRFactors:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LRFactors:
+        """Rebuild from :meth:`get_config` output; refuses keys other than ``kind`` and ``value``."""
+        check.config_keys("LRFactors", config, ("kind", "value"))
         v = config.get("value", 1.0)
         return cls(config.get("kind", "uniform"), tuple(v) if isinstance(v, list) else v)
 
@@ -487,10 +489,36 @@ class FreezePlan:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> FreezePlan:
-        stages = [Stage(s, tuple(t) if isinstance(t, list) else t) for s, t in config["stages"]]
+        """Rebuild from :meth:`get_config` output.
+
+        A key :meth:`get_config` does not write is refused, so a misspelt one cannot change the
+        plan silently (``then_evry`` would otherwise turn a gradual plan into head-only):
+
+        >>> FreezePlan.from_config({"stages": [[0, 1]], "then_evry": 1})
+        Traceback (most recent call last):
+          ...
+        ValueError: FreezePlan config has unknown key 'then_evry' (did you mean 'then_every'?); \
+the allowed keys are: stages, unit, bn, factors, then_every, then_add
+        """
+        check.config_keys("FreezePlan", config, ("stages", "unit", "bn", "factors", "then_every", "then_add"),
+                          required=("stages",))
+        stages_config = check.sequence("stages", config["stages"], min_len=1)
+        pairs = []
+        for i, pair in enumerate(stages_config):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ValueError(f"stages[{i}] must be a [start, trainable] pair; got {pair!r}")
+            pairs.append(pair)
+        stages = [Stage(s, tuple(t) if isinstance(t, list) else t) for s, t in pairs]
         return cls(stages=stages, unit=config.get("unit", "epoch"), bn=config.get("bn", "freeze_stats"),
                    factors=LRFactors.from_config(config.get("factors", {})),
                    then_every=config.get("then_every"), then_add=config.get("then_add", 1))
+
+
+# A call with a misspelt or missing argument raises check.ArgumentError (a TypeError and a
+# ValueError) that names the closest argument and every argument the class takes.
+for _cls in (Stage, LRFactors, FreezePlan):
+    check.checked_init(_cls)
+del _cls
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,15 @@ Each family is a small immutable value:
 A finite schedule (one with a natural end, such as ``CosineDecay`` after ``decay_steps``) holds
 its last value after that end; each docstring says so.
 
+Arguments are refused (``ValueError`` naming the argument, the value and what is allowed) only
+where no reference implementation accepts them or where they would give a NaN, infinite or
+negative learning rate, or a period of zero length. Growth is accepted as the references accept
+it (``ExponentialDecay(decay_rate > 1)``, ``CosineRestart(m_mul > 1)``, ``StepDecay`` /
+``MultiStepDecay`` / ``Cyclic`` with ``gamma > 1``): a growing schedule is one way to run a range
+test. A schedule never returns NaN or infinity: at the first update whose learning rate would
+pass the largest float (about 1.8e308) it raises ``ValueError`` saying which argument grows, so
+every adapter stops there with that message rather than training with a non-finite rate.
+
 The families of handbook H3 keep the TensorFlow/Keras argument names; the ones users know from
 torch (``StepDecay``, ``MultiStepDecay``, ``OneCycle``, ``Cyclic``) keep torch's names and
 numbers; ``InverseSqrt`` and ``WarmupStableDecay`` keep HuggingFace's.
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,7 +113,20 @@ class Schedule:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Schedule:
-        """Rebuild from :meth:`get_config` output (nested schedules included)."""
+        """Rebuild from :meth:`get_config` output (nested schedules included).
+
+        A key the constructor does not take is refused (``ValueError`` naming it, the closest
+        accepted key and every accepted key), so a misspelt argument never falls back to its
+        default silently.
+
+        >>> CosineRestart.from_config({"initial_learning_rate": 0.1, "first_decay_step": 10})
+        Traceback (most recent call last):
+          ...
+        ValueError: CosineRestart config has unknown key 'first_decay_step' (did you mean 'first_decay_steps'?); \
+the allowed keys are: initial_learning_rate, first_decay_steps, t_mul, m_mul, alpha
+        """
+        fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+        check.config_keys(cls.__name__, config, fields)
         kwargs = {k: _from_json(v) for k, v in config.items()}
         return cls(**kwargs)
 
@@ -130,12 +153,16 @@ def serialize(schedule: Schedule) -> dict[str, Any]:
 
 
 def deserialize(data: dict[str, Any]) -> Schedule:
-    """Inverse of :func:`serialize`; refuses unknown class names (no eval, no pickle)."""
+    """Inverse of :func:`serialize`; refuses unknown class names (no eval, no pickle), keys other
+    than ``class_name`` and ``config``, and config keys the class does not take."""
     if not isinstance(data, dict) or "class_name" not in data:
         raise ValueError(f"data must be a dict with 'class_name' and 'config'; got {data!r}")
+    check.config_keys("serialized schedule", data, ("class_name", "config"))
     name = data["class_name"]
     if name not in SCHEDULES:
-        raise ValueError(f"class_name must be one of {sorted(SCHEDULES)}; got {name!r}")
+        hint = check.did_you_mean(name, SCHEDULES)
+        raise ValueError(f"class_name must be one of {sorted(SCHEDULES)}; got {name!r}"
+                         + (f" ({hint})" if hint else ""))
     return SCHEDULES[name].from_config(data.get("config", {}))
 
 
@@ -158,8 +185,38 @@ def _lr(name: str, value: Any) -> float:
 
 
 def _length(name: str, value: Any) -> float:
-    """A length counted in optimizer updates: at least one update."""
-    return check.number(name, value, low=1.0)
+    """A length counted in optimizer updates: any positive number (Keras and TF1 refuse only
+    ``decay_steps <= 0``; a fraction of an update scales the exponent, e.g. ``decay_steps=0.5``
+    decays twice per update)."""
+    return check.positive(name, value)
+
+
+def _factor(name: str, value: Any) -> float:
+    """A multiplicative factor applied per period (``decay_rate``, ``gamma``): > 0, growth (> 1)
+    included, as Keras, TF1, optax and torch (which bound neither) accept. 0 stays refused: it
+    sends the learning rate to 0 after the first period (write ``Join`` with a ``Constant`` for that)."""
+    return check.positive(name, value)
+
+
+_INF = math.inf
+
+
+def _overflow(schedule: Schedule, step: Any, argument: str,
+              grows: str = "> 1 makes it grow without bound") -> ValueError:
+    value = getattr(schedule, argument)
+    return ValueError(
+        f"{type(schedule).__name__}: the learning rate of update {step!r} overflows (it would pass the largest "
+        f"float, about 1.8e308): {argument}={value!r} {grows}; end the run before this update or hold the value "
+        f"from an earlier update with Join"
+    )
+
+
+def _power(base: float, exponent: float) -> float:
+    """``base ** exponent``, with ``inf`` where Python raises ``OverflowError``."""
+    try:
+        return base**exponent
+    except OverflowError:
+        return _INF
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,31 +247,46 @@ class ExponentialDecay(Schedule):
     the exponent is ``floor(t / decay_steps)``. It never ends (no value is held).
     Large decay early for convergence, small late for fine tuning (handbook H3).
 
+    ``decay_rate`` is any number > 0: above 1 the learning rate grows (as Keras, TF1, optax and
+    torch ``ExponentialLR`` allow; one way to run a range test). A growing schedule raises
+    ``ValueError`` at the first update whose learning rate would overflow a float; it never
+    returns ``inf`` or NaN. ``decay_steps`` is any number > 0 (Keras refuses only ``<= 0``).
+
     >>> s = ExponentialDecay(0.1, decay_steps=100, decay_rate=0.5)
     >>> s(0), s(100), s(200)
     (0.1, 0.05, 0.025)
+    >>> ExponentialDecay(1e-6, decay_steps=1, decay_rate=2.0).curve(4)
+    [1e-06, 2e-06, 4e-06, 8e-06]
     """
 
     initial_learning_rate: float
     decay_steps: float
     decay_rate: float
     staircase: bool = False
-    monotone: ClassVar[str | None] = "decreasing"
 
     def __post_init__(self) -> None:
         _set(
             self,
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
             decay_steps=_length("decay_steps", self.decay_steps),
-            decay_rate=check.number("decay_rate", self.decay_rate, low=0.0, high=1.0, low_open=True),
+            decay_rate=_factor("decay_rate", self.decay_rate),
             staircase=check.boolean("staircase", self.staircase),
         )
+
+    @property
+    def monotone(self) -> str | None:  # type: ignore[override]
+        return "decreasing" if self.decay_rate <= 1.0 else "increasing"
 
     def __call__(self, step: int | float) -> float:
         p = _step(step) / self.decay_steps
         if self.staircase:
             p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate**p
+        if not self.initial_learning_rate:
+            return 0.0
+        value = self.initial_learning_rate * _power(self.decay_rate, p)
+        if value == _INF:
+            raise _overflow(self, step, "decay_rate")
+        return value
 
 
 @dataclass(frozen=True)
@@ -349,7 +421,9 @@ class CosineDecay(Schedule):
     with ``t' = min(t, decay_steps)``. With ``warmup_target``: a linear ramp from
     ``initial_learning_rate`` to ``warmup_target`` over ``warmup_steps``, then the same cosine
     from ``warmup_target``. Holds ``alpha * peak`` after the end (torch's ``CosineAnnealingLR``
-    rises again after ``T_max``; this does not).
+    rises again after ``T_max``; this does not). ``warmup_steps=0`` with ``warmup_target`` starts
+    the cosine at ``warmup_target`` at once, as Keras does. ``alpha`` is in [0, 1]: Keras and torch
+    (``eta_min``) document it as the minimum.
 
     >>> s = CosineDecay(1.0, decay_steps=100, alpha=0.1)
     >>> s(0), round(s(50), 12), round(s(100), 12), round(s(1000), 12)
@@ -361,7 +435,6 @@ class CosineDecay(Schedule):
     alpha: float = 0.0
     warmup_target: float | None = None
     warmup_steps: float = 0
-    monotone: ClassVar[str | None] = None
 
     def __post_init__(self) -> None:
         _set(
@@ -373,8 +446,10 @@ class CosineDecay(Schedule):
         )
         if self.warmup_target is not None:
             _set(self, warmup_target=_lr("warmup_target", self.warmup_target))
-            if self.warmup_steps < 1:
-                raise ValueError(f"warmup_steps must be >= 1 when warmup_target is set; got {self.warmup_steps!r}")
+
+    @property
+    def monotone(self) -> str | None:  # type: ignore[override]
+        return "decreasing" if self.warmup_target is None or self.warmup_steps == 0 else None
 
     def __call__(self, step: int | float) -> float:
         t = _step(step)
@@ -401,6 +476,13 @@ class CosineRestart(Schedule):
     T_mult=t_mul, eta_min=alpha * initial)``. It never ends. The restart index is computed
     exactly (Keras' float32 logarithm can miss a restart by one update).
 
+    ``m_mul`` is any number >= 0: above 1 each restart starts higher (Keras
+    ``CosineDecayRestarts``, TF1 ``cosine_decay_restarts`` and optax's SGDR accept it); the
+    schedule raises ``ValueError`` at the first update whose learning rate would overflow a
+    float. ``t_mul`` stays >= 1 (below 1 the periods sum to a finite length, after which Keras
+    gives NaN; torch needs ``T_mult >= 1``); ``alpha`` stays in [0, 1] (the minimum, as documented
+    by Keras and torch's ``eta_min``), so no learning rate is ever negative.
+
     >>> s = CosineRestart(1.0, first_decay_steps=10, t_mul=2.0)
     >>> s(0), s(10), s(30)   # restarts after 10, then 20 more updates
     (1.0, 1.0, 1.0)
@@ -418,7 +500,7 @@ class CosineRestart(Schedule):
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
             first_decay_steps=_length("first_decay_steps", self.first_decay_steps),
             t_mul=check.number("t_mul", self.t_mul, low=1.0),
-            m_mul=check.number("m_mul", self.m_mul, low=0.0, high=1.0),
+            m_mul=check.non_negative("m_mul", self.m_mul),
             alpha=check.unit("alpha", self.alpha),
         )
 
@@ -445,9 +527,14 @@ class CosineRestart(Schedule):
 
     def __call__(self, step: int | float) -> float:
         i, f = self.period(step)
-        m_fac = self.m_mul**i if self.m_mul != 1.0 else 1.0
-        decayed = (1 - self.alpha) * m_fac * _cosine(f) + self.alpha
-        return self.initial_learning_rate * decayed
+        m_fac = _power(self.m_mul, i) if self.m_mul != 1.0 else 1.0
+        if not self.initial_learning_rate:
+            return 0.0
+        decayed = (1 - self.alpha) * m_fac * _cosine(f) + self.alpha if self.alpha != 1.0 else 1.0
+        value = self.initial_learning_rate * decayed
+        if value == _INF or value != value:  # inf * 0 (a cosine at 0 in an overflowed period) is NaN
+            raise _overflow(self, step, "m_mul")
+        return value
 
 
 @dataclass(frozen=True)
@@ -458,6 +545,8 @@ class LinearCosineDecay(Schedule):
     ``linear = (decay_steps - t') / decay_steps``,
     ``cosine = 0.5 * (1 + cos(pi * 2 * num_periods * t' / decay_steps))``,
     ``lr(t) = initial * ((alpha + linear) * cosine + beta)``. Holds its value after the end.
+    ``alpha`` and ``beta`` are any numbers >= 0 (TF1 bounds neither; below 0 the learning rate
+    could be negative).
 
     >>> s = LinearCosineDecay(1.0, decay_steps=100)
     >>> s(0), round(s(100), 12)
@@ -476,8 +565,8 @@ class LinearCosineDecay(Schedule):
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
             decay_steps=_length("decay_steps", self.decay_steps),
             num_periods=check.non_negative("num_periods", self.num_periods),
-            alpha=check.unit("alpha", self.alpha),
-            beta=check.unit("beta", self.beta),
+            alpha=check.non_negative("alpha", self.alpha),
+            beta=check.non_negative("beta", self.beta),
         )
 
     @property
@@ -527,6 +616,8 @@ class NoisyLinearCosineDecay(Schedule):
     deterministic function of ``(seed, t)`` — the same value on every evaluation and after a
     resume — and the learning rate never goes below 0. Holds after ``decay_steps`` (the noise at
     ``t > decay_steps`` still depends on ``t``, as in TF1, with the variance of ``t'``).
+    ``variance_decay`` may be negative (the noise then grows until ``decay_steps``, as TF1
+    allows); ``alpha`` and ``beta`` are any numbers >= 0, as for :class:`LinearCosineDecay`.
 
     >>> s = NoisyLinearCosineDecay(0.1, decay_steps=1000, seed=3)
     >>> s(10) == s(10) and s(10) >= 0
@@ -548,17 +639,22 @@ class NoisyLinearCosineDecay(Schedule):
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
             decay_steps=_length("decay_steps", self.decay_steps),
             initial_variance=check.non_negative("initial_variance", self.initial_variance),
-            variance_decay=check.non_negative("variance_decay", self.variance_decay),
+            variance_decay=check.number("variance_decay", self.variance_decay),
             num_periods=check.non_negative("num_periods", self.num_periods),
-            alpha=check.unit("alpha", self.alpha),
-            beta=check.unit("beta", self.beta),
+            alpha=check.non_negative("alpha", self.alpha),
+            beta=check.non_negative("beta", self.beta),
             seed=check.number("seed", self.seed, low=0, high=2**32 - 1, integer=True),
         )
 
     def noise_std(self, step: int | float) -> float:
         """Standard deviation of ``eps_t``: ``sqrt(initial_variance / (1 + t') ** variance_decay)``."""
         t = min(_step(step), self.decay_steps)
-        return math.sqrt(self.initial_variance / (1.0 + t) ** self.variance_decay)
+        if not self.initial_variance:
+            return 0.0
+        try:
+            return math.sqrt(self.initial_variance / (1.0 + t) ** self.variance_decay)
+        except (OverflowError, ZeroDivisionError):  # (1 + t) ** variance_decay out of the float range
+            return 0.0 if self.variance_decay > 0 else _INF
 
     def noise(self, step: int | float) -> float:
         """The standard normal draw used at ``step`` (``eps_t = noise_std(t) * noise(t)``)."""
@@ -569,7 +665,10 @@ class NoisyLinearCosineDecay(Schedule):
         linear = (self.decay_steps - t) / self.decay_steps
         cosine = _cosine(2.0 * self.num_periods * t / self.decay_steps)
         eps = self.noise_std(step) * self.noise(step)
-        return max(0.0, self.initial_learning_rate * ((self.alpha + linear + eps) * cosine + self.beta))
+        value = self.initial_learning_rate * ((self.alpha + linear + eps) * cosine + self.beta)
+        if value == _INF or value != value:
+            raise _overflow(self, step, "variance_decay", "< 0 makes the noise grow with the step")
+        return max(0.0, value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,7 +685,8 @@ class Warmup(Schedule):
     HF ``get_linear_schedule_with_warmup(w, n)`` at base ``lr`` is
     ``Warmup(PolynomialDecay(lr, n - w, end_learning_rate=0), w)``; Keras
     ``CosineDecay(a, d, warmup_target=b, warmup_steps=w)`` is
-    ``Warmup(CosineDecay(b, d), w, start_value=a)``.
+    ``Warmup(CosineDecay(b, d), w, start_value=a)``. ``warmup_steps=0`` is no warmup (HF's
+    ``num_warmup_steps=0``, Keras' ``warmup_steps=0``).
 
     >>> s = Warmup(Constant(1.0), warmup_steps=4)
     >>> s.curve(6)
@@ -602,7 +702,7 @@ class Warmup(Schedule):
         _set(
             self,
             schedule=as_schedule(self.schedule),
-            warmup_steps=_length("warmup_steps", self.warmup_steps),
+            warmup_steps=check.non_negative("warmup_steps", self.warmup_steps),
             start_value=_lr("start_value", self.start_value),
             mode=check.choice("mode", self.mode, ("linear", "exponential")),
         )
@@ -627,6 +727,9 @@ class Warmup(Schedule):
 class StepDecay(Schedule):
     """torch ``StepLR``: ``lr(t) = initial_learning_rate * gamma ** floor(t / step_size)``.
 
+    ``gamma`` is any number > 0 (torch bounds it not): above 1 the learning rate grows, and the
+    schedule raises ``ValueError`` at the first update whose learning rate would overflow a float.
+
     >>> StepDecay(1.0, step_size=10, gamma=0.5).curve(12)[9:]
     [1.0, 0.5, 0.5]
     """
@@ -634,25 +737,37 @@ class StepDecay(Schedule):
     initial_learning_rate: float
     step_size: int
     gamma: float = 0.1
-    monotone: ClassVar[str | None] = "decreasing"
 
     def __post_init__(self) -> None:
         _set(
             self,
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
             step_size=check.positive_int("step_size", self.step_size),
-            gamma=check.number("gamma", self.gamma, low=0.0, high=1.0, low_open=True),
+            gamma=_factor("gamma", self.gamma),
         )
 
+    @property
+    def monotone(self) -> str | None:  # type: ignore[override]
+        return "decreasing" if self.gamma <= 1.0 else "increasing"
+
     def __call__(self, step: int | float) -> float:
-        return self.initial_learning_rate * self.gamma ** math.floor(_step(step) / self.step_size)
+        k = math.floor(_step(step) / self.step_size)
+        if not self.initial_learning_rate:
+            return 0.0
+        value = self.initial_learning_rate * _power(self.gamma, k)
+        if value == _INF:
+            raise _overflow(self, step, "gamma")
+        return value
 
 
 @dataclass(frozen=True)
 class MultiStepDecay(Schedule):
     """torch ``MultiStepLR``: multiply by ``gamma`` at each milestone (switching at the milestone).
 
-    ``lr(t) = initial_learning_rate * gamma ** (number of milestones <= t)``.
+    ``lr(t) = initial_learning_rate * gamma ** (number of milestones <= t)``. As in torch, the
+    milestones may come in any order (they are kept sorted) and a milestone given twice
+    multiplies by ``gamma`` twice; ``gamma`` is any number > 0 (above 1 the learning rate grows,
+    and an overflow of the float range raises ``ValueError``).
 
     >>> MultiStepDecay(1.0, milestones=[2, 4], gamma=0.5).curve(5)
     [1.0, 1.0, 0.5, 0.5, 0.25]
@@ -661,21 +776,29 @@ class MultiStepDecay(Schedule):
     initial_learning_rate: float
     milestones: Sequence[int]
     gamma: float = 0.1
-    monotone: ClassVar[str | None] = "decreasing"
 
     def __post_init__(self) -> None:
         milestones = check.sequence("milestones", self.milestones, min_len=1)
-        milestones = tuple(check.non_negative_int(f"milestones[{i}]", m) for i, m in enumerate(milestones))
-        check.increasing("milestones", milestones)
+        milestones = tuple(sorted(check.non_negative_int(f"milestones[{i}]", m) for i, m in enumerate(milestones)))
         _set(
             self,
             initial_learning_rate=_lr("initial_learning_rate", self.initial_learning_rate),
             milestones=milestones,
-            gamma=check.number("gamma", self.gamma, low=0.0, high=1.0, low_open=True),
+            gamma=_factor("gamma", self.gamma),
         )
 
+    @property
+    def monotone(self) -> str | None:  # type: ignore[override]
+        return "decreasing" if self.gamma <= 1.0 else "increasing"
+
     def __call__(self, step: int | float) -> float:
-        return self.initial_learning_rate * self.gamma ** bisect.bisect_right(self.milestones, _step(step))
+        k = bisect.bisect_right(self.milestones, _step(step))
+        if not self.initial_learning_rate:
+            return 0.0
+        value = self.initial_learning_rate * _power(self.gamma, k)
+        if value == _INF:
+            raise _overflow(self, step, "gamma")
+        return value
 
 
 def _anneal(start: float, end: float, pct: float, strategy: str) -> float:
@@ -755,7 +878,10 @@ class Cyclic(Schedule):
 
     A triangle between ``base_lr`` and ``max_lr``: ``step_size_up`` updates up, ``step_size_down``
     (default: the same) down. ``mode="triangular"`` keeps the height, ``"triangular2"`` halves it
-    each cycle, ``"exp_range"`` scales it by ``gamma ** t``. It never ends.
+    each cycle, ``"exp_range"`` scales it by ``gamma ** t``. It never ends. ``gamma`` is any number
+    > 0 (torch bounds it not): above 1 the height grows, which needs ``max_lr >= base_lr`` (a
+    growing negative height would push the learning rate below 0), and an overflow of the float
+    range raises ``ValueError``.
 
     >>> Cyclic(0.1, 1.0, step_size_up=2).curve(5)
     [0.1, 0.55, 1.0, 0.55, 0.1]
@@ -775,10 +901,16 @@ class Cyclic(Schedule):
             max_lr=_lr("max_lr", self.max_lr),
             step_size_up=check.positive_int("step_size_up", self.step_size_up),
             mode=check.choice("mode", self.mode, ("triangular", "triangular2", "exp_range")),
-            gamma=check.number("gamma", self.gamma, low=0.0, high=1.0, low_open=True),
+            gamma=_factor("gamma", self.gamma),
         )
         if self.step_size_down is not None:
             _set(self, step_size_down=check.positive_int("step_size_down", self.step_size_down))
+        if self.mode == "exp_range" and self.gamma > 1 and self.max_lr < self.base_lr:
+            raise ValueError(
+                f"gamma must be <= 1 in mode='exp_range' when max_lr < base_lr (a growing height below base_lr "
+                f"makes the learning rate negative); got gamma={self.gamma!r}, base_lr={self.base_lr!r}, "
+                f"max_lr={self.max_lr!r}"
+            )
 
     def __call__(self, step: int | float) -> float:
         t = _step(step)
@@ -795,8 +927,13 @@ class Cyclic(Schedule):
         elif self.mode == "triangular2":
             factor = math.ldexp(1.0, -(cycle - 1))  # 1 / 2 ** (cycle - 1), underflowing to 0
         else:
-            factor = self.gamma**t
-        return self.base_lr + height * factor
+            if not height:
+                return self.base_lr
+            factor = _power(self.gamma, t)
+        value = self.base_lr + height * factor
+        if value == _INF:
+            raise _overflow(self, step, "gamma")
+        return value
 
 
 @dataclass(frozen=True)
@@ -981,7 +1118,15 @@ class Join(Schedule):
         return self.schedules[i](t - offset)
 
 
+# A call with a misspelt or missing argument raises check.ArgumentError (a TypeError and a
+# ValueError) that names the closest argument and every argument the class takes.
+for _cls in list(SCHEDULES.values()):
+    check.checked_init(_cls)
+del _cls
+
+
 # --------------------------------------------------------------------------------------------
+@check.checked_init
 class ReduceOnPlateau:
     """Reduce the learning rate when a metric stops improving: a small state machine.
 
@@ -1000,6 +1145,8 @@ class ReduceOnPlateau:
 
     ``threshold_mode`` ("abs" or "rel") overrides the convention's threshold rule.
     ``mode="auto"`` picks "max" for monitors whose name contains "acc", else "min".
+    ``factor`` is in [0, 1), as both references allow: 0 drops the learning rate to ``min_lr`` at
+    the first plateau.
 
     >>> p = ReduceOnPlateau(factor=0.5, patience=2)
     >>> [p.update(v) for v in (1.0, 1.0, 1.0, 0.5)]
@@ -1021,7 +1168,7 @@ class ReduceOnPlateau:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name such as 'val_loss'; got {monitor!r}")
         self.monitor = monitor
-        self.factor = check.number("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.factor = check.number("factor", factor, low=0.0, high=1.0, high_open=True)
         self.patience = check.non_negative_int("patience", patience)
         self.mode = check.choice("mode", mode, ("auto", "min", "max"))
         self.min_delta = check.non_negative("min_delta", min_delta)
@@ -1043,6 +1190,8 @@ class ReduceOnPlateau:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ReduceOnPlateau:
+        """Rebuild from :meth:`get_config` output; refuses keys the constructor does not take."""
+        check.config_keys(cls.__name__, config, inspect.signature(cls).parameters)
         return cls(**config)
 
     def __repr__(self) -> str:

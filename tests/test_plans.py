@@ -171,3 +171,66 @@ def test_lr_factors_parse_is_the_one_reading_of_factors():
             F.parse(bad)
     with pytest.raises(ValueError, match=r"factors\[1\]"):
         F.parse([1.0, 0.0])
+
+
+# ------------------------------------------------------------------------------- configs
+PLANS_FOR_CONFIG = [
+    FreezePlan.gradual(every_epochs=2, groups_per_stage=2, factors=LRFactors.geometric(2.6)),
+    FreezePlan(stages=[(0, [2]), (3, [0, 2])], unit="update", bn="train", factors=LRFactors.explicit([1, 2, 4])),
+    FreezePlan.head_then_top_fraction(head_epochs=1.5, fraction=0.25, factors=LRFactors.spread(1e-5, 1e-3)),
+    FreezePlan.all_trainable(factors=LRFactors.layer_decay(0.75), bn="freeze_all"),
+    FreezePlan(),
+]
+
+
+@pytest.mark.parametrize("plan", PLANS_FOR_CONFIG, ids=range(len(PLANS_FOR_CONFIG)))
+def test_config_round_trip_is_identical(plan):
+    config = plan.get_config()
+    again = FreezePlan.from_config(json.loads(json.dumps(config)))
+    assert again == plan and again.get_config() == config
+    assert FreezePlan.from_config(config) == plan
+    assert LRFactors.from_config(plan.factors.get_config()) == plan.factors
+
+
+def test_a_misspelt_config_key_is_refused_not_ignored():
+    # the task's example: "then_evry" used to turn a gradual plan into head-only silently
+    with pytest.raises(ValueError) as info:
+        FreezePlan.from_config({"stages": [[0, 1]], "then_evry": 1})
+    message = str(info.value)
+    assert "'then_evry'" in message and "did you mean 'then_every'?" in message, message
+    for key in ("stages", "unit", "bn", "factors", "then_every", "then_add"):
+        assert key in message, message
+    with pytest.raises(ValueError, match="did you mean 'kind'"):
+        LRFactors.from_config({"knid": "geometric", "value": 2.6})
+    with pytest.raises(ValueError, match=r"did you mean 'value'"):
+        FreezePlan.from_config({"stages": [[0, 1]], "factors": {"kind": "geometric", "valeu": 2.6}})
+    with pytest.raises(ValueError, match=r"unknown keys 'bogus', 'then_ad' \(did you mean 'then_add'\?\)"):
+        FreezePlan.from_config({"stages": [[0, 1]], "bogus": 1, "then_ad": 2})
+
+
+@pytest.mark.parametrize("config", [None, [[0, 1]], "gradual", 3])
+def test_a_config_that_is_no_dict_is_refused(config):
+    with pytest.raises(ValueError, match="config must be a dict"):
+        FreezePlan.from_config(config)
+    with pytest.raises(ValueError, match="config must be a dict"):
+        LRFactors.from_config(config)
+
+
+def test_a_config_without_stages_or_with_bad_stages_is_refused():
+    with pytest.raises(ValueError, match="'stages'"):
+        FreezePlan.from_config({"unit": "epoch"})
+    with pytest.raises(ValueError, match=r"stages\[0\] must be a \[start, trainable\] pair"):
+        FreezePlan.from_config({"stages": [[0, 1, 2]]})
+    with pytest.raises(ValueError, match="stages"):
+        FreezePlan.from_config({"stages": []})
+
+
+def test_constructors_name_a_misspelt_argument():
+    from hpcallbacks import ArgumentError
+
+    with pytest.raises(ArgumentError, match="did you mean 'then_every'"):
+        FreezePlan(stages=[(0, 1)], then_evry=1)
+    with pytest.raises(ValueError, match="did you mean 'trainable'"):
+        Stage(0, trainabel=1)
+    with pytest.raises(TypeError, match="did you mean 'kind'"):
+        LRFactors(knid="geometric")

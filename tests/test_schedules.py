@@ -1,6 +1,7 @@
 """Properties, configuration round-trips and bad input of every core schedule."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -15,10 +16,11 @@ import hpcallbacks.schedules as S
 EXAMPLES = 1000
 lr = st.floats(0.0, 10.0)
 pos_lr = st.floats(1e-8, 10.0)
-length = st.floats(1.0, 1e6)
+length = st.floats(1e-3, 1e6)  # any positive length, a fraction of an update included (Keras: > 0)
 ints = st.integers(1, 10**6)
 unit = st.floats(0.0, 1.0)
 decay = st.floats(1e-6, 1.0)
+factor = st.one_of(decay, st.floats(1.0, 4.0))  # decay_rate / gamma / m_mul: growth (> 1) included
 steps = st.lists(st.integers(0, 10**7), min_size=1, max_size=12)
 
 
@@ -53,36 +55,49 @@ def wsd(draw):
                                num_cycles=draw(st.floats(0.1, 5.0)))
 
 
+@st.composite
+def cyclic(draw):
+    base, top = draw(lr), draw(lr)
+    mode, gamma = draw(st.sampled_from(["triangular", "triangular2", "exp_range"])), draw(factor)
+    if mode == "exp_range" and gamma > 1:
+        base, top = sorted((base, top))  # a growing height below base_lr is refused
+    return S.Cyclic(base, top, step_size_up=draw(ints), step_size_down=draw(st.one_of(st.none(), ints)), mode=mode,
+                    gamma=gamma)
+
+
 inner = st.one_of(
     st.builds(S.Constant, lr),
     st.builds(S.CosineDecay, lr, length, alpha=unit),
-    st.builds(S.ExponentialDecay, lr, length, decay),
+    st.builds(S.ExponentialDecay, lr, length, factor),
 )
 
 STRATEGIES = {
     "Constant": st.builds(S.Constant, lr),
-    "ExponentialDecay": st.builds(S.ExponentialDecay, lr, length, decay, staircase=st.booleans()),
+    "ExponentialDecay": st.builds(S.ExponentialDecay, lr, length, factor, staircase=st.booleans()),
     "PiecewiseConstantDecay": piecewise(),
     "PolynomialDecay": st.builds(S.PolynomialDecay, lr, length, end_learning_rate=lr,
                                  power=st.floats(0.01, 10.0), cycle=st.booleans()),
     "InverseTimeDecay": st.builds(S.InverseTimeDecay, lr, length, st.floats(1e-6, 1e3), staircase=st.booleans()),
     "CosineDecay": st.one_of(
         st.builds(S.CosineDecay, lr, length, alpha=unit),
-        st.builds(S.CosineDecay, lr, length, alpha=unit, warmup_target=lr, warmup_steps=length)),
-    "CosineRestart": st.builds(S.CosineRestart, lr, length, t_mul=st.floats(1.0, 10.0), m_mul=unit, alpha=unit),
-    "LinearCosineDecay": st.builds(S.LinearCosineDecay, lr, length, num_periods=st.floats(0.0, 10.0), alpha=unit,
-                                   beta=unit),
+        st.builds(S.CosineDecay, lr, length, alpha=unit, warmup_target=lr,
+                  warmup_steps=st.one_of(st.just(0.0), length))),
+    "CosineRestart": st.builds(S.CosineRestart, lr, length, t_mul=st.floats(1.0, 10.0), m_mul=st.floats(0.0, 4.0),
+                               alpha=unit),
+    "LinearCosineDecay": st.builds(S.LinearCosineDecay, lr, length, num_periods=st.floats(0.0, 10.0),
+                                   alpha=st.floats(0.0, 10.0), beta=st.floats(0.0, 10.0)),
     "NoisyLinearCosineDecay": st.builds(S.NoisyLinearCosineDecay, lr, length, initial_variance=st.floats(0.0, 10.0),
-                                        variance_decay=st.floats(0.0, 2.0), num_periods=st.floats(0.0, 10.0),
-                                        alpha=unit, beta=unit, seed=st.integers(0, 2**32 - 1)),
+                                        variance_decay=st.floats(-2.0, 2.0), num_periods=st.floats(0.0, 10.0),
+                                        alpha=st.floats(0.0, 10.0), beta=st.floats(0.0, 10.0),
+                                        seed=st.integers(0, 2**32 - 1)),
     "Warmup": st.one_of(
-        st.builds(S.Warmup, inner, length, start_value=lr),
+        st.builds(S.Warmup, inner, st.one_of(st.just(0.0), length), start_value=lr),
         st.builds(S.Warmup, inner, length, start_value=pos_lr, mode=st.just("exponential"))),
-    "StepDecay": st.builds(S.StepDecay, lr, ints, decay),
-    "MultiStepDecay": st.builds(S.MultiStepDecay, lr, increasing_ints(), decay),
+    "StepDecay": st.builds(S.StepDecay, lr, ints, factor),
+    # torch's MultiStepLR: milestones in any order, a repeated one counts twice
+    "MultiStepDecay": st.builds(S.MultiStepDecay, lr, st.lists(st.integers(0, 10**6), min_size=1, max_size=6), factor),
     "OneCycle": one_cycle(),
-    "Cyclic": st.builds(S.Cyclic, lr, lr, step_size_up=ints, step_size_down=st.one_of(st.none(), ints),
-                        mode=st.sampled_from(["triangular", "triangular2", "exp_range"]), gamma=decay),
+    "Cyclic": cyclic(),
     "SlantedTriangular": st.builds(S.SlantedTriangular, lr, st.integers(10, 10**6), cut_frac=st.floats(0.1, 0.9),
                                    ratio=st.floats(1.0, 100.0)),
     "InverseSqrt": st.builds(S.InverseSqrt, lr, st.integers(0, 10**5), st.one_of(st.none(), ints)),
@@ -92,7 +107,35 @@ STRATEGIES = {
 }
 
 # Families that never increase with the step, for every configuration the strategy draws.
-MONOTONE_DECREASING = {"Constant", "ExponentialDecay", "InverseTimeDecay", "StepDecay", "MultiStepDecay"}
+MONOTONE_DECREASING = {"Constant", "InverseTimeDecay"}
+
+
+def grows(schedule) -> bool:
+    """Whether ``schedule`` grows without bound (so a float overflow at a late step is expected)."""
+    if isinstance(schedule, S.ExponentialDecay):
+        return schedule.decay_rate > 1
+    if isinstance(schedule, S.CosineRestart):
+        return schedule.m_mul > 1
+    if isinstance(schedule, (S.StepDecay, S.MultiStepDecay)):
+        return schedule.gamma > 1
+    if isinstance(schedule, S.Cyclic):
+        return schedule.mode == "exp_range" and schedule.gamma > 1
+    if isinstance(schedule, S.NoisyLinearCosineDecay):
+        return schedule.variance_decay < 0
+    if isinstance(schedule, S.Warmup):
+        return grows(schedule.schedule)
+    if isinstance(schedule, S.Join):
+        return any(grows(s) for s in schedule.schedules)
+    return False
+
+
+def value_or_overflow(schedule, t):
+    """``schedule(t)``, or None where a growing schedule refuses an update that overflows a float."""
+    try:
+        return schedule(t)
+    except ValueError as e:
+        assert grows(schedule) and "overflows" in str(e), (schedule, t, e)
+        return None
 
 
 def test_every_schedule_has_a_strategy():
@@ -104,17 +147,119 @@ def test_finite_non_negative_and_round_trip(name):
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True)
     @given(STRATEGIES[name], steps)
     def check(schedule, ts):
-        values = [schedule(t) for t in ts]
-        assert all(math.isfinite(v) and v >= 0.0 for v in values), (schedule, ts, values)
+        values = [value_or_overflow(schedule, t) for t in ts]
+        # never NaN, never inf, never negative: a growing schedule raises rather than overflow
+        assert all(v is None or (math.isfinite(v) and v >= 0.0) for v in values), (schedule, ts, values)
         config = json.loads(json.dumps(S.serialize(schedule)))
         again = S.deserialize(config)
-        assert [again(t) for t in ts] == values
+        assert [value_or_overflow(again, t) for t in ts] == values
         assert again == schedule
-        if name in MONOTONE_DECREASING or getattr(schedule, "monotone", None) == "decreasing":
-            ordered = [schedule(t) for t in sorted(ts)]
+        assert S.SCHEDULES[name].from_config(schedule.get_config()) == schedule
+        monotone = "decreasing" if name in MONOTONE_DECREASING else getattr(schedule, "monotone", None)
+        ordered = [value_or_overflow(schedule, t) for t in sorted(ts)]
+        if monotone == "decreasing":
+            assert None not in ordered, (schedule, sorted(ts), ordered)
             assert all(b <= a * (1 + 1e-12) for a, b in zip(ordered, ordered[1:])), (schedule, sorted(ts), ordered)
+        elif monotone == "increasing":
+            finite = [v for v in ordered if v is not None]
+            assert ordered == finite + [None] * (len(ordered) - len(finite)), "an overflow before a finite value"
+            assert all(b >= a * (1 - 1e-12) for a, b in zip(finite, finite[1:])), (schedule, sorted(ts), finite)
 
     check()
+
+
+GROWTH_FINITE_TO_1E7 = {
+    # growth slow enough that every update up to 10**7 stays finite
+    "ExponentialDecay": st.builds(S.ExponentialDecay, lr, st.floats(1e4, 1e6), st.floats(1.0, 2.0),
+                                  staircase=st.booleans()),
+    "CosineRestart": st.builds(S.CosineRestart, lr, st.floats(1e5, 1e6), t_mul=st.floats(1.0, 10.0),
+                               m_mul=st.floats(1.0, 2.0), alpha=unit),
+    "StepDecay": st.builds(S.StepDecay, lr, st.integers(10**4, 10**6), st.floats(1.0, 2.0)),
+    "MultiStepDecay": st.builds(S.MultiStepDecay, lr, st.lists(st.integers(0, 10**7), min_size=1, max_size=6),
+                                st.floats(1.0, 10.0)),
+    "Cyclic": st.builds(S.Cyclic, lr, st.floats(10.0, 20.0), step_size_up=ints, mode=st.just("exp_range"),
+                        gamma=st.floats(1.0, 1.00001)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GROWTH_FINITE_TO_1E7))
+def test_growth_is_finite_and_non_decreasing_over_the_tested_range(name):
+    @settings(max_examples=EXAMPLES // 2, deadline=None, derandomize=True)
+    @given(GROWTH_FINITE_TO_1E7[name], steps)
+    def check(schedule, ts):
+        values = [schedule(t) for t in sorted(ts)]
+        assert all(math.isfinite(v) and v >= 0.0 for v in values), (schedule, ts, values)
+        if getattr(schedule, "monotone", None) == "increasing":
+            assert all(b >= a * (1 - 1e-12) for a, b in zip(values, values[1:])), (schedule, sorted(ts), values)
+
+    check()
+
+
+@pytest.mark.parametrize("schedule,argument", [
+    (S.ExponentialDecay(0.1, decay_steps=1, decay_rate=2.0), "decay_rate=2.0"),
+    (S.ExponentialDecay(0.1, decay_steps=1, decay_rate=2.0, staircase=True), "decay_rate=2.0"),
+    (S.CosineRestart(0.1, first_decay_steps=1, t_mul=1.0, m_mul=4.0), "m_mul=4.0"),
+    (S.CosineRestart(0.1, first_decay_steps=1, t_mul=1.0, m_mul=4.0, alpha=0.5), "m_mul=4.0"),
+    (S.StepDecay(0.1, step_size=1, gamma=2.0), "gamma=2.0"),
+    (S.Cyclic(0.1, 1.0, step_size_up=3, mode="exp_range", gamma=2.0), "gamma=2.0"),
+    (S.Join([S.Constant(1.0), S.ExponentialDecay(0.1, 1, 2.0)], boundaries=[5]), "decay_rate=2.0"),
+])
+def test_overflow_raises_a_clear_error_never_inf_or_nan(schedule, argument):
+    # the step 1e7 of the task: 2 ** 1e7 is far past the largest float
+    assert math.isfinite(schedule(100)) and schedule(100) >= 0
+    with pytest.raises(ValueError, match="overflows") as info:
+        schedule(10**7 + 1)
+    grower = schedule.schedules[-1] if isinstance(schedule, S.Join) else schedule
+    assert argument in str(info.value) and type(grower).__name__ in str(info.value), str(info.value)
+
+
+def test_overflow_of_a_zero_learning_rate_is_zero():
+    assert S.ExponentialDecay(0.0, 1, 2.0)(10**7) == 0.0
+    assert S.CosineRestart(0.0, 1, t_mul=1.0, m_mul=4.0)(10**7) == 0.0
+    assert S.StepDecay(0.0, 1, 2.0)(10**7) == 0.0
+    assert S.Cyclic(0.0, 0.0, 2, mode="exp_range", gamma=2.0)(10**7 + 1) == 0.0
+
+
+#: Values the references accept that the core refused before; each must build and give finite
+#: values >= 0 (the numbers are compared with the references in test_schedules_reference.py).
+WIDENED = [
+    (S.ExponentialDecay, dict(initial_learning_rate=0.1, decay_steps=10, decay_rate=2.0)),  # Keras, TF1, optax
+    (S.ExponentialDecay, dict(initial_learning_rate=0.1, decay_steps=0.5, decay_rate=0.9)),  # Keras: > 0
+    (S.PolynomialDecay, dict(initial_learning_rate=0.1, decay_steps=0.5)),
+    (S.InverseTimeDecay, dict(initial_learning_rate=0.1, decay_steps=0.5, decay_rate=1.0)),
+    (S.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=0.5)),
+    (S.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=100, warmup_target=1.0)),  # Keras: warmup_steps=0
+    (S.CosineRestart, dict(initial_learning_rate=0.1, first_decay_steps=10, m_mul=4.0)),  # Keras, TF1, optax
+    (S.CosineRestart, dict(initial_learning_rate=0.1, first_decay_steps=0.5)),
+    (S.LinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, alpha=2.0, beta=1.5)),  # TF1
+    (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, variance_decay=-0.5, beta=2.0)),
+    (S.Warmup, dict(schedule=S.Constant(1.0), warmup_steps=0)),  # HF num_warmup_steps=0
+    (S.StepDecay, dict(initial_learning_rate=0.1, step_size=2, gamma=2.0)),  # torch StepLR
+    (S.MultiStepDecay, dict(initial_learning_rate=0.1, milestones=[5, 3, 5], gamma=2.0)),  # torch MultiStepLR
+    (S.Cyclic, dict(base_lr=0.1, max_lr=1.0, mode="exp_range", gamma=1.001)),  # torch CyclicLR
+    (S.ReduceOnPlateau, dict(factor=0.0, min_lr=1e-4)),  # torch, Keras: factor < 1
+]
+
+
+@pytest.mark.parametrize("cls,kwargs", WIDENED, ids=[f"{c.__name__}-{i}" for i, (c, _) in enumerate(WIDENED)])
+def test_what_a_reference_accepts_is_accepted(cls, kwargs):
+    made = cls(**kwargs)
+    if isinstance(made, S.Schedule):
+        values = made.curve(50)
+        assert all(math.isfinite(v) and v >= 0 for v in values), values
+        assert S.deserialize(json.loads(json.dumps(S.serialize(made)))) == made
+
+
+def test_multistep_milestones_are_torchs_counter():
+    s = S.MultiStepDecay(1.0, milestones=[5, 2, 5], gamma=0.5)
+    assert s.milestones == (2, 5, 5)
+    assert s.curve(7) == [1.0, 1.0, 0.5, 0.5, 0.5, 0.125, 0.125]
+    assert s == S.MultiStepDecay(1.0, milestones=[2, 5, 5], gamma=0.5)
+
+
+def test_keras_warmup_target_without_warmup_steps_starts_at_the_target():
+    s = S.CosineDecay(0.0, decay_steps=100, warmup_target=1.0)
+    assert s(0) == 1.0 and s(100) == 0.0
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True)
@@ -252,7 +397,7 @@ BAD = [
     (S.ExponentialDecay, dict(initial_learning_rate=0.1, decay_steps=0, decay_rate=0.5), "decay_steps"),
     (S.ExponentialDecay, dict(initial_learning_rate=0.1, decay_steps=10, decay_rate=0.0), "decay_rate"),
     (S.ExponentialDecay, dict(initial_learning_rate=0.1, decay_steps=10, decay_rate=-0.5), "decay_rate"),
-    (S.ExponentialDecay, dict(initial_learning_rate=0.1, decay_steps=10, decay_rate=1.5), "decay_rate"),
+    (S.ExponentialDecay, dict(initial_learning_rate=0.1, decay_steps=10, decay_rate=float("inf")), "decay_rate"),
     (S.ExponentialDecay, dict(initial_learning_rate=0.1, decay_steps=10, decay_rate=0.5, staircase="yes"),
      "staircase"),
     (S.ExponentialDecay, dict(initial_learning_rate=True, decay_steps=10, decay_rate=0.5), "initial_learning_rate"),
@@ -272,31 +417,35 @@ BAD = [
     (S.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=100, alpha=-0.1), "alpha"),
     (S.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=100, warmup_target=-1, warmup_steps=5),
      "warmup_target"),
-    (S.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=100, warmup_target=1.0), "warmup_steps"),
+    (S.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=100, warmup_target=1.0, warmup_steps=float("nan")),
+     "warmup_steps"),
     (S.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=100, warmup_steps=-1), "warmup_steps"),
     (S.CosineRestart, dict(initial_learning_rate=0.1, first_decay_steps=0), "first_decay_steps"),
     (S.CosineRestart, dict(initial_learning_rate=0.1, first_decay_steps=10, t_mul=0.5), "t_mul"),
-    (S.CosineRestart, dict(initial_learning_rate=0.1, first_decay_steps=10, m_mul=1.5), "m_mul"),
+    (S.CosineRestart, dict(initial_learning_rate=0.1, first_decay_steps=10, m_mul=-0.5), "m_mul"),
+    (S.CosineRestart, dict(initial_learning_rate=0.1, first_decay_steps=10, m_mul=float("inf")), "m_mul"),
     (S.CosineRestart, dict(initial_learning_rate=0.1, first_decay_steps=10, alpha=2.0), "alpha"),
     (S.LinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, num_periods=-1), "num_periods"),
     (S.LinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, beta=-0.1), "beta"),
-    (S.LinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, alpha=1.1), "alpha"),
+    (S.LinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, alpha=-0.1), "alpha"),
     (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, initial_variance=-1),
      "initial_variance"),
-    (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, variance_decay=-1), "variance_decay"),
+    (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, variance_decay=float("inf")),
+     "variance_decay"),
     (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, seed=-1), "seed"),
     (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, seed=1.5), "seed"),
     (S.Warmup, dict(schedule="cosine", warmup_steps=10), "schedule"),
-    (S.Warmup, dict(schedule=S.Constant(1.0), warmup_steps=0), "warmup_steps"),
+    (S.Warmup, dict(schedule=S.Constant(1.0), warmup_steps=-1), "warmup_steps"),
     (S.Warmup, dict(schedule=S.Constant(1.0), warmup_steps=5, start_value=-1), "start_value"),
     (S.Warmup, dict(schedule=S.Constant(1.0), warmup_steps=5, mode="cubic"), "mode"),
     (S.Warmup, dict(schedule=S.Constant(1.0), warmup_steps=5, mode="exponential"), "start_value"),
     (S.StepDecay, dict(initial_learning_rate=0.1, step_size=0), "step_size"),
     (S.StepDecay, dict(initial_learning_rate=0.1, step_size=2.5), "step_size"),
     (S.StepDecay, dict(initial_learning_rate=0.1, step_size=2, gamma=0), "gamma"),
-    (S.MultiStepDecay, dict(initial_learning_rate=0.1, milestones=[5, 3]), "milestones"),
+    (S.MultiStepDecay, dict(initial_learning_rate=0.1, milestones=[5, -3]), "milestones"),
     (S.MultiStepDecay, dict(initial_learning_rate=0.1, milestones=[]), "milestones"),
-    (S.MultiStepDecay, dict(initial_learning_rate=0.1, milestones=[3], gamma=2.0), "gamma"),
+    (S.MultiStepDecay, dict(initial_learning_rate=0.1, milestones=[3], gamma=-2.0), "gamma"),
+    (S.StepDecay, dict(initial_learning_rate=0.1, step_size=2, gamma=float("nan")), "gamma"),
     (S.OneCycle, dict(max_lr=-1, total_steps=100), "max_lr"),
     (S.OneCycle, dict(max_lr=1, total_steps=1), "total_steps"),
     (S.OneCycle, dict(max_lr=1, total_steps=100, pct_start=1.0), "pct_start"),
@@ -310,6 +459,7 @@ BAD = [
     (S.Cyclic, dict(base_lr=0.1, max_lr=1, step_size_down=-3), "step_size_down"),
     (S.Cyclic, dict(base_lr=0.1, max_lr=1, mode="sine"), "mode"),
     (S.Cyclic, dict(base_lr=0.1, max_lr=1, gamma=0), "gamma"),
+    (S.Cyclic, dict(base_lr=1.0, max_lr=0.1, mode="exp_range", gamma=1.5), "gamma"),
     (S.SlantedTriangular, dict(max_lr=0.1, total_steps=0), "total_steps"),
     (S.SlantedTriangular, dict(max_lr=0.1, total_steps=100, cut_frac=1.0), "cut_frac"),
     (S.SlantedTriangular, dict(max_lr=0.1, total_steps=5, cut_frac=0.1), "cut_frac"),
@@ -338,7 +488,7 @@ BAD = [
     (S.InverseTimeDecay, dict(initial_learning_rate=-1.0, decay_steps=5, decay_rate=1), "initial_learning_rate"),
     (S.InverseTimeDecay, dict(initial_learning_rate=0.1, decay_steps=5, decay_rate=1, staircase="no"), "staircase"),
     (S.CosineDecay, dict(initial_learning_rate=None, decay_steps=100), "initial_learning_rate"),
-    (S.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=0.5), "decay_steps"),
+    (S.CosineDecay, dict(initial_learning_rate=0.1, decay_steps=0), "decay_steps"),
     (S.CosineRestart, dict(initial_learning_rate=[0.1], first_decay_steps=10), "initial_learning_rate"),
     (S.LinearCosineDecay, dict(initial_learning_rate=-0.1, decay_steps=10), "initial_learning_rate"),
     (S.LinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=0), "decay_steps"),
@@ -347,7 +497,7 @@ BAD = [
     (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, num_periods=float("nan")),
      "num_periods"),
     (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, alpha=-1), "alpha"),
-    (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, beta=2), "beta"),
+    (S.NoisyLinearCosineDecay, dict(initial_learning_rate=0.1, decay_steps=10, beta=-2), "beta"),
     (S.StepDecay, dict(initial_learning_rate=-0.1, step_size=2), "initial_learning_rate"),
     (S.MultiStepDecay, dict(initial_learning_rate="x", milestones=[2]), "initial_learning_rate"),
     (S.Cyclic, dict(base_lr=0.1, max_lr=float("nan")), "max_lr"),
@@ -356,7 +506,7 @@ BAD = [
     (S.WarmupStableDecay, dict(initial_learning_rate=-0.1, warmup_steps=1, stable_steps=1, decay_steps=1),
      "initial_learning_rate"),
     (S.ReduceOnPlateau, dict(factor=1.0), "factor"),
-    (S.ReduceOnPlateau, dict(factor=0.0), "factor"),
+    (S.ReduceOnPlateau, dict(factor=-0.1), "factor"),
     (S.ReduceOnPlateau, dict(patience=-1), "patience"),
     (S.ReduceOnPlateau, dict(mode="up"), "mode"),
     (S.ReduceOnPlateau, dict(min_delta=-1), "min_delta"),
@@ -395,6 +545,54 @@ def test_negative_step_is_refused():
 def test_deserialize_refuses_unknown_classes():
     with pytest.raises(ValueError, match="class_name"):
         S.deserialize({"class_name": "os.system", "config": {}})
+    with pytest.raises(ValueError, match="did you mean 'CosineRestart'"):
+        S.deserialize({"class_name": "CosineRestarts", "config": {}})
+
+
+@pytest.mark.parametrize("name", sorted(S.SCHEDULES))
+def test_from_config_refuses_unknown_keys_and_names_the_closest(name):
+    cls = S.SCHEDULES[name]
+    fields = [f.name for f in dataclasses.fields(cls)]
+    misspelt = fields[0][:-1] + fields[0][-1] * 2  # one letter doubled
+    with pytest.raises(ValueError) as info:
+        cls.from_config({misspelt: 1.0})
+    message = str(info.value)
+    assert repr(misspelt) in message and f"did you mean {fields[0]!r}?" in message, message
+    assert all(f in message for f in fields), message
+    with pytest.raises(ValueError, match="config must be a dict"):
+        cls.from_config([1.0])
+
+
+def test_schedule_configs_refuse_misspelt_keys():
+    with pytest.raises(ValueError, match=r"'first_decay_step' \(did you mean 'first_decay_steps'\?\)"):
+        S.CosineRestart.from_config({"initial_learning_rate": 0.1, "first_decay_step": 10})
+    with pytest.raises(ValueError, match=r"'confg' \(did you mean 'config'\?\)"):
+        S.deserialize({"class_name": "Constant", "confg": {"value": 0.1}})
+    nested = {"class_name": "Warmup", "config": {"schedule": {"class_name": "Constant", "config": {"valu": 1.0}},
+                                                 "warmup_steps": 5}}
+    with pytest.raises(ValueError, match="did you mean 'value'"):
+        S.deserialize(nested)
+    with pytest.raises(ValueError, match="did you mean 'patience'"):
+        S.ReduceOnPlateau.from_config({"patiense": 3})
+    with pytest.raises(ValueError, match="config must be a dict"):
+        S.ReduceOnPlateau.from_config("val_loss")
+    p = S.ReduceOnPlateau(factor=0.5, patience=3)
+    assert S.ReduceOnPlateau.from_config(p.get_config()).get_config() == p.get_config()
+
+
+def test_constructors_name_a_misspelt_argument():
+    from hpcallbacks import ArgumentError
+
+    with pytest.raises(ArgumentError) as info:
+        S.CosineRestart(0.1, first_decay_step=10)
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+    assert str(info.value) == ("CosineRestart() got an unexpected keyword argument 'first_decay_step'; did you mean "
+                               "'first_decay_steps'? CosineRestart takes: initial_learning_rate, first_decay_steps, "
+                               "t_mul, m_mul, alpha")
+    with pytest.raises(TypeError, match="missing 1 required argument: 'first_decay_steps'"):
+        S.CosineRestart(0.1)
+    with pytest.raises(ValueError, match="did you mean 'patience'"):
+        S.ReduceOnPlateau(patiense=3)
 
 
 def test_core_imports_no_framework():

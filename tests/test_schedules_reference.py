@@ -80,11 +80,12 @@ def _f64(value):
     return [np.float64(v) for v in value] if isinstance(value, list) else np.float64(value)
 
 
-def _keras_and_ours(kschedules, name, kwargs, dtype):
+def _keras_and_ours(kschedules, name, kwargs, dtype, n=N):
     ref_kwargs = {k: (v if k in STEP_COUNTS or dtype == "float32" else _f64(v)) for k, v in kwargs.items()}
     ref = getattr(kschedules, name)(**ref_kwargs)
     ours = getattr(S, OURS_FOR_KERAS.get(name, name))(**kwargs)
-    return keras_values(ref, dtype=dtype, vectorised="warmup_target" not in kwargs), np.asarray(ours.curve(N)), ours
+    return (keras_values(ref, n=n, dtype=dtype, vectorised="warmup_target" not in kwargs), np.asarray(ours.curve(n)),
+            ours)
 
 
 def _keras_missed_restarts(ours, ref, got) -> np.ndarray:
@@ -95,6 +96,37 @@ def _keras_missed_restarts(ours, ref, got) -> np.ndarray:
         return bad
     assert bad.size == 0, f"steps {bad[:5]} differ"
     return bad
+
+
+#: Arguments Keras accepts that the core once refused: growth (``decay_rate > 1``, ``m_mul > 1``),
+#: a fractional ``decay_steps`` and ``warmup_target`` without ``warmup_steps``. A few hundred steps
+#: each (``n``), so that float32 keeps the growing values well inside its range.
+KERAS_WIDENED_CASES = [
+    ("ExponentialDecay", dict(initial_learning_rate=1e-6, decay_steps=20, decay_rate=2.0), 400),
+    ("ExponentialDecay", dict(initial_learning_rate=1e-5, decay_steps=37, decay_rate=2.0, staircase=True), 400),
+    ("ExponentialDecay", dict(initial_learning_rate=0.1, decay_steps=0.25, decay_rate=1 - 2**-10), 400),  # exact in f32
+    ("CosineDecayRestarts", dict(initial_learning_rate=0.01, first_decay_steps=30, t_mul=1.0, m_mul=1.5), 400),
+    ("CosineDecayRestarts", dict(initial_learning_rate=0.1, first_decay_steps=25, t_mul=1.0, m_mul=4.0), 300),
+    ("CosineDecayRestarts", dict(initial_learning_rate=1e-4, first_decay_steps=20, t_mul=1.5, m_mul=4.0,
+                                 alpha=0.1), 400),
+    ("CosineDecay", dict(initial_learning_rate=0.0, decay_steps=300, alpha=0.1, warmup_target=0.5), 400),
+]
+KERAS_WIDENED_IDS = [f"{n}-widened-{i}" for i, (n, _, _) in enumerate(KERAS_WIDENED_CASES)]
+
+
+@pytest.mark.parametrize("name,kwargs,n", KERAS_WIDENED_CASES, ids=KERAS_WIDENED_IDS)
+def test_widened_arguments_match_keras(kschedules, name, kwargs, n):
+    """The float64 and float32 checks below, on the arguments the core now accepts as Keras does."""
+    ref, got, ours = _keras_and_ours(kschedules, name, kwargs, "float64", n=n)
+    keep = np.setdiff1d(np.arange(n), _keras_missed_restarts(ours, ref, got))
+    peak = max(np.abs(got).max(), 1e-300)
+    assert_rel(got[keep], ref[keep], floor=1e-3 * peak)
+    ref, got, ours = _keras_and_ours(kschedules, name, kwargs, "float32", n=n)
+    keep = np.setdiff1d(np.arange(n), _keras_missed_restarts(ours, ref, got))
+    err = np.abs(got[keep] - ref[keep])
+    assert err.max() <= 1e-6 * peak, f"max abs error {err.max()} at step {keep[err.argmax()]}"
+    if kwargs.get("decay_rate", 1.0) > 1 or kwargs.get("m_mul", 1.0) > 1:
+        assert got[-1] > got[0] * 10  # the growth is real
 
 
 @pytest.mark.parametrize("name,kwargs", KERAS_CASES, ids=KERAS_IDS)
@@ -170,6 +202,7 @@ LINEAR_COSINE_CASES = [
     dict(learning_rate=0.1, decay_steps=1000),
     dict(learning_rate=1.0, decay_steps=1500, num_periods=2.0, alpha=0.1, beta=0.01),
     dict(learning_rate=0.5, decay_steps=300, num_periods=0.25, alpha=0.0, beta=0.0),
+    dict(learning_rate=0.1, decay_steps=500, num_periods=1.0, alpha=2.0, beta=1.5),  # TF1 bounds neither
 ]
 
 
@@ -291,6 +324,22 @@ def test_cosine_decay_matches_torch_cosine_annealing_until_its_end(torch):
         assert_rel(ours.curve(t_max + 1), ref, floor=1e-3 * 0.1)
         # after T_max torch rises again; the core holds alpha * initial
         assert ours(t_max + 100) == pytest.approx(alpha * 0.1, abs=1e-15)
+
+
+def test_growth_and_unsorted_milestones_match_torch(torch):
+    """torch bounds no ``gamma``: growth (> 1) matches, and MultiStepLR's milestones are a Counter
+    (any order, a repeated milestone multiplies twice)."""
+    L = torch.optim.lr_scheduler
+    assert_rel(S.ExponentialDecay(1e-4, 1, 1.005).curve(N),
+               torch_trace(torch, lambda o: L.ExponentialLR(o, 1.005), lr=1e-4))
+    assert_rel(S.StepDecay(1e-4, 100, 2.0).curve(N), torch_trace(torch, lambda o: L.StepLR(o, 100, 2.0), lr=1e-4))
+    for milestones, gamma in [([500, 10, 1500], 3.0), ([700, 700, 20], 0.5), ([999, 1, 999, 1], 1.5)]:
+        ref = torch_trace(torch, lambda o: L.MultiStepLR(o, milestones, gamma), lr=0.1)
+        assert_rel(S.MultiStepDecay(0.1, milestones, gamma).curve(N), ref)
+    kwargs = dict(base_lr=0.001, max_lr=0.01, step_size_up=100, mode="exp_range", gamma=1.001)
+    ref = torch_trace(torch, lambda o: L.CyclicLR(o, cycle_momentum=False, **kwargs))
+    assert_rel(S.Cyclic(**kwargs).curve(N), ref, floor=1e-3 * kwargs["max_lr"])
+    assert max(ref) > 5 * kwargs["max_lr"]  # the height grew
 
 
 def test_exponential_and_polynomial_match_torch(torch):
