@@ -18,7 +18,7 @@ import logging
 import math
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,13 @@ __all__ = [
     "advise_main",
     "HyperparameterWarning",
     "report",
+    "loss_terms",
+    "balance_check",
+    "missing_terms_warning",
+    "LossBalanceBase",
+    "advisor_options",
+    "AdvisorBase",
+    "fine_tuning_values",
 ]
 
 
@@ -339,6 +346,141 @@ def loss_balance(terms: Mapping[str, float], reference: str | None = None) -> Lo
     parameter = f"loss_terms[{big!r}] / loss_terms[{small!r}]"
     finding = Finding(row.severity, parameter, ratio, f"<= {MAX_LOSS_RATIO:g} (two orders of magnitude)", why, row.key)
     return LossBalance((finding,), weights)
+
+
+def loss_terms(terms: Any, reference: str | None = None) -> tuple[str, ...]:
+    """The ``terms`` (and ``reference``) of an adapter's ``LossBalance``, checked: two or more distinct names.
+
+    >>> loss_terms(["loss_a", "loss_b"], reference="loss_b")
+    ('loss_a', 'loss_b')
+    """
+    if isinstance(terms, str) or not isinstance(terms, Sequence) or len(terms) < 2 or not all(
+            isinstance(t, str) and t for t in terms) or len(set(terms)) != len(terms):
+        raise ValueError(f"terms must be two or more distinct names of logged loss terms; got {terms!r}")
+    if reference is not None and reference not in terms:
+        raise ValueError(f"reference must be one of terms {list(terms)}; got {reference!r}")
+    return tuple(terms)
+
+
+def balance_check(values: Mapping[str, float], reference: str | None = None) -> LossBalance | None:
+    """What an adapter's ``LossBalance`` does with the logged ``values`` of its terms.
+
+    :func:`loss_balance` of them, or None (logged, not checked) when a term is 0 or not finite.
+
+    >>> balance_check({"a": 1.0, "b": 0.0}) is None
+    True
+    """
+    if any(v == 0 or not math.isfinite(v) for v in values.values()):
+        _log.info("LossBalance: a term is 0 or not finite (%s); not checked", values)
+        return None
+    return loss_balance(values, reference)
+
+
+def missing_terms_warning(terms: Sequence[str], logged: Collection[str], verb: str, fix: str) -> str | None:
+    """What an adapter's ``LossBalance`` warns when some of ``terms`` are not in ``logged`` (None when all are).
+
+    >>> missing_terms_warning(("a", "b"), {"a": 1.0}, "were not logged", "log them")
+    "LossBalance: term(s) ['b'] were not logged (logged: ['a']); log them"
+    """
+    missing = [t for t in terms if t not in logged]
+    if not missing:
+        return None
+    return f"LossBalance: term(s) {missing} {verb} (logged: {sorted(logged)}); {fix}"
+
+
+class LossBalanceBase:
+    """The framework-free part of every adapter's ``LossBalance`` callback, mixed into its class.
+
+    :meth:`_init_balance` checks and keeps the arguments (``terms``, ``every_n_epochs``, ``strict``,
+    ``reference``; ``boolean`` checks ``strict``) and starts ``weights`` at 1.0 each, ``values``
+    and ``findings`` empty; :meth:`_missing` says whether the logged values lack a term (warning
+    the first time); :meth:`_balance` runs :func:`balance_check` on the logged values and keeps
+    what it found (the adapter reports the findings, :func:`report`).
+    """
+
+    def _init_balance(self, terms: Any, every_n_epochs: Any, strict: Any, reference: str | None,
+                      boolean: Any = check_arg.boolean) -> None:
+        self.terms = loss_terms(terms, reference)
+        self.every_n_epochs = check_arg.positive_int("every_n_epochs", every_n_epochs)
+        self.strict = boolean("strict", strict)
+        self.reference = reference
+        self.weights: dict[str, float] = {t: 1.0 for t in self.terms}
+        self.values: dict[str, float] = {}
+        self.findings: tuple[Finding, ...] = ()
+        self._warned = False
+
+    def _missing(self, logged: Collection[str], verb: str, fix: str) -> bool:
+        """True when a term is not in ``logged``; the first time, a warning (:func:`missing_terms_warning`)."""
+        message = missing_terms_warning(self.terms, logged, verb, fix)
+        if message is not None and not self._warned:
+            self._warned = True
+            warnings.warn(message, stacklevel=3)
+        return message is not None
+
+    def _balance(self, values: dict[str, float]) -> LossBalance | None:
+        """:func:`balance_check` of ``values``; when checked, they, the weights and findings are kept."""
+        result = balance_check(values, self.reference)
+        if result is not None:
+            self.values, self.weights, self.findings = values, dict(result.weights), tuple(result.findings)
+        return result
+
+
+def advisor_options(strict: Any, fine_tuning: Any, from_scratch_learning_rate: Any,
+                    boolean: Any = check_arg.boolean) -> tuple[bool, bool | None, float | None]:
+    """The arguments every adapter's ``HyperparameterAdvisor`` takes, checked: ``(strict, fine_tuning,
+    from_scratch_learning_rate)``. ``boolean(name, value)`` checks the flags (an adapter may keep its own message).
+
+    >>> advisor_options(False, None, 1e-3)
+    (False, None, 0.001)
+    """
+    strict = boolean("strict", strict)
+    if fine_tuning is not None:
+        boolean("fine_tuning", fine_tuning)
+    if from_scratch_learning_rate is not None:
+        check_arg.positive("from_scratch_learning_rate", from_scratch_learning_rate)
+        if fine_tuning is False:
+            raise ValueError(f"from_scratch_learning_rate is used only when fine-tuning; got "
+                             f"{from_scratch_learning_rate!r} with fine_tuning=False")
+    return strict, fine_tuning, from_scratch_learning_rate
+
+
+class AdvisorBase:
+    """The framework-free part of every adapter's ``HyperparameterAdvisor`` callback, mixed into its class.
+
+    :meth:`_init_advisor` checks and keeps ``strict``, ``fine_tuning`` and
+    ``from_scratch_learning_rate`` (:func:`advisor_options`) and starts ``findings`` and
+    ``values`` empty; :meth:`_advise` runs :func:`check` on the values the adapter read and keeps
+    both (the adapter reports the findings, :func:`report`).
+    """
+
+    def _init_advisor(self, strict: Any, fine_tuning: Any, from_scratch_learning_rate: Any,
+                      boolean: Any = check_arg.boolean) -> None:
+        self.strict, self.fine_tuning, self.from_scratch_learning_rate = advisor_options(
+            strict, fine_tuning, from_scratch_learning_rate, boolean)
+        self.findings: list[Finding] = []
+        self.values: dict[str, Any] = {}
+
+    def _advise(self, values: dict[str, Any]) -> list[Finding]:
+        """:func:`check` of ``values`` (kept as ``.values``); the findings (kept as ``.findings``)."""
+        self.values = values
+        self.findings = check(**values)
+        return self.findings
+
+
+def fine_tuning_values(fine_tuning: bool, from_scratch_learning_rate: float | None,
+                       where: str = "run") -> dict[str, Any]:
+    """The ``fine_tuning`` and ``from_scratch_learning_rate`` arguments of :func:`check` an advisor passes.
+
+    ``fine_tuning``: given, or read from the ``where`` (``"run"``, ``"fit"``): a staged unfreeze
+    or discriminative LRs. Refuses a from-scratch learning rate when not fine-tuning.
+
+    >>> fine_tuning_values(True, 0.1)
+    {'fine_tuning': True, 'from_scratch_learning_rate': 0.1}
+    """
+    if from_scratch_learning_rate is not None and not fine_tuning:
+        raise ValueError(f"HyperparameterAdvisor: from_scratch_learning_rate is used only when fine-tuning, and "
+                         f"this {where} has no StagedUnfreeze / DiscriminativeLR: pass fine_tuning=True")
+    return {"fine_tuning": fine_tuning, "from_scratch_learning_rate": from_scratch_learning_rate}
 
 
 # --------------------------------------------------------------------------------------------

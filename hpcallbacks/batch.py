@@ -12,15 +12,22 @@ Every rule is a plain function of numbers, so each framework adapter applies the
   2017): the batch size per stage that gives the same noise scale ``lr / B`` as a decay schedule.
 * :func:`lars_trust_ratio` — LARS / LARC layer-wise trust ratio: the formula the tensor
   mechanics apply per layer.
+
+What the adapters' callbacks share besides the numbers (argument checks, messages):
+:func:`scaling_options`, :func:`scaling_factor` (``ScaleLearningRate``); :func:`accumulation_for`,
+:func:`inexact_warning`, :func:`resume_warning` (``GradientAccumulation``);
+:meth:`BatchRamp.check_run`, :meth:`BatchRamp.epoch_batch` (``BatchRamp``).
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from . import _checks as check
 from ._values import Value
-from .schedules import Schedule, Warmup, as_schedule
+from .schedules import Constant, Schedule, Warmup, as_schedule
 
 __all__ = [
     "scale_learning_rate",
@@ -30,9 +37,15 @@ __all__ = [
     "BatchRamp",
     "RampStage",
     "lars_trust_ratio",
+    "scaling_options",
+    "scaling_factor",
+    "accumulation_for",
+    "inexact_warning",
+    "resume_warning",
 ]
 
 _RULES = ("linear", "sqrt")
+_log = logging.getLogger("hpcallbacks")
 
 
 def _scale(base_batch_size: int, batch_size: int, rule: str) -> float:
@@ -89,6 +102,38 @@ def scaling_warmup(
     if k <= 1.0 or steps == 0:
         return schedule
     return Warmup(schedule, warmup_steps=steps, start_value=schedule(0) / k)
+
+
+def scaling_options(base_batch_size: Any, rule: Any, warmup_epochs: Any) -> tuple[int, str, float]:
+    """The arguments of an adapter's ``ScaleLearningRate``, checked: ``(base_batch_size, rule, warmup_epochs)``.
+
+    >>> scaling_options(256, "sqrt", 5)
+    (256, 'sqrt', 5.0)
+    """
+    scale_learning_rate(1.0, base_batch_size, base_batch_size, rule)  # checks base_batch_size and rule
+    return int(base_batch_size), rule, check.non_negative("warmup_epochs", warmup_epochs)
+
+
+def scaling_factor(base_batch_size: int, batch_size: int, rule: str, warmup_epochs: float,
+                   steps_per_epoch: int | None, unknown: str = "a data set without a length") -> Schedule:
+    """``m(t)``, the factor an adapter's ``ScaleLearningRate`` multiplies the learning rate by (logged).
+
+    :func:`scaling_warmup` of ``Constant(k)``, ``k`` the :func:`scale_learning_rate` factor of
+    ``batch_size`` against ``base_batch_size``: from 1 to ``k`` over ``warmup_epochs`` epochs of
+    ``steps_per_epoch`` updates. ``steps_per_epoch=None`` (unknown: ``unknown`` says why) is
+    refused when a warmup is needed.
+
+    >>> scaling_factor(256, 512, "linear", 0, None)
+    Constant(value=2.0)
+    """
+    k = scale_learning_rate(1.0, base_batch_size, batch_size, rule)
+    if steps_per_epoch is None and warmup_epochs > 0 and k > 1:
+        raise ValueError(f"ScaleLearningRate: warmup_epochs counts epochs, but the updates per epoch are unknown "
+                         f"({unknown}): pass warmup_epochs=0")
+    factor = scaling_warmup(Constant(k), base_batch_size, batch_size, steps_per_epoch or 1, warmup_epochs, rule)
+    _log.info("ScaleLearningRate: effective batch %d vs base %d (%s): LR x %g after %s", batch_size,
+              base_batch_size, rule, k, factor)
+    return factor
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,6 +240,43 @@ def accumulation_steps(
         if upper - target < target - lower:
             steps += 1
     return Accumulation(steps, per_device, world, target)
+
+
+def accumulation_for(target_batch_size: int, per_device_batch_size: int, world_size: int, exact: bool,
+                     where: str) -> Accumulation:
+    """:func:`accumulation_steps` for an adapter's ``GradientAccumulation``; a refusal names ``where``
+    (the batch and world size as the framework calls them)."""
+    try:
+        return accumulation_steps(target_batch_size, per_device_batch_size, world_size, exact=exact)
+    except ValueError as e:
+        raise ValueError(f"GradientAccumulation: with {where}: {e}") from None
+
+
+def inexact_warning(accumulation: Accumulation, batch: str | None = None) -> str | None:
+    """What ``GradientAccumulation`` warns when the target is not reachable (``exact=False``), else None.
+
+    ``batch`` names the micro-batch and world size in the framework's words.
+
+    >>> for part in inexact_warning(accumulation_steps(100, 32, exact=False), "batch 32 x world size 1").split("; "):
+    ...     print(part)
+    GradientAccumulation: target_batch_size=100 is not reachable with batch 32 x world size 1
+    using 3 micro-batches per update, an effective batch of 96
+    """
+    if accumulation.exact:
+        return None
+    where = "" if batch is None else f" with {batch}"
+    return (f"GradientAccumulation: target_batch_size={accumulation.target_batch_size} is not reachable{where}; "
+            f"using {accumulation.steps} micro-batches per update, an effective batch of "
+            f"{accumulation.effective_batch_size}")
+
+
+def resume_warning(saved: dict[str, Any] | None, accumulation: Accumulation) -> str | None:
+    """What ``GradientAccumulation`` warns when a checkpoint's accumulation (``saved``, a ``get_config()``)
+    differs from the run's, else None."""
+    if not saved or Accumulation.from_config(saved) == accumulation:
+        return None
+    return (f"GradientAccumulation: the checkpoint's accumulation {saved} differs from this run's "
+            f"{accumulation.get_config()}: the effective batch changed on resume")
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,6 +387,28 @@ class BatchRamp(Value):
         """The micro-batches per update at ``step``: ``B(t) / unit`` of ``per_device_batch_size``."""
         per_device = self.unit // self.world_size
         return Accumulation(self.batch_size(step) // self.unit, per_device, self.world_size)
+
+    def check_run(self, per_device_batch_size: int, world_size: int, given: str = "the train dataloader gives",
+                  change: str = "the batch_size") -> None:
+        """Refuse a run whose world size or batch unit (per-device batch x world size) is not this ramp's.
+
+        ``given`` says where the run's batch comes from, ``change`` what the user may change instead.
+        """
+        if world_size != self.world_size:
+            raise ValueError(f"BatchRamp: the ramp's world_size is {self.world_size} but the Trainer runs "
+                             f"{world_size} processes: build BatchRamp(..., world_size={world_size})")
+        if per_device_batch_size * world_size != self.unit:
+            raise ValueError(f"BatchRamp: the ramp's unit (per_device_batch_size x world_size) is {self.unit} "
+                             f"but {given} {per_device_batch_size} x {world_size}: build BatchRamp(..., "
+                             f"per_device_batch_size={per_device_batch_size}, world_size={world_size}) or change "
+                             f"{change}")
+
+    def epoch_batch(self, progress: float, before: int, epoch: int) -> int:
+        """The batch of an epoch starting at ``progress`` (``before``: the last epoch's; a change is logged)."""
+        size = self.batch_size(progress)
+        if size != before:
+            _log.info("BatchRamp: epoch %d, progress %.1f: batch %d -> %d", epoch, progress, before, size)
+        return size
 
     def stages(self, total_steps: int) -> tuple[RampStage, ...]:
         """The batch-size changes over ``total_steps`` base-batch steps (evaluated at whole steps)."""

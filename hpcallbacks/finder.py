@@ -13,7 +13,22 @@ important hyperparameter). Pure Python, no framework: an adapter only feeds loss
 * :func:`smooth` — the debiased exponential moving average of the losses;
   :func:`suggest` — the suggestion rule: ``"steepest"`` (the learning rate where the smoothed
   loss falls fastest against ``log(lr)``) or ``"min_loss"`` (a tenth of the learning rate at the
-  smoothed loss's minimum).
+  smoothed loss's minimum); :func:`min_points` — how many points it wants.
+* :class:`RangeResult` — what a test saw; :attr:`RangeResult.cut_short` and
+  :func:`partial_curve_warning` — the rule for a suggestion from a partial curve (below).
+* :class:`FinderBase` — the framework-free part of every adapter's ``LRFinder`` (its arguments,
+  its result, the warnings and the log).
+
+A cut-short test. The classic stop — the smoothed loss above ``divergence`` x its best once the
+curve has as many points as the suggestion rule wants — is the normal end of a range test
+(fastai and Lightning stop there too): nothing is said. A test that stopped because the loss
+became nan or inf (at any point), or that diverged before the rule had its :func:`min_points`
+(``skip_start + 3 + skip_end`` for ``"steepest"``, 3 for ``"min_loss"``), is *cut short*: its
+suggestion comes from a partial curve. The suggestion is kept (and an adapter's ``apply=True``
+still applies it: valid but suspicious input trains and warns), and every adapter's ``LRFinder``
+warns once with a :class:`hpcallbacks.advice.HyperparameterWarning` whose text is
+:func:`partial_curve_warning`'s: where it stopped, after how many of the planned points, and
+what to change. A test that ran all its planned points is never cut short, however few.
 
 An adapter's loop::
 
@@ -30,21 +45,31 @@ An adapter's loop::
 """
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import _checks as check
 from ._values import Value
+from .advice import HyperparameterWarning
 
 __all__ = ["LRRange", "lr_range", "RangeTest", "RangeResult", "Suggestion", "smooth", "suggest", "diverged",
-           "plot_range_test", "METHODS", "MODES"]
+           "min_points", "partial_curve_warning", "FinderBase", "plot_range_test", "METHODS", "MODES",
+           "STOP_REASONS"]
+
+_log = logging.getLogger("hpcallbacks")
 
 #: Suggestion rules of :func:`suggest`.
 METHODS = ("steepest", "min_loss")
 #: Learning-rate ramps of :class:`LRRange`.
 MODES = ("exponential", "linear")
+#: Why a range test stopped (:attr:`RangeResult.stop_reason`): the smoothed loss exceeded
+#: ``divergence`` x its best, or the loss (or its running average) was not finite.
+STOP_REASONS = ("diverged", "not_finite")
 
 
 @dataclass(frozen=True)
@@ -213,30 +238,114 @@ def suggest(
     return Suggestion(lrs[lo + best], lo + best, method)
 
 
+def min_points(method: str = "steepest", skip_start: int = 10, skip_end: int = 5) -> int:
+    """The fewest points :func:`suggest` wants to apply ``method`` as configured.
+
+    ``"steepest"``: ``skip_start + 3 + skip_end`` (with fewer it skips less, see :func:`suggest`);
+    ``"min_loss"``: 3. A test that diverged with fewer is cut short (:attr:`RangeResult.cut_short`).
+
+    >>> min_points(), min_points("steepest", 2, 1), min_points("min_loss")
+    (18, 6, 3)
+    """
+    method = check.choice("method", method, METHODS)
+    if method == "min_loss":
+        return 3
+    return check.non_negative_int("skip_start", skip_start) + 3 + check.non_negative_int("skip_end", skip_end)
+
+
 @dataclass(frozen=True)
 class RangeResult(Value):
     """What a range test saw: the ``learning_rates`` and raw ``losses`` of the updates it ran, and
-    ``suggestion`` (``None`` when no rule could be applied, see ``error``)."""
+    ``suggestion`` (``None`` when no rule could be applied, see ``error``).
+
+    ``stopped_early``: the test stopped before its last update, or at it, on the loss;
+    ``planned_steps``: the updates it was to run (``num_steps``; ``None`` when unknown, as in a
+    result saved by an older version); ``stop_reason``: one of :data:`STOP_REASONS`, or ``None``;
+    ``needed_points``: :func:`min_points` of its rule. :attr:`cut_short` says whether the
+    suggestion comes from a partial curve (see the module docstring).
+
+    >>> r = RangeResult((1e-3, 1e-2, 1e-1, 1.0), (1.0, 0.5, 0.4, float("nan")), Suggestion(1e-2, 1, "steepest"),
+    ...                 True, planned_steps=30, stop_reason="not_finite", needed_points=18)
+    >>> r.num_points, r.cut_short
+    (4, True)
+    """
 
     learning_rates: tuple[float, ...]
     losses: tuple[float, ...]
     suggestion: Suggestion | None = None
     stopped_early: bool = False
     error: str | None = None
+    planned_steps: int | None = None
+    stop_reason: str | None = None
+    needed_points: int = 3
+
+    @property
+    def num_points(self) -> int:
+        """How many test updates ran (points of the curve)."""
+        return len(self.losses)
+
+    @property
+    def cut_short(self) -> bool:
+        """True when the test stopped on a loss that was not finite, or diverged before it had
+        ``needed_points`` points: its suggestion is from a partial curve. The classic divergence
+        stop after enough points is the normal end of a range test (False)."""
+        if not self.stopped_early:
+            return False
+        return self.stop_reason == "not_finite" or self.num_points < self.needed_points
 
     def get_config(self) -> dict:
         return {"learning_rates": list(self.learning_rates), "losses": list(self.losses),
                 "suggestion": None if self.suggestion is None else self.suggestion.get_config(),
-                "stopped_early": self.stopped_early, "error": self.error}
+                "stopped_early": self.stopped_early, "error": self.error, "planned_steps": self.planned_steps,
+                "stop_reason": self.stop_reason, "needed_points": self.needed_points}
 
     @classmethod
     def from_config(cls, config: dict) -> RangeResult:
         if not isinstance(config, dict):
             raise ValueError(f"config must be a dict from get_config(); got {config!r}")
         s = config.get("suggestion")
-        return cls(tuple(config.get("learning_rates", ())), tuple(config.get("losses", ())),
-                   None if s is None else Suggestion(**s), bool(config.get("stopped_early", False)),
-                   config.get("error"))
+        losses = tuple(config.get("losses", ()))
+        stopped = bool(config.get("stopped_early", False))
+        reason = config.get("stop_reason")
+        if "stop_reason" not in config and stopped:  # saved before stop_reason existed: read it off the losses
+            reason = "not_finite" if losses and not math.isfinite(float(losses[-1])) else "diverged"
+        return cls(tuple(config.get("learning_rates", ())), losses, None if s is None else Suggestion(**s), stopped,
+                   config.get("error"), config.get("planned_steps"), reason, int(config.get("needed_points", 3)))
+
+
+def partial_curve_warning(result: RangeResult, applied: bool = False, who: str = "LRFinder") -> str | None:
+    """The warning text for a suggestion from a cut-short range test (:attr:`RangeResult.cut_short`), else None.
+
+    The one text every adapter's ``LRFinder`` issues (as a :class:`hpcallbacks.advice.HyperparameterWarning`):
+    after how many of the planned points the test stopped and why, the suggestion, and what to
+    change. ``applied``: the suggestion became the run's learning rate all the same. None when
+    the test was not cut short or gave no suggestion (that is warned about on its own).
+
+    >>> r = RangeResult((1e-3, 1e-2, 1e-1, 1.0), (1.0, 0.5, 0.4, float("nan")), Suggestion(1e-2, 1, "steepest"),
+    ...                 True, planned_steps=30, stop_reason="not_finite", needed_points=18)
+    >>> for part in partial_curve_warning(r).split("; "):  # doctest: +ELLIPSIS
+    ...     print(part)
+    LRFinder: the range test stopped after 4 of 30 points (the loss became nan at lr=1)
+    the suggestion 0.01 is from a partial curve: lower max_lr to 0.1 or below (or find what overflows: ...
+    """
+    if result.suggestion is None or not result.cut_short:
+        return None
+    n = result.num_points
+    planned = "" if result.planned_steps is None else f" of {result.planned_steps}"
+    lr = result.learning_rates[-1]
+    if result.stop_reason == "not_finite":
+        last = float(result.losses[-1])
+        what = f"the loss became {last}" if not math.isfinite(last) else "the smoothed loss overflowed"
+        why = f"{what} at lr={lr:.3g}"
+        fix = (f"lower max_lr to {lr / 10:.3g} or below (or find what overflows: the loss, its scale, mixed "
+               "precision), and raise num_steps for more points before it")
+    else:
+        why = (f"the smoothed loss diverged at lr={lr:.3g}, before the {result.suggestion.method!r} rule's "
+               f"{result.needed_points} points")
+        fix = "raise num_steps or lower max_lr (more points before the loss diverges), or lower skip_start / skip_end"
+    also = " and is applied all the same" if applied else ""
+    return (f"{who}: the range test stopped after {n}{planned} points ({why}); the suggestion "
+            f"{result.suggestion.learning_rate:.3g} is from a partial curve{also}: {fix}")
 
 
 @dataclass
@@ -246,7 +355,8 @@ class RangeTest:
     ``lr(t)`` is the learning rate of test update ``t``; ``record(loss)`` stores the loss of
     the update just made and returns True when the test should stop (the smoothed loss
     :func:`diverged` from the best one, after at least ``min_steps`` updates; or the loss is not
-    finite). ``result()`` applies :func:`suggest` to what was recorded.
+    finite). ``result()`` applies :func:`suggest` to what was recorded, and says why and after
+    how many of the planned updates the test stopped.
 
     >>> test = RangeTest(lr_range(1e-3, 1.0, num_steps=4), beta=0.0)
     >>> [test.record(loss) for loss in (1.0, 0.5, 0.4, 9.0)]
@@ -274,6 +384,7 @@ class RangeTest:
         self._avg = 0.0
         self._best = math.inf
         self._stopped = False
+        self._reason: str | None = None
 
     @property
     def num_steps(self) -> int:
@@ -289,12 +400,12 @@ class RangeTest:
         i = len(self.losses)
         self.losses.append(loss)
         if not math.isfinite(loss):
-            self._stopped = True
+            self._stopped, self._reason = True, "not_finite"
             return True
         self._avg = self.beta * self._avg + (1.0 - self.beta) * loss
         smoothed = self._avg / (1.0 - self.beta ** (i + 1))
         if i + 1 > self.min_steps and diverged(smoothed, self._best, self.divergence):
-            self._stopped = True
+            self._stopped, self._reason = True, "diverged" if math.isfinite(smoothed) else "not_finite"
             return True
         self._best = min(self._best, smoothed)
         return False
@@ -308,7 +419,70 @@ class RangeTest:
             error = None
         except ValueError as e:
             s, error = None, str(e)
-        return RangeResult(lrs, tuple(self.losses), s, self._stopped, error)
+        return RangeResult(lrs, tuple(self.losses), s, self._stopped, error, self.num_steps, self._reason,
+                           min_points(self.method, self.skip_start, self.skip_end))
+
+
+class FinderBase:
+    """The framework-free part of every adapter's ``LRFinder``, mixed into its callback class.
+
+    The adapter's ``__init__`` (which keeps the public signature) calls :meth:`_init_finder` for
+    the arguments every adapter takes alike (checked now) and sets ``apply`` itself; its trial
+    updates run :meth:`_new_test`'s :class:`RangeTest`; :meth:`_finish` keeps and reports the
+    result: a ``UserWarning`` when there is no suggestion, else an info log, plus a
+    :class:`hpcallbacks.advice.HyperparameterWarning` (:func:`partial_curve_warning`) when the
+    test was cut short; the plot; and returns the learning rate to apply (``apply=True`` and a
+    suggestion), else None. ``get_config()`` gives the arguments, ``suggestion`` the suggested LR.
+    """
+
+    range: LRRange
+    plot: str | Path | None
+    apply: bool
+    result: RangeResult | None
+
+    def _init_finder(self, min_lr: float, max_lr: float, num_steps: int, mode: str, method: str, beta: float,
+                     divergence: float, skip_start: int, skip_end: int, plot: str | Path | None) -> None:
+        self.range = lr_range(min_lr, max_lr, num_steps, mode)
+        self._test_args = dict(beta=beta, divergence=divergence, method=method, skip_start=skip_start,
+                               skip_end=skip_end)
+        RangeTest(self.range, **self._test_args)  # checks the arguments now
+        if plot is not None and not isinstance(plot, (str, Path)):
+            raise ValueError(f"plot must be None or a file path for the picture; got {plot!r}")
+        self.plot = plot
+        self.result = None
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments (plain JSON)."""
+        return {"min_lr": self.range.min_lr, "max_lr": self.range.max_lr, "num_steps": self.range.num_steps,
+                "mode": self.range.mode, **self._test_args, "plot": None if self.plot is None else str(self.plot),
+                "apply": self.apply}
+
+    @property
+    def suggestion(self) -> float | None:
+        """The suggested learning rate, or None (no test yet, or no suggestion possible)."""
+        if self.result is None or self.result.suggestion is None:
+            return None
+        return self.result.suggestion.learning_rate
+
+    def _new_test(self) -> RangeTest:
+        """A fresh :class:`RangeTest` with this finder's arguments."""
+        return RangeTest(self.range, **self._test_args)
+
+    def _finish(self, result: RangeResult, plot: bool = True) -> float | None:
+        """Keep ``result``, report it (``plot``: draw the picture here, e.g. on the main process only);
+        the learning rate to apply, or None."""
+        self.result = result
+        if result.suggestion is None:
+            warnings.warn(f"LRFinder: no suggestion: {result.error}", stacklevel=3)
+        else:
+            _log.info("LRFinder: suggested learning rate %g (%s, %d test updates)", result.suggestion.learning_rate,
+                      result.suggestion.method, len(result.losses))
+            message = partial_curve_warning(result, applied=self.apply)
+            if message is not None:
+                warnings.warn(message, HyperparameterWarning, stacklevel=3)
+        if self.plot is not None and plot:
+            plot_range_test(result, self.plot, beta=self._test_args["beta"])
+        return self.suggestion if self.apply else None
 
 
 def plot_range_test(result: RangeResult, path: str | Path, beta: float = 0.98, title: str | None = None) -> Path:

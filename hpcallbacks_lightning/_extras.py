@@ -22,7 +22,6 @@ When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`._impl`'s
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,20 +33,10 @@ from hpcallbacks import _checks as check
 from hpcallbacks import advice as A
 from hpcallbacks import batch as B
 from hpcallbacks import finder as F
-from hpcallbacks import gan as G
 from hpcallbacks import schedules as S
+from hpcallbacks import torch as HT
 from hpcallbacks.advice import HyperparameterWarning
 from hpcallbacks.params import ParamSchedule, param_schedules
-from hpcallbacks.torch import (
-    ParamTarget,
-    Snapshot,
-    check_disjoint,
-    dropout_rates,
-    kernel_sizes,
-    optimizer_kind,
-    range_test,
-    resolve_param_target,
-)
 from hpcallbacks.torch import gan as TG
 
 from ._impl import (
@@ -126,6 +115,11 @@ def _bool(name: str, value: Any) -> bool:
     return value
 
 
+def _warn(message: str | None) -> None:
+    if message is not None:
+        warnings.warn(message, stacklevel=3)
+
+
 def _find(cls: type, trainer: Any) -> Any:
     found = [cb for cb in trainer.callbacks if isinstance(cb, cls)]
     if not found:
@@ -176,19 +170,12 @@ class GradientAccumulationMixin:
         _automatic(pl_module, "GradientAccumulation")
         _user_accumulation(trainer, self._set, "GradientAccumulation")
         per_device = _batch_size(trainer, self.per_device_batch_size, "GradientAccumulation")
-        try:
-            acc = B.accumulation_steps(self.target_batch_size, per_device, trainer.world_size, exact=self.exact)
-        except ValueError as e:
-            raise ValueError(f"GradientAccumulation: with per-device batch {per_device} and world size "
-                             f"{trainer.world_size}: {e}") from None
-        if not acc.exact:
-            warnings.warn(f"GradientAccumulation: target_batch_size={self.target_batch_size} is not reachable with "
-                          f"per-device batch {per_device} x world size {trainer.world_size}; using {acc.steps} "
-                          f"micro-batches per update, an effective batch of {acc.effective_batch_size}", stacklevel=2)
+        world = trainer.world_size
+        acc = B.accumulation_for(self.target_batch_size, per_device, world, self.exact,
+                                 f"per-device batch {per_device} and world size {world}")
+        _warn(B.inexact_warning(acc, f"per-device batch {per_device} x world size {world}"))
         saved, self._saved = self._saved, None
-        if saved and saved.get("accumulation") and B.Accumulation.from_config(saved["accumulation"]) != acc:
-            warnings.warn(f"GradientAccumulation: the checkpoint's accumulation {saved['accumulation']} differs from "
-                          f"this run's {acc.get_config()}: the effective batch changed on resume", stacklevel=2)
+        _warn(B.resume_warning(saved and saved.get("accumulation"), acc))
         trainer.accumulate_grad_batches = self._set = acc.steps
         self.accumulation = acc
         log.info("GradientAccumulation: %d micro-batches of %d x %d devices per update = %d samples", acc.steps,
@@ -224,10 +211,7 @@ class ScaleLearningRateMixin(_ScheduleBase):
     def __init__(self, base_batch_size: int, rule: str = "linear", warmup_epochs: float = 5.0, *,
                  per_device_batch_size: int | None = None, log: bool = True) -> None:
         super().__init__(log=log)
-        B.scale_learning_rate(1.0, base_batch_size, base_batch_size, rule)  # checks base_batch_size and rule
-        self.base_batch_size = int(base_batch_size)
-        self.rule = rule
-        self.warmup_epochs = check.non_negative("warmup_epochs", warmup_epochs)
+        self.base_batch_size, self.rule, self.warmup_epochs = B.scaling_options(base_batch_size, rule, warmup_epochs)
         self.per_device_batch_size = (None if per_device_batch_size is None
                                       else check.positive_int("per_device_batch_size", per_device_batch_size))
         self.batch_size: int | None = None
@@ -258,15 +242,9 @@ class ScaleLearningRateMixin(_ScheduleBase):
         if saved is not None:
             self.factor = S.deserialize(saved)
             return
-        k = B.scale_learning_rate(1.0, self.base_batch_size, self.batch_size, self.rule)
         spe, _ = _run_lengths(trainer)
-        if spe is None and self.warmup_epochs > 0 and k > 1:
-            raise ValueError("ScaleLearningRate: warmup_epochs counts epochs, but the updates per epoch are unknown "
-                             "(an iterable data set without a length): pass warmup_epochs=0")
-        self.factor = B.scaling_warmup(S.Constant(k), self.base_batch_size, self.batch_size, spe or 1,
-                                       self.warmup_epochs, self.rule)
-        log.info("ScaleLearningRate: effective batch %d vs base %d (%s): LR x %g after %s", self.batch_size,
-                 self.base_batch_size, self.rule, k, self.factor)
+        self.factor = B.scaling_factor(self.base_batch_size, self.batch_size, self.rule, self.warmup_epochs, spe,
+                                       "an iterable data set without a length")
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -330,15 +308,7 @@ class BatchRampMixin(_ScheduleBase):
         _automatic(pl_module, "BatchRamp")
         _user_accumulation(trainer, self._set, "BatchRamp")
         super().on_fit_start(trainer, pl_module)
-        per_device = _batch_size(trainer, None, "BatchRamp")
-        world = int(trainer.world_size)
-        if world != self.ramp.world_size:
-            raise ValueError(f"BatchRamp: the ramp's world_size is {self.ramp.world_size} but the Trainer runs "
-                             f"{world} processes: build BatchRamp(..., world_size={world})")
-        if per_device * world != self.ramp.unit:
-            raise ValueError(f"BatchRamp: the ramp's unit (per_device_batch_size x world_size) is {self.ramp.unit} "
-                             f"but the train dataloader gives {per_device} x {world}: build BatchRamp(..., "
-                             f"per_device_batch_size={per_device}, world_size={world}) or change the batch_size")
+        self.ramp.check_run(_batch_size(trainer, None, "BatchRamp"), int(trainer.world_size))
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_start(trainer, pl_module)
@@ -354,11 +324,7 @@ class BatchRampMixin(_ScheduleBase):
         epoch = trainer.current_epoch
         if self._epoch != epoch:  # a resumed epoch keeps the batch it started with
             self._epoch = epoch
-            before = self.batch_size
-            self.batch_size = self.ramp.batch_size(self.progress)
-            if self.batch_size != before:
-                log.info("BatchRamp: epoch %d, progress %.1f: batch %d -> %d", epoch, self.progress, before,
-                         self.batch_size)
+            self.batch_size = self.ramp.epoch_batch(self.progress, self.batch_size, epoch)
         trainer.accumulate_grad_batches = self._set = self.batch_size // self.ramp.unit
         self._last_step = -1  # the LR uses the new batch from the next update on
 
@@ -385,11 +351,6 @@ class BatchRampMixin(_ScheduleBase):
 
 # ----------------------------------------------------------------------------------------------
 # any hyperparameter on a schedule
-def _resolve(name: str, pl_module: Any, optimizers: Sequence[Any]) -> ParamTarget:
-    return resolve_param_target(name, pl_module, optimizers, owner="LightningModule",
-                                optimizers_from="configure_optimizers returned")
-
-
 class ParamSchedulerMixin:
     """Any numeric hyperparameter on a core schedule, set once per optimizer update (floats only).
 
@@ -423,20 +384,18 @@ class ParamSchedulerMixin:
         params = param_schedules(*schedules)
         self.schedules = tuple(params)
         self.log_values = _bool("log", log)
-        self._targets: list[ParamTarget] = []
+        self._targets: list[HT.ParamTarget] = []
         self._values: list[float] = []
         self._last_step = -1
         self._every = 0
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        self._targets = [_resolve(p.name, pl_module, list(trainer.optimizers)) for p in self.schedules]
-        check_disjoint([p.name for p in self.schedules], self._targets)
+        self._targets = HT.resolve_param_targets(self.schedules, pl_module, list(trainer.optimizers),
+                                              owner="LightningModule", optimizers_from="configure_optimizers returned")
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         _, total = _run_lengths(trainer)
-        start = int(trainer.global_step)
-        for p, t in zip(self.schedules, self._targets, strict=True):
-            t.check_schedule(p, start, total)
+        HT.check_param_schedules(self.schedules, self._targets, int(trainer.global_step), total)
         self._last_step = -1
         self._values = [0.0] * len(self.schedules)
         self._every = _log_every(trainer, self.log_values)
@@ -446,9 +405,7 @@ class ParamSchedulerMixin:
         if step == self._last_step:
             return
         self._last_step = step
-        for i, (p, t) in enumerate(zip(self.schedules, self._targets, strict=True)):
-            value = self._values[i] = p.schedule(step)
-            t.set(value)
+        self._values = HT.set_params(self.schedules, self._targets, step)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self._every and trainer.global_step % self._every == 0:
@@ -458,7 +415,7 @@ class ParamSchedulerMixin:
 
 # ----------------------------------------------------------------------------------------------
 # GAN schedules (handbook H7)
-class _GanMixin:
+class _GanMixin(TG.GanValues):
     """The discriminator update count ``step`` a GAN schedule is evaluated at, and the lookup."""
 
     def _init_count(self, optimizer: int | None) -> None:
@@ -510,6 +467,23 @@ class _GanMixin:
         self._steps = int(state_dict.get("optimizer_steps", 0))
 
 
+class _LoggedGanMixin(_GanMixin):
+    """A GAN callback that logs its current value (``_LOG``) every ``log_every_n_steps`` when ``log``."""
+
+    def _init_log(self, log: bool) -> None:
+        self.log_value = _bool("log", log)
+        self._every = 0
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._every = _log_every(trainer, self.log_value)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self._every and trainer.global_step % self._every == 0:
+            name, attribute = self._LOG  # type: ignore[misc]
+            pl_module.log(name, getattr(self, attribute), **_LOG_KW)
+
+
 _GAN_DOC = """
 
     ``step``, the update the value is for: with automatic optimization ``trainer.global_step``
@@ -530,101 +504,30 @@ _GAN_DOC = """
     """
 
 
-class InstanceNoiseMixin(_GanMixin):
-    __doc__ = """Instance noise on the discriminator's inputs (handbook H7), a core :class:`hpcallbacks.InstanceNoise`.
-
-    ``schedule``: any core schedule or a number (the std), or an ``hpcallbacks.InstanceNoise``.
-    ``.std`` is the standard deviation at the current update, ``.apply(x)`` returns
-    ``x + N(0, std^2)`` (``x`` itself once the std is 0). Logs ``instance_noise_std``.""" + _GAN_DOC
+class InstanceNoiseMixin(TG.InstanceNoiseValues, _LoggedGanMixin):
+    __doc__ = TG.InstanceNoiseValues.__doc__ + " Logs ``instance_noise_std``." + _GAN_DOC
 
     def __init__(self, schedule: Any, optimizer: int | None = None, *, log: bool = True) -> None:
-        self.noise = schedule if isinstance(schedule, G.InstanceNoise) else G.InstanceNoise(schedule)
+        self._init_values(schedule)
         self._init_count(optimizer)
-        self.log_value = _bool("log", log)
-        self._every = 0
-
-    @property
-    def std(self) -> float:
-        """The noise standard deviation at the current update."""
-        return self.noise.std(self.step)
-
-    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``x`` plus the current update's instance noise."""
-        return TG.add_instance_noise(x, self.noise, self.step, generator)
-
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self._every = _log_every(trainer, self.log_value)
-
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self._every and trainer.global_step % self._every == 0:
-            pl_module.log("instance_noise_std", self.std, **_LOG_KW)
+        self._init_log(log)
 
 
-class LabelSmoothingMixin(_GanMixin):
-    __doc__ = """Discriminator label smoothing (handbook H7) by a core :class:`hpcallbacks.LabelSmoothing`.
-
-    ``real`` (default 0.9), ``fake`` (0.0: one-sided; 0.1: two-sided), ``schedule`` (the strength
-    over training, or None for full strength), as the core's; or pass an ``hpcallbacks.LabelSmoothing``
-    as ``real``. ``.targets(labels)`` (= ``.apply``) returns ``labels * real_t + (1 - labels) * fake_t``
-    for a float label tensor; ``.real_target`` / ``.fake_target`` are the current numbers. With a
-    ``LabelFlip`` too, flip first: ``smoothing.targets(flip.targets(labels))``.""" + _GAN_DOC
-
-    def __init__(self, real: Any = 0.9, fake: float = 0.0, schedule: Any = None, optimizer: int | None = None) -> None:
-        self.smoothing = real if isinstance(real, G.LabelSmoothing) else G.LabelSmoothing(real, fake, schedule)
-        self._init_count(optimizer)
-
-    @property
-    def real_target(self) -> float:
-        return self.smoothing.real_target(self.step)
-
-    @property
-    def fake_target(self) -> float:
-        return self.smoothing.fake_target(self.step)
-
-    def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """The smoothed targets of ``labels`` (1.0 real, 0.0 fake) at the current update."""
-        return TG.smooth_labels(labels, self.smoothing, self.step)
-
-    apply = targets
+class LabelSmoothingMixin(TG.LabelSmoothingValues, _GanMixin):
+    __doc__ = TG.LabelSmoothingValues.__doc__ + _GAN_DOC
 
 
-class LabelFlipMixin(_GanMixin):
-    __doc__ = """Flip discriminator labels (handbook H7) by a core :class:`hpcallbacks.LabelFlip`.
-
-    ``schedule``: the flip probability (a number or any core schedule), ``seed``; or an
-    ``hpcallbacks.LabelFlip``. ``.targets(labels)`` (= ``.apply``) returns ``labels`` with the
-    samples the core picks at the current update (``flip_uniform(seed, step, index) < p``, computed
-    on the host) replaced by ``1 - y``. ``index`` numbers the samples of the update's whole batch:
+class LabelFlipMixin(TG.LabelFlipValues, _LoggedGanMixin):
+    __doc__ = TG.LabelFlipValues.__doc__ + """ ``index`` numbers the samples of the update's whole batch:
     sample ``i`` of a ``n``-sample micro-batch has index ``(m * world_size + r) * n + i`` on rank ``r``
     for the ``m``-th micro-batch of the update (``m = batch_idx % accumulate_grad_batches``; 0 with
     manual optimization), so ranks and micro-batches flip different samples. ``.probability`` is
     the current ``p``. Logs ``label_flip_probability``.""" + _GAN_DOC
 
     def __init__(self, schedule: Any, seed: int = 0, optimizer: int | None = None, *, log: bool = True) -> None:
-        self.flip = schedule if isinstance(schedule, G.LabelFlip) else G.LabelFlip(schedule, seed)
+        self._init_values(schedule, seed)
         self._init_count(optimizer)
-        self.log_value = _bool("log", log)
-        self._every = 0
-
-    @property
-    def probability(self) -> float:
-        return self.flip.probability(self.step)
-
-    def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """``labels`` with this update's flips applied."""
-        n = labels.shape[0] if labels.ndim else 1
-        return TG.flip_labels(labels, self.flip, self.step, offset=(self._micro * self._world + self._rank) * n)
-
-    apply = targets
-
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self._every = _log_every(trainer, self.log_value)
-
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self._every and trainer.global_step % self._every == 0:
-            pl_module.log("label_flip_probability", self.probability, **_LOG_KW)
+        self._init_log(log)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -644,15 +547,10 @@ def _peak_lr(trainer: Any, opt: Any) -> float | None:
         stride = max(1, (end - start) // 10_000)
         return max(owners[0]._lr_at(t) for t in range(start, max(end, start + 1), stride))
     group = opt.param_groups[0]
-    lr = group.get("base_lr", group["lr"])
-    return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+    return HT.as_float(group.get("base_lr", group["lr"]))
 
 
-def _as_float(value: Any) -> float:
-    return float(value.item() if isinstance(value, torch.Tensor) else value)
-
-
-class HyperparameterAdvisorMixin:
+class HyperparameterAdvisorMixin(A.AdvisorBase):
     """Check the run against the handbook's recommended values (H2) once, before the first update.
 
     Reads, at the start of the first training epoch (after every ``on_train_start``, so after
@@ -674,18 +572,7 @@ class HyperparameterAdvisorMixin:
 
     def __init__(self, strict: bool = False, fine_tuning: bool | None = None,
                  from_scratch_learning_rate: float | None = None) -> None:
-        self.strict = _bool("strict", strict)
-        if fine_tuning is not None:
-            _bool("fine_tuning", fine_tuning)
-        if from_scratch_learning_rate is not None:
-            check.positive("from_scratch_learning_rate", from_scratch_learning_rate)
-            if fine_tuning is False:
-                raise ValueError(f"from_scratch_learning_rate is used only when fine-tuning; got "
-                                 f"{from_scratch_learning_rate!r} with fine_tuning=False")
-        self.fine_tuning = fine_tuning
-        self.from_scratch_learning_rate = from_scratch_learning_rate
-        self.findings: list[A.Finding] = []
-        self.values: dict[str, Any] = {}
+        self._init_advisor(strict, fine_tuning, from_scratch_learning_rate, boolean=_bool)
         self._done = False
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
@@ -695,30 +582,17 @@ class HyperparameterAdvisorMixin:
         if self._done:
             return
         self._done = True
-        self.values = self.read(trainer, pl_module)
-        self.findings = A.check(**self.values)
-        _report("HyperparameterAdvisor", self.findings, self.strict, trainer)
+        _report("HyperparameterAdvisor", self._advise(self.read(trainer, pl_module)), self.strict, trainer)
 
     def read(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
         """The arguments of :func:`hpcallbacks.advice.check` this run has."""
         values: dict[str, Any] = {}
         opt = trainer.optimizers[0] if trainer.optimizers else None
-        kind = optimizer_kind(opt) if opt is not None else None
+        kind = HT.optimizer_kind(opt) if opt is not None else None
         if opt is not None and kind is not None:
-            group = opt.param_groups[0]
             values["optimizer"] = kind
             values["learning_rate"] = _peak_lr(trainer, opt)
-            if kind in ("adam", "adamw"):
-                betas = group.get("betas")
-                if betas is not None:
-                    values["beta_1"], values["beta_2"] = _as_float(betas[0]), _as_float(betas[1])
-                if "eps" in group:
-                    values["epsilon"] = _as_float(group["eps"])
-            elif "momentum" in group:
-                values["momentum"] = _as_float(group["momentum"])
-            decays = [_as_float(g["weight_decay"]) for g in opt.param_groups if "weight_decay" in g]
-            if decays:
-                values["weight_decay"] = max(decays)
+            values.update(HT.optimizer_values(opt, kind))
         else:
             values["optimizer"] = "sgd"  # only the rows that do not depend on the optimizer are checked
             if opt is not None:
@@ -727,20 +601,16 @@ class HyperparameterAdvisorMixin:
         per_device = per_device_batch_size(trainer)
         if per_device is not None:
             values["batch_size"] = _effective_batch(trainer, per_device)
-        values["dropout_rates"] = dropout_rates(pl_module)
-        values["kernel_sizes"] = kernel_sizes(pl_module)
+        values["dropout_rates"] = HT.dropout_rates(pl_module)
+        values["kernel_sizes"] = HT.kernel_sizes(pl_module)
         fine = self.fine_tuning
         if fine is None:
             fine = bool(_peers(trainer, StagedUnfreezeMixin) or _peers(trainer, DiscriminativeLRMixin))
-        if self.from_scratch_learning_rate is not None and not fine:
-            raise ValueError("HyperparameterAdvisor: from_scratch_learning_rate is used only when fine-tuning, and "
-                             "this run has no StagedUnfreeze / DiscriminativeLR: pass fine_tuning=True")
-        values["fine_tuning"] = fine
-        values["from_scratch_learning_rate"] = self.from_scratch_learning_rate
+        values.update(A.fine_tuning_values(fine, self.from_scratch_learning_rate))
         return values
 
 
-class LossBalanceMixin:
+class LossBalanceMixin(A.LossBalanceBase):
     """Check that the loss terms stay within two orders of magnitude of each other (handbook H2).
 
     ``terms``: the names of two or more loss terms the module logs (``self.log("loss_a", ...)``,
@@ -757,19 +627,7 @@ class LossBalanceMixin:
 
     def __init__(self, terms: Sequence[str] = ("loss_a", "loss_b"), every_n_epochs: int = 1, strict: bool = False,
                  reference: str | None = None) -> None:
-        if isinstance(terms, str) or not isinstance(terms, Sequence) or len(terms) < 2 or not all(
-                isinstance(t, str) and t for t in terms) or len(set(terms)) != len(terms):
-            raise ValueError(f"terms must be two or more distinct names of logged loss terms; got {terms!r}")
-        if reference is not None and reference not in terms:
-            raise ValueError(f"reference must be one of terms {list(terms)}; got {reference!r}")
-        self.terms = tuple(terms)
-        self.every_n_epochs = check.positive_int("every_n_epochs", every_n_epochs)
-        self.strict = _bool("strict", strict)
-        self.reference = reference
-        self.weights: dict[str, float] = {t: 1.0 for t in self.terms}
-        self.values: dict[str, float] = {}
-        self.findings: tuple[A.Finding, ...] = ()
-        self._warned = False
+        self._init_balance(terms, every_n_epochs, strict, reference, boolean=_bool)
 
     @classmethod
     def of(cls, trainer: Any) -> Any:
@@ -780,21 +638,12 @@ class LossBalanceMixin:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         metrics = trainer.callback_metrics
-        missing = [t for t in self.terms if t not in metrics]
-        if missing:
-            if not self._warned:
-                self._warned = True
-                warnings.warn(f"LossBalance: term(s) {missing} were not logged (logged: {sorted(metrics)}); log them "
-                              "with self.log(name, value, on_epoch=True)", stacklevel=2)
+        if self._missing(metrics, "were not logged", "log them with self.log(name, value, on_epoch=True)"):
             return
-        values = {t: _as_float(metrics[t]) for t in self.terms}  # one host read per term, once per check
-        values = trainer.strategy.broadcast(values, src=0)  # under DDP every rank decides on rank 0's values
-        if any(v == 0 or not math.isfinite(v) for v in values.values()):
-            log.info("LossBalance: a term is 0 or not finite (%s); not checked", values)
-            return
-        result = A.loss_balance(values, self.reference)
-        self.values, self.weights, self.findings = values, dict(result.weights), tuple(result.findings)
-        _report("LossBalance", result.findings, self.strict, trainer)
+        values = {t: HT.as_float(metrics[t]) for t in self.terms}  # one host read per term, once per check
+        result = self._balance(trainer.strategy.broadcast(values, src=0))  # every DDP rank: rank 0's values
+        if result is not None:
+            _report("LossBalance", result.findings, self.strict, trainer)
 
     def state_dict(self) -> dict[str, Any]:
         return {"weights": dict(self.weights), "values": dict(self.values)}
@@ -814,7 +663,7 @@ def _loss_of(output: Any) -> torch.Tensor | None:
     return None
 
 
-class LRFinderMixin:
+class LRFinderMixin(F.FinderBase):
     """The learning-rate range test (Smith 2017) before training, by the core's :mod:`hpcallbacks.finder`.
 
     At train start (a fresh run only: a resumed run keeps the checkpoint's result) it trains
@@ -837,28 +686,18 @@ class LRFinderMixin:
     hpcallbacks schedule callbacks (``CosineRestart()`` then decays from it); refused with an LR
     scheduler from ``configure_optimizers``. The test syncs the loss to the host once per test
     update (it is not training). Automatic optimization, one optimizer.
+
+    A test cut short (the loss became nan or inf, or it diverged before the suggestion rule had its
+    points: :attr:`hpcallbacks.finder.RangeResult.cut_short`) warns once with a
+    :class:`HyperparameterWarning` saying what to change; ``apply=True`` still applies its suggestion.
     """
 
     def __init__(self, min_lr: float = 1e-7, max_lr: float = 10.0, num_steps: int = 100, mode: str = "exponential",
                  method: str = "steepest", beta: float = 0.98, divergence: float = 4.0, skip_start: int = 10,
                  skip_end: int = 5, plot: str | Path | None = None, apply: bool = False) -> None:
-        self.range = F.lr_range(min_lr, max_lr, num_steps, mode)
-        self._test_args = dict(beta=beta, divergence=divergence, method=method, skip_start=skip_start,
-                               skip_end=skip_end)
-        F.RangeTest(self.range, **self._test_args)  # checks the arguments now
-        if plot is not None and not isinstance(plot, (str, Path)):
-            raise ValueError(f"plot must be None or a file path for the picture; got {plot!r}")
-        self.plot = plot
+        self._init_finder(min_lr, max_lr, num_steps, mode, method, beta, divergence, skip_start, skip_end, plot)
         self.apply = _bool("apply", apply)
-        self.result: F.RangeResult | None = None
         self._loaded = False
-
-    @property
-    def suggestion(self) -> float | None:
-        """The suggested learning rate, or None (no test yet, or no suggestion possible)."""
-        if self.result is None or self.result.suggestion is None:
-            return None
-        return self.result.suggestion.learning_rate
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         _automatic(pl_module, "LRFinder")
@@ -875,33 +714,19 @@ class LRFinderMixin:
             self._loaded = False
             log.info("LRFinder: resumed run; keeping the checkpoint's suggestion %s", self.suggestion)
             return
-        self.result = self._run(trainer, pl_module)
-        if self.result.suggestion is None:
-            warnings.warn(f"LRFinder: no suggestion: {self.result.error}", stacklevel=2)
-        else:
-            log.info("LRFinder: suggested learning rate %g (%s, %d test updates)", self.suggestion,
-                     self.result.suggestion.method, len(self.result.losses))
-        if self.plot is not None and trainer.is_global_zero:
-            F.plot_range_test(self.result, self.plot, beta=self._test_args["beta"])
-        if self.apply and self.suggestion is not None:
-            self._apply(trainer, self.suggestion)
+        lr = self._finish(self._run(trainer, pl_module), plot=trainer.is_global_zero)
+        if lr is not None:
+            self._apply(trainer, lr)
 
     def _run(self, trainer: Any, pl_module: Any) -> F.RangeResult:
         opt = trainer.optimizers[0]
-        loader = trainer.train_dataloader
         acc = max(1, int(trainer.accumulate_grad_batches))
-        snapshot = Snapshot(pl_module, [opt])  # weights, optimizer state, RNG states
-        batches = {"it": iter(loader), "index": 0}
+        snapshot = HT.Snapshot(pl_module, [opt])  # weights, optimizer state, RNG states
+        batches = HT.Batches(trainer.train_dataloader)
 
         def next_loss() -> torch.Tensor:
-            try:
-                batch = next(batches["it"])
-            except StopIteration:
-                batches["it"] = iter(loader)
-                batch = next(batches["it"])
-            batch = trainer.strategy.batch_to_device(batch)
-            loss = _loss_of(trainer.strategy.training_step(batch, batches["index"]))
-            batches["index"] += 1
+            batch = trainer.strategy.batch_to_device(batches.next())
+            loss = _loss_of(trainer.strategy.training_step(batch, batches.count - 1))
             if loss is None:
                 raise ValueError("LRFinder: training_step returned no loss; the range test needs one")
             return loss
@@ -910,7 +735,7 @@ class LRFinderMixin:
         try:
             pl_module.train()
             with torch.enable_grad():
-                return range_test(F.RangeTest(self.range, **self._test_args), opt, next_loss, acc,
+                return HT.range_test(self._new_test(), opt, next_loss, acc,
                                   reduce=lambda mean: trainer.strategy.reduce(mean, reduce_op="mean"))
         finally:
             del pl_module.log, pl_module.log_dict
@@ -918,16 +743,7 @@ class LRFinderMixin:
 
     def _apply(self, trainer: Any, lr: float) -> None:
         for opt in trainer.optimizers:
-            for group in opt.param_groups:
-                factor = group.get("lr_factor", 1.0)
-                for key in ("lr", "initial_lr"):
-                    if key in group:
-                        if isinstance(group[key], torch.Tensor):
-                            group[key].fill_(lr * factor)
-                        else:
-                            group[key] = lr * factor
-                if "base_lr" in group:
-                    group["base_lr"] = lr
+            HT.set_base_lr(opt, lr)
         mine = trainer.callbacks.index(self)
         for cb in _peers(trainer, _ScheduleBase):
             cb._initial_lr = lr

@@ -224,3 +224,71 @@ def test_core_imports_no_framework():
             "print(sorted(m for m in ('numpy', 'torch', 'tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------------------------
+# what the adapters' LossBalance / HyperparameterAdvisor callbacks share
+def test_loss_terms_and_the_balance_check_the_adapters_run():
+    from hpcallbacks.advice import balance_check, loss_terms, missing_terms_warning
+
+    assert loss_terms(["a", "b"], "b") == ("a", "b")
+    for terms, reference, message in [("ab", None, "terms must be two or more"), (("a",), None, "two or more"),
+                                      (("a", "a"), None, "distinct"), (("a", "b"), "c", "reference must be one of")]:
+        with pytest.raises(ValueError, match=message):
+            loss_terms(terms, reference)
+    assert balance_check({"a": 1.0, "b": 0.0}) is None and balance_check({"a": float("nan"), "b": 1.0}) is None
+    assert balance_check({"a": 1.0, "b": 250.0}) == loss_balance({"a": 1.0, "b": 250.0})
+    assert missing_terms_warning(("a", "b"), {"a": 1, "c": 2}, "were not logged", "log them") == (
+        "LossBalance: term(s) ['b'] were not logged (logged: ['a', 'c']); log them")
+    assert missing_terms_warning(("a", "b"), ["b", "a"], "were not logged", "log them") is None
+
+
+def test_loss_balance_base_keeps_what_it_found_and_warns_a_missing_term_once():
+    from hpcallbacks.advice import LossBalanceBase
+
+    class Balance(LossBalanceBase):
+        pass
+
+    b = Balance()
+    b._init_balance(("a", "b"), 2, False, None)
+    assert (b.terms, b.every_n_epochs, b.strict, b.weights, b.values) == (("a", "b"), 2, False, {"a": 1.0, "b": 1.0},
+                                                                          {})
+    with pytest.warns(UserWarning, match=r"term\(s\) \['b'\] are not in the logs"):
+        assert b._missing({"a": 1.0}, "are not in the logs", "pass terms=")
+    assert b._missing({"a": 1.0}, "are not in the logs", "pass terms=")  # once: no second warning (errors here)
+    assert not b._missing({"a": 1.0, "b": 2.0}, "are not in the logs", "pass terms=")
+    assert b._balance({"a": 1.0, "b": 0.0}) is None and b.values == {}
+    result = b._balance({"a": 1.0, "b": 250.0})
+    assert result.findings and b.values == {"a": 1.0, "b": 250.0} and b.weights == result.weights
+    with pytest.raises(ValueError, match="strict must be True or False"):
+        Balance()._init_balance(("a", "b"), 1, "yes", None)
+
+
+def test_advisor_options_and_fine_tuning_values():
+    from hpcallbacks.advice import AdvisorBase, advisor_options, fine_tuning_values
+
+    assert advisor_options(True, None, None) == (True, None, None)
+    with pytest.raises(ValueError, match="from_scratch_learning_rate is used only when fine-tuning; got 0.1"):
+        advisor_options(False, False, 0.1)
+    with pytest.raises(ValueError, match="fine_tuning must be True or False"):
+        advisor_options(False, "yes", None)
+
+    def own(name, value):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: own message")
+        return value
+
+    with pytest.raises(ValueError, match="strict: own message"):
+        advisor_options(1, None, None, boolean=own)
+    assert fine_tuning_values(False, None) == {"fine_tuning": False, "from_scratch_learning_rate": None}
+    with pytest.raises(ValueError, match="this fit has no StagedUnfreeze"):
+        fine_tuning_values(False, 0.1, where="fit")
+
+    class Advisor(AdvisorBase):
+        pass
+
+    a = Advisor()
+    a._init_advisor(False, None, None)
+    assert a.findings == [] and a.values == {}
+    findings = a._advise({"optimizer": "sgd", "learning_rate": 0.5})
+    assert findings == check("sgd", learning_rate=0.5) and a.findings is findings and a.values["learning_rate"] == 0.5

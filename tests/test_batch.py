@@ -274,3 +274,57 @@ def test_config_round_trip(value):
 def test_from_config_refuses_unknown_keys():
     with pytest.raises(ValueError, match="config"):
         Accumulation.from_config({"steps": 1, "per_device_batch_size": 8, "bogus": 1})
+
+
+# --------------------------------------------------------------------------------------------
+# what the adapters' GradientAccumulation / ScaleLearningRate / BatchRamp callbacks share
+def test_scaling_options_and_factor():
+    from hpcallbacks.batch import scaling_factor, scaling_options
+
+    assert scaling_options(256, "linear", 2) == (256, "linear", 2.0)
+    for args, name in [((0, "linear", 1), "base_batch_size"), ((256, "log", 1), "rule"),
+                       ((256, "linear", -1), "warmup_epochs")]:
+        with pytest.raises(ValueError, match=f"{name} must be"):
+            scaling_options(*args)
+    factor = scaling_factor(256, 1024, "linear", 1, 10)
+    assert factor == scaling_warmup(Constant(4.0), 256, 1024, 10, 1, "linear")
+    assert factor(0) == pytest.approx(1.0) and factor(10) == pytest.approx(4.0)
+    assert scaling_factor(256, 128, "linear", 5, None) == Constant(0.5)  # no warmup needed: no epoch length needed
+    with pytest.raises(ValueError, match=r"updates per epoch are unknown \(an IterableDataset\): pass warmup_epochs=0"):
+        scaling_factor(256, 1024, "linear", 5, None, "an IterableDataset")
+
+
+def test_accumulation_messages():
+    from hpcallbacks.batch import accumulation_for, inexact_warning, resume_warning
+
+    acc = accumulation_for(256, 32, 2, True, "batch 32 and world size 2")
+    assert acc == accumulation_steps(256, 32, 2) and inexact_warning(acc) is None
+    with pytest.raises(ValueError, match=r"^GradientAccumulation: with batch 32 and world size 2: target_batch_size "
+                                         r"must be a multiple"):
+        accumulation_for(100, 32, 2, True, "batch 32 and world size 2")
+    near = accumulation_for(100, 32, 1, False, "-")
+    assert inexact_warning(near) == ("GradientAccumulation: target_batch_size=100 is not reachable; using 3 "
+                                     "micro-batches per update, an effective batch of 96")
+    assert "not reachable with per-device batch 32 x world size 1;" in inexact_warning(
+        near, "per-device batch 32 x world size 1")
+    assert resume_warning(None, acc) is None and resume_warning(acc.get_config(), acc) is None
+    assert resume_warning(near.get_config(), acc) == (
+        f"GradientAccumulation: the checkpoint's accumulation {near.get_config()} differs from this run's "
+        f"{acc.get_config()}: the effective batch changed on resume")
+
+
+def test_ramp_checks_the_run_and_chooses_the_epochs_batch(caplog):
+    ramp = BatchRamp(PiecewiseConstantDecay([100], [0.1, 0.02]), base_batch_size=128, max_batch_size=1024,
+                     per_device_batch_size=64, world_size=2)
+    ramp.check_run(64, 2)
+    with pytest.raises(ValueError, match=r"world_size is 2 but the Trainer runs 1 processes"):
+        ramp.check_run(128, 1)
+    with pytest.raises(ValueError, match=r"is 128 but the train dataloader gives 32 x 2: build BatchRamp\(\.\.\., "
+                                         r"per_device_batch_size=32, world_size=2\) or change the batch_size$"):
+        ramp.check_run(32, 2)
+    with pytest.raises(ValueError, match=r"but the Trainer's batch is 32 x 2: .* or change per_device_train_batch"):
+        ramp.check_run(32, 2, "the Trainer's batch is", "per_device_train_batch_size")
+    with caplog.at_level("INFO", logger="hpcallbacks"):
+        assert ramp.epoch_batch(0, 128, 0) == 128 and not caplog.records
+        assert ramp.epoch_batch(150, 128, 3) == 640
+    assert "BatchRamp: epoch 3, progress 150.0: batch 128 -> 640" in caplog.text

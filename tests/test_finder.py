@@ -119,3 +119,123 @@ def test_plot(tmp_path):
     result = F.RangeResult(tuple(lrs), tuple(losses), F.suggest(lrs, losses))
     path = F.plot_range_test(result, tmp_path / "range.png")
     assert path.exists() and path.stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# a test cut short: the rule every adapter's LRFinder warns by
+def assert_warned_once_cut_short(caught, result, points=13, planned=30, at="0.0117"):
+    """What each adapter's test of a range test cut short by a nan loss (apply=True) checks, with ``caught``
+    the warnings of the run (tests/test_lightning_extras.py, tests/test_hf_extras.py, tests/keras_cases.py)."""
+    from hpcallbacks.advice import HyperparameterWarning
+
+    ours = [str(w.message) for w in caught if issubclass(w.category, HyperparameterWarning)]
+    assert ours == [F.partial_curve_warning(result, applied=True)]  # once, the core's text
+    assert ours[0].startswith(f"LRFinder: the range test stopped after {points} of {planned} points (the loss became "
+                              f"nan at lr={at})")
+    assert result.cut_short and result.stop_reason == "not_finite" and result.num_points == points
+
+
+def run_test(losses, num_steps=30, **kwargs):
+    test = F.RangeTest(F.lr_range(1e-4, 1.0, num_steps=num_steps), **kwargs)
+    for loss in losses:
+        if test.record(loss):
+            break
+    return test.result()
+
+
+def test_min_points_is_what_the_rule_wants_unshrunk():
+    assert F.min_points() == 18 and F.min_points("steepest", 2, 1) == 6 and F.min_points("min_loss", 10, 5) == 3
+    with pytest.raises(ValueError, match="method must be one of"):
+        F.min_points("valley")
+
+
+def test_the_classic_divergence_stop_is_the_normal_end_and_not_cut_short():
+    losses = [1.0 - 0.03 * k for k in range(25)] + [50.0]  # falls, then blows up after enough points
+    result = run_test(losses, beta=0.0)
+    assert result.stopped_early and result.stop_reason == "diverged" and result.num_points == 26
+    assert result.planned_steps == 30 and result.needed_points == 18
+    assert not result.cut_short and result.suggestion is not None
+    assert F.partial_curve_warning(result) is None
+
+
+def test_a_nan_loss_cuts_the_test_short_and_the_warning_says_where_and_what_to_change():
+    result = run_test([1.0, 0.9, 0.7, 0.5, 0.4, math.nan], beta=0.0, skip_start=1, skip_end=1)
+    assert result.stopped_early and result.stop_reason == "not_finite" and result.cut_short
+    assert result.num_points == 6 and result.planned_steps == 30 and result.suggestion is not None
+    message = F.partial_curve_warning(result)
+    lr = result.learning_rates[-1]
+    assert message.startswith(f"LRFinder: the range test stopped after 6 of 30 points (the loss became nan at "
+                              f"lr={lr:.3g}); the suggestion {result.suggestion.learning_rate:.3g} is from a "
+                              f"partial curve: lower max_lr to {lr / 10:.3g} or below")
+    assert "raise num_steps" in message and "applied" not in message
+    assert "is applied all the same" in F.partial_curve_warning(result, applied=True)
+    late = run_test([1.0 - 0.03 * k for k in range(25)] + [math.inf], beta=0.0)  # a nan/inf warns however late
+    assert late.cut_short and "the loss became inf" in F.partial_curve_warning(late)
+
+
+def test_a_divergence_before_the_rule_has_its_points_is_cut_short():
+    losses = [1.0, 0.8, 0.6, 0.5, 0.4, 40.0]
+    result = run_test(losses, beta=0.0)  # steepest, skips 10 + 5: wants 18 points
+    assert result.stop_reason == "diverged" and result.num_points == 6 and result.cut_short
+    message = F.partial_curve_warning(result)
+    assert "stopped after 6 of 30 points (the smoothed loss diverged at lr=" in message
+    assert "'steepest' rule's 18 points" in message and "lower skip_start / skip_end" in message
+    assert not run_test(losses, beta=0.0, method="min_loss").cut_short  # min_loss wants 3 points
+    assert not run_test(losses, beta=0.0, skip_start=1, skip_end=1).cut_short  # wants 5
+
+
+def test_a_test_that_ran_all_its_points_is_never_cut_short():
+    result = run_test([1.0, 0.9, 0.5, 0.3, 0.2, 0.15], num_steps=6, beta=0.0)
+    assert not result.stopped_early and result.stop_reason is None and not result.cut_short
+    assert F.partial_curve_warning(result) is None
+
+
+def test_no_suggestion_means_no_partial_curve_warning():
+    result = run_test([1.0, math.nan])
+    assert result.cut_short and result.suggestion is None and F.partial_curve_warning(result) is None
+
+
+def test_the_result_keeps_the_stop_through_its_config_and_reads_older_configs():
+    result = run_test([1.0, 0.9, 0.7, 0.5, 0.4, math.nan], beta=0.0)
+    again = F.RangeResult.from_config(result.get_config())
+    assert again.stop_reason == "not_finite" and again.planned_steps == 30 and again.needed_points == 18
+    assert again.cut_short
+    old = {k: v for k, v in result.get_config().items() if k not in ("planned_steps", "stop_reason", "needed_points")}
+    older = F.RangeResult.from_config(old)  # saved before the fields existed: the reason is read off the losses
+    assert older.stop_reason == "not_finite" and older.planned_steps is None and older.cut_short
+    assert "stopped after 6 points" in F.partial_curve_warning(older)
+
+
+class Finder(F.FinderBase):
+    def __init__(self, apply=False):
+        self._init_finder(1e-4, 1.0, 30, "exponential", "steepest", 0.0, 4.0, 10, 5, None)
+        self.apply = apply
+
+
+def test_finder_base_warns_a_cut_short_test_once_and_still_applies_it():
+    from hpcallbacks.advice import HyperparameterWarning
+
+    finder = Finder(apply=True)
+    test = finder._new_test()
+    for loss in [1.0, 0.9, 0.7, 0.5, 0.4, math.nan]:
+        if test.record(loss):
+            break
+    with pytest.warns(HyperparameterWarning, match="stopped after 6 of 30 points") as caught:
+        lr = finder._finish(test.result())
+    assert len(caught) == 1 and lr == finder.suggestion is not None and finder.result.cut_short
+    assert finder.get_config() == {"min_lr": 1e-4, "max_lr": 1.0, "num_steps": 30, "mode": "exponential",
+                                   "beta": 0.0, "divergence": 4.0, "method": "steepest", "skip_start": 10,
+                                   "skip_end": 5, "plot": None, "apply": True}
+
+
+def test_finder_base_is_quiet_on_a_classic_stop_and_warns_when_there_is_no_suggestion():
+    finder = Finder()
+    test = finder._new_test()
+    for loss in [1.0 - 0.03 * k for k in range(25)] + [50.0]:
+        if test.record(loss):
+            break
+    assert finder._finish(test.result()) is None and finder.suggestion is not None  # apply=False: nothing to apply
+    with pytest.warns(UserWarning, match="LRFinder: no suggestion"):
+        assert Finder(apply=True)._finish(run_test([math.nan])) is None
+    with pytest.raises(ValueError, match="plot must be None or a file path"):
+        Finder()._init_finder(1e-4, 1.0, 30, "exponential", "steepest", 0.0, 4.0, 10, 5, 3)

@@ -12,6 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 L = pytest.importorskip("lightning.pytorch")
+from test_finder import assert_warned_once_cut_short  # noqa: E402
 from torch import nn  # noqa: E402
 
 import hpcallbacks_lightning as HL  # noqa: E402
@@ -410,9 +411,32 @@ def test_lr_finder_apply_sets_the_runs_lr_and_a_resumed_run_keeps_the_result(tmp
     path = tmp_path / "after.ckpt"
     trainer.save_checkpoint(path)
     again = HL.LRFinder(num_steps=60, apply=True)
-    fit([HL.CosineDecay(), again], model=Net(lambda p: torch.optim.SGD(p, lr=0.01)), samples=64, batch_size=8,
-        epochs=3, ckpt=str(path))
+    from hpcallbacks.run import RunWarning
+
+    with pytest.warns(RunWarning, match="decay_steps 16.0 -> 24.0"):  # a longer run: CosineDecay() decays over it
+        fit([HL.CosineDecay(), again], model=Net(lambda p: torch.optim.SGD(p, lr=0.01)), samples=64, batch_size=8,
+            epochs=3, ckpt=str(path))
     assert again.suggestion == s  # from the checkpoint, no second test
+
+
+class NanAbove(Net):
+    """Net whose loss becomes nan once the optimizer's learning rate passes ``lr`` (a range test cut short)."""
+
+    def __init__(self, lr):
+        super().__init__(lambda p: torch.optim.SGD(p, lr=0.001), dropout=0.0)
+        self.nan_above = lr
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.trainer.optimizers[0].param_groups[0]["lr"] > self.nan_above else loss
+
+
+def test_lr_finder_warns_once_when_a_nan_loss_cuts_the_test_short_and_still_applies_it():
+    finder = HL.LRFinder(min_lr=1e-4, max_lr=10.0, num_steps=30, apply=True)  # lr > 1e-2 from point 13 on
+    with pytest.warns(HyperparameterWarning) as caught:
+        trainer = fit([finder], model=NanAbove(1e-2), samples=64, batch_size=64, max_steps=1)
+    assert_warned_once_cut_short(caught, finder.result)  # after 13 of 30 points
+    assert finder.suggestion <= 1e-2 and trainer.optimizers[0].param_groups[0]["lr"] == finder.suggestion  # applied
 
 
 @pytest.mark.parametrize("make, message", [

@@ -55,3 +55,40 @@ def test_gan_targets_flip_then_smooth():
     labels = [1.0, 0.0] * 8
     got = gan_targets(torch.tensor(labels, dtype=torch.float64), 4, smoothing, flip)
     assert got.tolist() == pytest.approx(smoothing.targets(4, flip.targets(4, labels)), abs=1e-15)
+
+
+def test_the_values_the_torch_adapters_gan_callbacks_share():
+    from hpcallbacks.torch.gan import InstanceNoiseValues, LabelFlipValues, LabelSmoothingValues
+
+    class Counted:
+        def _init_count(self, optimizer):
+            self.optimizer, self.step = optimizer, 0
+
+    class Noise(Counted, InstanceNoiseValues):
+        def __init__(self, schedule):
+            self._init_values(schedule)
+            self._init_count(None)
+
+    class Smoothing(Counted, LabelSmoothingValues):
+        pass
+
+    class Flip(Counted, LabelFlipValues):
+        def __init__(self, schedule, seed=0):
+            self._init_values(schedule, seed)
+            self._init_count(None)
+
+    noise = Noise(S.PolynomialDecay(0.5, decay_steps=10, end_learning_rate=0.0))
+    noise.step = 5
+    assert noise.std == noise.noise.std(5) and noise._LOG == ("instance_noise_std", "std")
+    noise.step = 10
+    x = torch.ones(4)
+    assert noise.apply(x) is x
+    smoothing = Smoothing(0.9, 0.1, optimizer=0)
+    assert smoothing.optimizer == 0 and (smoothing.real_target, smoothing.fake_target) == (0.9, 0.1)
+    assert torch.allclose(smoothing.apply(torch.tensor([1.0, 0.0])), torch.tensor([0.9, 0.1]))
+    assert Smoothing(G.LabelSmoothing(0.8)).smoothing == G.LabelSmoothing(0.8)
+    flip = Flip(0.5, seed=3)
+    flip.step, flip._micro, flip._world, flip._rank = 2, 1, 2, 1  # samples start at (1 * 2 + 1) * n
+    labels = torch.ones(8)
+    assert torch.equal(flip.targets(labels), flip_labels(labels, flip.flip, 2, offset=24))
+    assert flip.probability == 0.5 and flip._LOG == ("label_flip_probability", "probability")

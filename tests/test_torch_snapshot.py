@@ -77,3 +77,63 @@ def test_param_targets_resolve_set_and_refuse():
         resolve_param_target("model.nope", model, [sgd], owner="model")
     with pytest.raises(ValueError, match="is a learning rate"):
         resolve_param_target("optimizer.lr", model, [sgd])
+
+
+def test_batches_cycle_and_close():
+    from hpcallbacks.torch import Batches
+
+    def gen():
+        yield from range(3)
+
+    class Loader:
+        def __iter__(self):
+            return gen()
+
+    batches = Batches(Loader())
+    assert [batches.next() for _ in range(7)] == [0, 1, 2, 0, 1, 2, 0] and batches.count == 7
+    it = batches.it
+    batches.close()
+    assert batches.it is None and next(it, "closed") == "closed"
+    Batches([1, 2]).close()  # a list iterator has no close: nothing to do
+
+
+def test_set_base_lr_sets_every_groups_lr_times_its_factor():
+    from hpcallbacks.torch import set_base_lr
+
+    model = net()
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr_factor": 0.5, "base_lr": 1.0, "initial_lr": 1.0},
+                           {"params": model[3].parameters(), "lr": torch.tensor(0.3)}], lr=0.1)
+    set_base_lr(opt, 0.02)
+    first, second = opt.param_groups
+    assert (first["lr"], first["initial_lr"], first["base_lr"]) == (0.01, 0.01, 0.02)
+    assert isinstance(second["lr"], torch.Tensor) and float(second["lr"]) == pytest.approx(0.02)
+    assert "initial_lr" not in second and "base_lr" not in second
+
+
+def test_param_schedules_resolved_checked_and_set_together():
+    from hpcallbacks.torch import check_param_schedules, resolve_param_targets, set_params
+
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    schedules = (ParamSchedule("momentum", S.Constant(0.8)), ParamSchedule("module.2.p", S.Constant(0.3)))
+    targets = resolve_param_targets(schedules, model, [opt], owner="model")
+    check_param_schedules(schedules, targets, 0, 100)
+    assert set_params(schedules, targets, 5) == [0.8, 0.3]
+    assert opt.param_groups[0]["momentum"] == 0.8 and model[2].p == 0.3
+    with pytest.raises(ValueError, match="'optimizer.momentum' and 'momentum' set the same value"):
+        resolve_param_targets((schedules[0], ParamSchedule("optimizer.momentum", S.Constant(0.9))), model, [opt])
+    with pytest.raises(ValueError, match="X: 'momentum' must stay in"):
+        check_param_schedules((ParamSchedule("momentum", S.Constant(1.5)),), targets[:1], 0, 10, who="X")
+
+
+def test_optimizer_values_are_what_the_advisor_reads():
+    from hpcallbacks.torch import as_float, optimizer_kind, optimizer_values
+
+    model = net()
+    adam = torch.optim.AdamW([{"params": model[0].parameters(), "weight_decay": 0.0},
+                              {"params": model[3].parameters(), "weight_decay": 0.05}], lr=1e-3, eps=1e-7)
+    assert optimizer_values(adam, optimizer_kind(adam)) == {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7,
+                                                            "weight_decay": 0.05}
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    assert optimizer_values(sgd, optimizer_kind(sgd)) == {"momentum": 0.9, "weight_decay": 0.0}
+    assert as_float(torch.tensor(0.5)) == 0.5 and as_float(2) == 2.0

@@ -12,14 +12,21 @@ elementwise arithmetic runs on the device. Nothing reads a tensor's value back.
   is the tensor's shape, host metadata), so every framework and a resumed run flip the same
   samples;
 * :func:`gan_targets` — flip, then smooth (the core's order).
+
+:class:`InstanceNoiseValues`, :class:`LabelSmoothingValues`, :class:`LabelFlipValues`: what the
+torch adapters' GAN callbacks share (the values at the callback's current update ``step`` and
+the tensor calls); each adapter adds how ``step``, the micro-batch and the rank are counted.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from hpcallbacks.gan import InstanceNoise, LabelFlip, LabelSmoothing, flip_uniform
 
-__all__ = ["add_instance_noise", "smooth_labels", "flip_mask", "flip_labels", "gan_targets"]
+__all__ = ["add_instance_noise", "smooth_labels", "flip_mask", "flip_labels", "gan_targets", "GanValues",
+           "InstanceNoiseValues", "LabelSmoothingValues", "LabelFlipValues"]
 
 
 def _check(value: object, kind: type, name: str) -> None:
@@ -90,3 +97,101 @@ def gan_targets(labels: torch.Tensor, step: int, smoothing: LabelSmoothing | Non
     if smoothing is not None:
         out = smooth_labels(out, smoothing, step)
     return out
+
+
+class GanValues:
+    """The update count ``step`` a GAN callback's values are for, and where its micro-batch's samples start.
+
+    The adapter keeps ``step`` (the discriminator update), ``_micro`` (the micro-batch's place in
+    its update), ``_rank`` and ``_world`` current, and starts counting in ``_init_count(optimizer)``
+    (``optimizer``: the index of the discriminator's optimizer, or None); sample ``i`` of an
+    ``n``-sample micro-batch has index ``(_micro * _world + _rank) * n + i``.
+    """
+
+    #: What the adapter logs, if anything: (log name, attribute holding the current value).
+    _LOG: tuple[str, str] | None = None
+    step: int = 0
+    _micro: int = 0
+    _rank: int = 0
+    _world: int = 1
+
+    def _init_count(self, optimizer: int | None) -> None:  # pragma: no cover - each adapter's own
+        raise NotImplementedError
+
+    def _offset(self, n: int) -> int:
+        return (self._micro * self._world + self._rank) * n
+
+
+class InstanceNoiseValues(GanValues):
+    """Instance noise on the discriminator's inputs (handbook H7), a core :class:`hpcallbacks.InstanceNoise`.
+
+    ``schedule``: any core schedule or a number (the std), or an ``hpcallbacks.InstanceNoise``.
+    ``.std`` is the standard deviation at the current update, ``.apply(x)`` returns
+    ``x + N(0, std^2)`` (``x`` itself once the std is 0)."""
+
+    _LOG = ("instance_noise_std", "std")
+
+    def _init_values(self, schedule: Any) -> None:
+        self.noise = schedule if isinstance(schedule, InstanceNoise) else InstanceNoise(schedule)
+
+    @property
+    def std(self) -> float:
+        """The noise standard deviation at the current update."""
+        return self.noise.std(self.step)
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``x`` plus the current update's instance noise."""
+        return add_instance_noise(x, self.noise, self.step, generator)
+
+
+class LabelSmoothingValues(GanValues):
+    """Discriminator label smoothing (handbook H7) by a core :class:`hpcallbacks.LabelSmoothing`.
+
+    ``real`` (default 0.9), ``fake`` (0.0: one-sided; 0.1: two-sided), ``schedule`` (the strength
+    over training, or None for full strength), as the core's; or pass an ``hpcallbacks.LabelSmoothing``
+    as ``real``. ``.targets(labels)`` (= ``.apply``) returns ``labels * real_t + (1 - labels) * fake_t``
+    for a float label tensor; ``.real_target`` / ``.fake_target`` are the current numbers. With a
+    ``LabelFlip`` too, flip first: ``smoothing.targets(flip.targets(labels))``."""
+
+    def __init__(self, real: Any = 0.9, fake: float = 0.0, schedule: Any = None, optimizer: int | None = None) -> None:
+        self.smoothing = real if isinstance(real, LabelSmoothing) else LabelSmoothing(real, fake, schedule)
+        self._init_count(optimizer)
+
+    @property
+    def real_target(self) -> float:
+        return self.smoothing.real_target(self.step)
+
+    @property
+    def fake_target(self) -> float:
+        return self.smoothing.fake_target(self.step)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """The smoothed targets of ``labels`` (1.0 real, 0.0 fake) at the current update."""
+        return smooth_labels(labels, self.smoothing, self.step)
+
+    apply = targets
+
+
+class LabelFlipValues(GanValues):
+    """Flip discriminator labels (handbook H7) by a core :class:`hpcallbacks.LabelFlip`.
+
+    ``schedule``: the flip probability (a number or any core schedule), ``seed``; or an
+    ``hpcallbacks.LabelFlip``. ``.targets(labels)`` (= ``.apply``) returns ``labels`` with the
+    samples the core picks at the current update (``flip_uniform(seed, step, index) < p``, computed
+    on the host) replaced by ``1 - y``."""
+
+    _LOG = ("label_flip_probability", "probability")
+
+    def _init_values(self, schedule: Any, seed: int) -> None:
+        self.flip = schedule if isinstance(schedule, LabelFlip) else LabelFlip(schedule, seed)
+
+    @property
+    def probability(self) -> float:
+        return self.flip.probability(self.step)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` with this update's flips applied."""
+        n = labels.shape[0] if labels.ndim else 1
+        return flip_labels(labels, self.flip, self.step, offset=self._offset(n))
+
+    apply = targets

@@ -9,7 +9,9 @@ What every torch adapter's ``ParamScheduler`` resolves its names to (the core's
 * :meth:`ParamTarget.set` per optimizer update: float assignments (``fill_`` for tensors, no
   host-device synchronisation);
 * :meth:`ParamTarget.check_schedule` refuses a schedule that leaves the range during the run;
-  :func:`check_disjoint` two names that set the same value.
+  :func:`check_disjoint` two names that set the same value;
+* :func:`resolve_param_targets`, :func:`check_param_schedules`, :func:`set_params`: what every torch
+  adapter's ``ParamScheduler`` does with its schedules, at fit start and per update.
 
 Names: ``"optimizer.<key>"`` (every optimizer having it), ``"optimizer.<i>.<key>"``, the bare
 keys of :data:`OPTIMIZER_KEYS`, ``"module.<path>"`` / ``"model.<path>"`` or any other dotted
@@ -28,7 +30,8 @@ import torch
 from .advice import DROPOUT_TYPES
 from .optim import LR_KEYS
 
-__all__ = ["ParamTarget", "resolve_param_target", "check_disjoint", "OPTIMIZER_KEYS", "MODULE_PREFIXES"]
+__all__ = ["ParamTarget", "resolve_param_target", "check_disjoint", "OPTIMIZER_KEYS", "MODULE_PREFIXES",
+           "resolve_param_targets", "check_param_schedules", "set_params"]
 
 _OPTIMIZER_ALIASES = {"beta_1": ("betas", 0), "beta1": ("betas", 0), "beta_2": ("betas", 1), "beta2": ("betas", 1),
                       "epsilon": ("eps", None)}
@@ -194,3 +197,31 @@ def resolve_param_target(name: str, module: Any, optimizers: Sequence[Any], *, w
     if name in OPTIMIZER_KEYS:
         return _resolve_optimizer(name, name, None, optimizers, who, optimizers_from)
     return _resolve_attribute(name, parts, module, who, owner)
+
+
+def resolve_param_targets(schedules: Sequence[Any], module: Any, optimizers: Sequence[Any], *,
+                          who: str = "ParamScheduler", owner: str = "module",
+                          optimizers_from: str = "there are") -> list[ParamTarget]:
+    """The :class:`ParamTarget` of every :class:`hpcallbacks.ParamSchedule` in ``schedules`` (see
+    :func:`resolve_param_target`), refusing two that set the same value (:func:`check_disjoint`)."""
+    targets = [resolve_param_target(p.name, module, optimizers, who=who, owner=owner, optimizers_from=optimizers_from)
+               for p in schedules]
+    check_disjoint([p.name for p in schedules], targets, who)
+    return targets
+
+
+def check_param_schedules(schedules: Sequence[Any], targets: Sequence[ParamTarget], start: int, total: float,
+                          who: str = "ParamScheduler") -> None:
+    """:meth:`ParamTarget.check_schedule` of every schedule over updates ``start .. total``."""
+    for p, t in zip(schedules, targets, strict=True):
+        t.check_schedule(p, start, total, who)
+
+
+def set_params(schedules: Sequence[Any], targets: Sequence[ParamTarget], step: int) -> list[float]:
+    """Set every schedule's value at update ``step`` on its target; the values, in order (floats only)."""
+    values = []
+    for p, t in zip(schedules, targets, strict=True):
+        value = p.schedule(step)
+        t.set(value)
+        values.append(value)
+    return values

@@ -8,7 +8,9 @@
   the optimizer state is kept by parameter, so it does not go through ``state_dict`` hooks);
 * :func:`range_test` — the loop of the core's :class:`hpcallbacks.finder.RangeTest` on a torch
   optimizer: the LR of each test update (times each group's ``lr_factor``), ``accumulation``
-  micro-batches per update, one loss read per update (it is not training).
+  micro-batches per update, one loss read per update (it is not training);
+* :class:`Batches` — a data loader's batches for the test, started again when they run out;
+* :func:`set_base_lr` — a suggestion made the optimizer's learning rate (``apply=True``).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from hpcallbacks.finder import RangeResult, RangeTest
 
 from .optim import set_group_lrs
 
-__all__ = ["rng_state", "set_rng_state", "Snapshot", "range_test"]
+__all__ = ["rng_state", "set_rng_state", "Snapshot", "range_test", "Batches", "set_base_lr"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -116,3 +118,44 @@ def range_test(test: RangeTest, optimizer: torch.optim.Optimizer, next_loss: Cal
         if test.record(float(mean)):
             break
     return test.result()
+
+
+class Batches:
+    """The batches of ``loader`` in order, started again when they run out; ``count`` taken so far."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.it: Any = iter(loader)
+        self.count = 0
+
+    def next(self) -> Any:
+        """The next batch (a new pass over ``loader`` when it ran out)."""
+        try:
+            batch = next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            batch = next(self.it)
+        self.count += 1
+        return batch
+
+    def close(self) -> None:
+        """End the iterator now (a generator, e.g. accelerate's ``DataLoaderShard``), not at interpreter exit."""
+        it, self.it = self.it, None
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+def set_base_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Make ``lr`` ``optimizer``'s learning rate: every param group's ``lr`` and ``initial_lr`` (when present)
+    become ``lr * lr_factor`` (``fill_`` for tensors), its ``base_lr`` (when present) ``lr``."""
+    for group in optimizer.param_groups:
+        factor = group.get("lr_factor", 1.0)
+        for key in ("lr", "initial_lr"):
+            if key in group:
+                if isinstance(group[key], torch.Tensor):
+                    group[key].fill_(lr * factor)
+                else:
+                    group[key] = lr * factor
+        if "base_lr" in group:
+            group["base_lr"] = lr
