@@ -28,13 +28,16 @@ import dataclasses
 import inspect
 import logging
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from hpcallbacks import defaults as D
+from hpcallbacks import run as R
+from hpcallbacks._checks import checked_init
 from hpcallbacks import schedules as S
-from hpcallbacks.plans import BN_POLICIES, FreezePlan, LRFactors, Recommendation, ResolvedPlan
+from hpcallbacks.plans import BN_POLICIES, LRFactors, ResolvedPlan
 from hpcallbacks.torch import (
     LayerGroup,
     apply_trainable,
@@ -79,6 +82,28 @@ def _log_every(trainer: Any, enabled: bool) -> int:
 
 def _peers(trainer: Any, kind: type) -> list[Any]:
     return [cb for cb in trainer.callbacks if isinstance(cb, kind)]
+
+
+def _warn(message: str | None) -> None:
+    if message:
+        warnings.warn(message, R.RunWarning, stacklevel=3)
+
+
+def _foreign(trainer: Any) -> list[R.Foreign]:
+    """The LR schedulers ``configure_optimizers`` returned, as the contract sees them."""
+    out = []
+    for config in getattr(trainer, "lr_scheduler_configs", []) or []:
+        sched = config.scheduler
+        kind = "plateau" if type(sched).__name__ == "ReduceLROnPlateau" else "schedule"
+        out.append(R.Foreign(f"the {type(sched).__name__} scheduler from configure_optimizers", kind,
+                             fix="return only the optimizer from configure_optimizers"))
+    return out
+
+
+def _composition(trainer: Any, foreign: bool = True) -> tuple[list[Any], R.Composition]:
+    """The hpcallbacks callbacks of the Trainer and the contract's reading of them (one rule, in the core)."""
+    callbacks = [cb for cb in trainer.callbacks if callable(getattr(cb, "_member", None))]
+    return callbacks, R.compose([cb._member() for cb in callbacks], _foreign(trainer) if foreign else ())
 
 
 def _group_spec(groups: Any, pl_module: Any) -> Any:
@@ -142,7 +167,7 @@ class _ScheduleBase:
         self.schedule: S.Schedule | None = None  # the resolved schedule of this run
         self._resumed: dict[str, Any] | None = None  # the first run's LR and lengths, from a checkpoint
         self._initial_lr: float | None = None
-        self._lengths: tuple[int | None, float] = (None, float("inf"))
+        self._facts: R.ScheduleState | None = None
         self._last_step = -1
         self._lr = 0.0
         self._every = 0
@@ -160,33 +185,35 @@ class _ScheduleBase:
         """True for a callback that multiplies another callback's schedule when there is one."""
         return False
 
+    def _member(self) -> R.Member:
+        return R.Member(type(self).__name__, "modifier" if self._is_modifier() else "schedule", order=self._order)
+
+    @property
+    def _lengths(self) -> tuple[int | None, float]:
+        """This run's (updates per epoch, total updates)."""
+        facts = self._facts
+        if facts is None:
+            return None, float("inf")
+        return facts.steps_per_epoch, float("inf") if facts.total_steps is None else facts.total_steps
+
+    def _schedule_for_run(self, lr: float, spe: int | None, total: float, saved: dict[str, Any] | None,
+                          at: int) -> tuple[S.Schedule, str | None]:
+        """This run's schedule and the contract's notice (family callbacks recompute run-derived lengths)."""
+        return self._make_schedule(lr, spe, total), None
+
     def _modify(self, lr: float, step: int) -> float:
         """A modifier's change of the schedule's ``lr`` at ``step`` (floats only)."""
         return lr
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        peers = _peers(trainer, _ScheduleBase)
-        owners = [cb for cb in peers if not cb._is_modifier()]
-        if len(owners) > 1:
-            names = ", ".join(type(cb).__name__ for cb in owners)
-            plateau = [cb for cb in owners if isinstance(cb, ReduceOnPlateauMixin)]
-            if plateau:
-                other = next(cb for cb in owners if cb is not plateau[0])
-                raise ValueError(f"ReduceOnPlateau(schedule=...) and the {type(other).__name__} callback both give "
-                                 "a schedule: drop schedule= (the plateau factor then multiplies the other "
-                                 "callback's LR)")
-            raise ValueError(f"callbacks holds {len(owners)} learning-rate schedules ({names}); keep one "
-                             "(combine schedules with hpcallbacks.Join or Warmup)")
-        self._owns = (owners[0] if owners else peers[0]) is self
+        callbacks, comp = _composition(trainer)
+        if comp.schedule is not None:
+            owner = comp.schedule
+        else:  # a modifier or the plateau alone: the first in callbacks owns the optimizer's constant LR
+            owner = min(i for i in (comp.plateau, *comp.modifiers) if i is not None)
+        self._owns = callbacks[owner] is self
         if not self._owns:
             return
-        configs = getattr(trainer, "lr_scheduler_configs", []) or []
-        if configs:
-            names = ", ".join(type(c.scheduler).__name__ for c in configs)
-            raise ValueError(
-                f"configure_optimizers returns an LR scheduler ({names}) and the {type(self).__name__} callback "
-                "also sets the learning rate: return only the optimizer from configure_optimizers, or remove "
-                f"{type(self).__name__} from callbacks")
         if not trainer.optimizers:
             raise ValueError(f"{type(self).__name__} needs an optimizer; configure_optimizers returned none")
         first = trainer.optimizers[0].param_groups[0]
@@ -203,12 +230,16 @@ class _ScheduleBase:
             return
         spe, total = _run_lengths(trainer)
         resumed, self._resumed = self._resumed, None
-        if resumed:  # defaults resolved as in the run that wrote the checkpoint
-            self._initial_lr = resumed.get("initial_lr", self._initial_lr)
-            spe = resumed.get("steps_per_epoch", spe)
-            total = resumed.get("total_steps", total)
-        self._lengths = (spe, total)
-        self.schedule = self._make_schedule(self._initial_lr or 0.0, spe, total)
+        saved = None
+        if resumed:  # the first run's facts: its optimizer LR, and the lengths it derived (compared, not kept)
+            saved = resumed.get("facts") or {"learning_rate": resumed.get("initial_lr"),
+                                             "steps_per_epoch": resumed.get("steps_per_epoch"),
+                                             "total_steps": resumed.get("total_steps")}
+        facts = R.ScheduleState.from_dict(saved)
+        lr = facts.learning_rate if facts is not None else (self._initial_lr or 0.0)
+        self._facts = R.ScheduleState(lr, spe, None if total == float("inf") else int(total))
+        self.schedule, notice = self._schedule_for_run(lr, spe, total, saved, trainer.global_step)
+        _warn(notice)
 
     def _lr_at(self, step: int) -> float:
         lr = self.schedule(step)  # type: ignore[misc]
@@ -216,13 +247,22 @@ class _ScheduleBase:
             lr = m._modify(lr, step)
         return lr
 
+    def _set_lr(self, trainer: Any, step: int) -> None:
+        self._last_step = step
+        lr = self._lr = self._lr_at(step)
+        for opt in trainer.optimizers:
+            set_group_lrs(opt, lr)
+
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
         if step != self._last_step and self.schedule is not None:
-            self._last_step = step
-            lr = self._lr = self._lr_at(step)
-            for opt in trainer.optimizers:
-                set_group_lrs(opt, lr)
+            self._set_lr(trainer, step)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # after an update the optimizer shows the next update's LR, as torch schedulers and Keras do
+        step = trainer.global_step
+        if step != self._last_step and self.schedule is not None:
+            self._set_lr(trainer, step)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self._every and trainer.global_step % self._every == 0:
@@ -234,11 +274,9 @@ class _ScheduleBase:
         On resume the callback's own arguments are kept and its defaults are resolved from these
         values, so a resumed run sees the LRs of the uninterrupted one.
         """
-        if self.schedule is None:
+        if self.schedule is None or self._facts is None:
             return {}
-        spe, total = self._lengths
-        return {"schedule": S.serialize(self.schedule), "initial_lr": self._initial_lr,
-                "steps_per_epoch": spe, "total_steps": total}
+        return {"schedule": S.serialize(self.schedule), "facts": self._facts.to_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("schedule"):
@@ -302,11 +340,13 @@ def family_mixin(name: str) -> type:
         D.check(name, arguments)  # every given argument, with placeholders for the run's facts
 
     def _make_schedule(self: Any, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
-        try:
-            return D.build(name, self.arguments, _run_facts(initial_lr, steps_per_epoch, total))
-        except ValueError as e:
-            raise ValueError(f"{name}: with this run's learning rate {initial_lr:g}, {steps_per_epoch} updates per "
-                             f"epoch and {total} updates: {e} (or set Trainer(max_steps=...))") from None
+        return self._schedule_for_run(initial_lr, steps_per_epoch, total, None, 0)[0]
+
+    def _schedule_for_run(self: Any, lr: float, spe: int | None, total: float, saved: dict[str, Any] | None,
+                          at: int) -> tuple[S.Schedule, str | None]:
+        schedule, _, notice = R.schedule_for_run(name, name, self.arguments, lr, spe, total, saved=saved,
+                                                 resumed_at=at)
+        return schedule, notice
 
     def __repr__(self: Any) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items() if v is not None)
@@ -319,7 +359,8 @@ def family_mixin(name: str) -> type:
            "The LR counts optimizer updates (not micro-batches) and is multiplied by each param group's "
            "``lr_factor``. A scheduler from ``configure_optimizers`` is refused (ValueError at fit start).\n\n"
            + (core.__doc__ or "").split(">>>")[0].rstrip() + "\n")
-    namespace = {"__init__": __init__, "_make_schedule": _make_schedule, "__repr__": __repr__,
+    namespace = {"__init__": __init__, "_make_schedule": _make_schedule, "_schedule_for_run": _schedule_for_run,
+                 "__repr__": __repr__,
                  "__signature__": signature, "__doc__": doc}
     return type(f"{name}Mixin", (_ScheduleBase,), namespace)
 
@@ -351,19 +392,24 @@ class ReduceOnPlateauMixin(_ScheduleBase):
                                          min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
                                          convention=convention, threshold_mode=threshold_mode)
         self._warned = False
+        self._plateau_loaded = False
 
     _order = 100  # the plateau factor applies last (its min_lr floors the final LR)
 
     def _is_modifier(self) -> bool:
         return self._given is None
 
+    def _member(self) -> R.Member:
+        return R.Member("ReduceOnPlateau", "plateau", has_schedule=self._given is not None, order=self._order)
+
     def _modify(self, lr: float, step: int) -> float:
         return self.plateau.apply(lr)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        plateaus = _peers(trainer, ReduceOnPlateauMixin)
-        if len(plateaus) > 1:
-            raise ValueError("callbacks holds more than one ReduceOnPlateau; keep one")
+        # checkpoint states are loaded before on_fit_start: a reused instance starts fresh unless resuming
+        if R.fresh(resuming=self._plateau_loaded):
+            self.plateau.reset()
+        self._plateau_loaded = False
         super().on_fit_start(trainer, pl_module)
 
     def _make_schedule(self, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
@@ -389,7 +435,9 @@ class ReduceOnPlateauMixin(_ScheduleBase):
         if self.plateau.reductions != before:
             log.info("ReduceOnPlateau: %s plateaued, LR factor now %g", self.plateau.monitor,
                      self.plateau.current_factor)
-        self._last_step = -1  # re-apply at the next update
+        for cb in _peers(trainer, _ScheduleBase):  # the owner shows the reduced LR of the next update now
+            if cb._owns_lr() and cb.schedule is not None:
+                cb._set_lr(trainer, trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -400,20 +448,11 @@ class ReduceOnPlateauMixin(_ScheduleBase):
         super().load_state_dict(state_dict)
         if "plateau" in state_dict:
             self.plateau.load_state_dict(state_dict["plateau"])
+            self._plateau_loaded = True
 
 
 # ----------------------------------------------------------------------------------------------
 # fine-tuning: staged unfreezing and discriminative learning rates
-def _as_plan(plan: Any) -> FreezePlan:
-    if plan is None:
-        return FreezePlan.gradual(every_epochs=1)
-    if isinstance(plan, Recommendation):
-        return plan.plan
-    if isinstance(plan, FreezePlan):
-        return plan
-    raise ValueError(f"plan must be a hpcallbacks FreezePlan (or FreezePlan.recommend(...)); got {plan!r}")
-
-
 def _as_factors(factors: Any) -> LRFactors:
     return LRFactors.parse(factors)  # the one rule of every adapter
 
@@ -444,11 +483,11 @@ class StagedUnfreezeMixin:
     """
 
     def __init__(self, plan: Any = None, groups: Any = None, bn: str | None = None, *, log: bool = True) -> None:
-        self.plan = _as_plan(plan)
+        self.plan = R.as_plan(plan)
         if bn is not None and bn not in BN_POLICIES:
             raise ValueError(f"bn must be one of {', '.join(repr(b) for b in BN_POLICIES)} or None "
                              f"(the plan's policy); got {bn!r}")
-        self.bn = bn if bn is not None else self.plan.bn
+        self.bn = bn
         if groups is not None and not callable(groups) and (
                 isinstance(groups, str) or not isinstance(groups, (list, tuple)) or not groups):
             raise ValueError(f"groups must be None, a non-empty list (bottom to top) of module names, regexes, "
@@ -459,7 +498,7 @@ class StagedUnfreezeMixin:
         self.log_lr = log
         self.groups: list[LayerGroup] = []
         self.resolved: ResolvedPlan | None = None
-        self._effective_plan: FreezePlan = self.plan
+        self._effective_plan = self.plan
         self._saved: dict[str, Any] | None = None
         self._next = 0
         self._stage = -1
@@ -467,21 +506,15 @@ class StagedUnfreezeMixin:
         self._group_index: list[int] = []
         self._every = 0
 
+    def _member(self) -> R.Member:
+        return R.Member("StagedUnfreeze", "plan", factors=self.plan.factors, groups=self.groups_spec)
+
     # -- setup: groups, plan checks, DDP preparation ---------------------------------------------
     def setup(self, trainer: Any, pl_module: Any, stage: Any) -> None:
         if not _fitting(stage):
             return
-        if len(_peers(trainer, StagedUnfreezeMixin)) > 1:
-            raise ValueError("callbacks holds more than one StagedUnfreeze; merge their plans into one FreezePlan")
-        plan = self.plan
-        for dlr in _peers(trainer, DiscriminativeLRMixin):
-            if plan.factors != LRFactors.uniform() and dlr.factors != plan.factors:
-                raise ValueError("both the plan's factors and DiscriminativeLR(factors) are given: keep one "
-                                 "(FreezePlan(..., factors=...) or DiscriminativeLR)")
-            if dlr.groups_spec is not None and self.groups_spec is not None and dlr.groups_spec != self.groups_spec:
-                raise ValueError("StagedUnfreeze(groups=...) and DiscriminativeLR(groups=...) differ; give groups "
-                                 "to one of them (or the same to both)")
-            plan = plan.with_factors(dlr.factors)
+        _, comp = _composition(trainer, foreign=False)
+        plan = R.plan_for_run(self.plan, self.bn, comp.factors)
         self._effective_plan = plan
         self.groups = discover_groups(pl_module, _group_spec(self.groups_spec, pl_module))
         self._names = [g.name for g in self.groups]
@@ -514,18 +547,15 @@ class StagedUnfreezeMixin:
         saved = self._saved or {}
         self._saved = None
         if self._effective_plan.unit == "epoch":
-            if saved.get("steps_per_epoch"):
-                spe = int(saved["steps_per_epoch"])
             if spe is None:
                 raise ValueError("an epoch plan needs the updates per epoch, unknown for an iterable data set "
                                  "without a length: use FreezePlan(..., unit='update')")
         self.steps_per_epoch = spe
         self.resolved = self._effective_plan.resolve(len(self.groups), spe)
-        starts = self.resolved.starts
-        if len(starts) > 1 and total != float("inf") and starts[1] >= total and trainer.global_step == 0:
-            raise ValueError(
-                f"the plan would unfreeze nothing in this run: its second stage starts at update {starts[1]} but "
-                f"training has {int(total)} updates; train longer or start the stages earlier")
+        saved_spe = saved.get("steps_per_epoch") if self._effective_plan.unit == "epoch" else None
+        for notice in R.plan_notices("StagedUnfreeze", self.resolved, self._names, trainer.global_step, total, spe,
+                                     saved_spe):
+            _warn(notice)
         opt = trainer.optimizers[0] if trainer.optimizers else None
         self._group_index = []
         if opt is not None:
@@ -567,7 +597,7 @@ class StagedUnfreezeMixin:
     # -- checkpoint state ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"plan": self._effective_plan.get_config(), "group_names": list(self._names),
-                "steps_per_epoch": getattr(self, "steps_per_epoch", None), "bn": self.bn}
+                "steps_per_epoch": getattr(self, "steps_per_epoch", None), "bn": self._effective_plan.bn}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved = dict(state_dict)
@@ -595,15 +625,18 @@ class DiscriminativeLRMixin:
         self.groups: list[LayerGroup] = []
         self._active = False
 
+    def _member(self) -> R.Member:
+        return R.Member("DiscriminativeLR", "factors", factors=self.factors, groups=self.groups_spec)
+
     def setup(self, trainer: Any, pl_module: Any, stage: Any) -> None:
         if not _fitting(stage):
             return
-        if len(_peers(trainer, DiscriminativeLRMixin)) > 1:
-            raise ValueError("callbacks holds more than one DiscriminativeLR; keep one")
-        self._active = not _peers(trainer, StagedUnfreezeMixin)
+        _, comp = _composition(trainer, foreign=False)
+        self._active = comp.plan is None
         if self._active:
             self.groups = discover_groups(pl_module, _group_spec(self.groups_spec, pl_module))
             self.factors.resolve(len(self.groups))
+            _warn(R.single_group_notice("DiscriminativeLR", [g.name for g in self.groups]))
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         if self._active:
@@ -704,12 +737,29 @@ MIXINS: dict[str, type] = {
 }
 
 
+def _state_key(self: Any) -> str:
+    """Lightning's key of the callback's checkpoint state (the class name, as Lightning's default).
+
+    Lightning refuses two stateful callbacks of one class with a ``RuntimeError`` when the Trainer
+    is built, before any hook runs: while it checks, the contract's own ``ValueError`` (which says
+    what to keep) is raised instead.
+    """
+    frame = sys._getframe(1)
+    if frame.f_code.co_name == "_validate_callbacks_list":
+        callbacks = frame.f_locals.get("callbacks")
+        if isinstance(callbacks, list):
+            R.compose([cb._member() for cb in callbacks if callable(getattr(cb, "_member", None))])
+    return type(self).__qualname__
+
+
 def build(callback_base: type, module: str, mixins: dict[str, type] | None = None) -> dict[str, type]:
     """The public callback classes on ``callback_base`` (a namespace's ``Callback``), of ``mixins`` (default
     :data:`MIXINS`)."""
     out: dict[str, type] = {}
+    guards = {**R.guard_hooks("lightning"), "state_key": property(_state_key)}
     for name, mixin in (MIXINS if mixins is None else mixins).items():
-        cls = type(name, (mixin, callback_base), {"__module__": module, "__doc__": mixin.__doc__})
+        checked_init(mixin)  # a wrong keyword is an ArgumentError, as in every adapter
+        cls = type(name, (mixin, callback_base), {"__module__": module, "__doc__": mixin.__doc__, **guards})
         cls.__qualname__ = name
         if "__signature__" in mixin.__dict__:
             cls.__signature__ = mixin.__dict__["__signature__"]  # type: ignore[attr-defined]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+import warnings
 
 import pytest
 
@@ -237,11 +239,11 @@ def test_group_lrs_and_trainable_count_are_logged_with_group_names(tmp_path):
 
     monitor = LearningRateMonitor(logging_interval="step")
     plan = FreezePlan.gradual(factors=LRFactors.geometric(2.0))
-    trainer = L.Trainer(max_epochs=2, log_every_n_steps=1, logger=CSVLogger(tmp_path), enable_checkpointing=False,
+    trainer = L.Trainer(max_epochs=3, log_every_n_steps=1, logger=CSVLogger(tmp_path), enable_checkpointing=False,
                         callbacks=[HL.CosineRestart(), HL.StagedUnfreeze(plan), monitor], **FIT)
     trainer.fit(Stack(), loader(24, 4))
     assert {"lr/layers.0", "lr/layers.1", "lr/layers.2", "trainable_groups", "lr"} <= set(trainer.logged_metrics)
-    assert float(trainer.logged_metrics["trainable_groups"]) == 2.0
+    assert float(trainer.logged_metrics["trainable_groups"]) == 3.0
     assert set(monitor.lrs) == {"lr-SGD/layers.0", "lr-SGD/layers.1", "lr-SGD/layers.2"}  # named, not pgN
 
 
@@ -480,23 +482,35 @@ def test_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path):
                 torch.testing.assert_close(a, b.detach())
 
 
-def test_resume_keeps_the_defaults_of_the_first_run(tmp_path):
-    """CosineRestart() restarts after the first run's epoch length even if the resumed data is longer."""
+def test_resume_recomputes_the_lengths_derived_from_the_run(tmp_path):
+    """The contract: the first run's LR is kept, lengths derived from the run are this run's, and a warning
+    gives the LR before and after (here the resumed data is longer: 9 updates per epoch instead of 6)."""
+    from hpcallbacks.run import RunWarning
+
     plan = FreezePlan(stages=[(0, 1), (0.5, 2), (1.5, "all")])
 
     def callbacks():
         return [HL.CosineRestart(), HL.StagedUnfreeze(plan)]
 
     trainer = L.Trainer(max_epochs=1, callbacks=callbacks(), **QUIET)
-    trainer.fit(Stack(), loader(24, 4))
+    with pytest.warns(RunWarning, match="stage 2 at update 9"):  # the first run stops before the last stage
+        trainer.fit(Stack(), loader(24, 4))
     path = tmp_path / "epoch1.ckpt"
     trainer.save_checkpoint(path)
     rec = Recorder()
     trainer = L.Trainer(max_epochs=2, callbacks=[*callbacks(), rec], **QUIET)
-    trainer.fit(Stack(), loader(36, 4), ckpt_path=str(path))  # 9 updates per epoch now
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Stack(), loader(36, 4), ckpt_path=str(path))  # 9 updates per epoch now
+    notes = [str(w.message) for w in caught if issubclass(w.category, RunWarning)]
+    assert len(notes) == 2, notes
+    assert re.search(r"CosineRestart: this run has 18 updates \(9 per epoch\).*first_decay_steps 6.0 -> 9.0.*"
+                     r"update 6 is 0.03075 instead of 0.123", notes[0]), notes
+    assert re.search(r"StagedUnfreeze: this run has 9 updates per epoch.*stages now start at updates 0, 5, 14",
+                     notes[1]), notes
     assert [r[0] for r in rec.records] == list(range(6, 15))
-    assert [r[1][-1] for r in rec.records] == pytest.approx(S.CosineRestart(0.123, 6).curve(9, start=6))
-    assert [sum(r[2]) for r in rec.records] == [2] * 3 + [3] * 6  # the plan's epochs stay 6 updates long
+    assert [r[1][-1] for r in rec.records] == pytest.approx(S.CosineRestart(0.123, 9).curve(9, start=6))
+    assert [sum(r[2]) for r in rec.records] == [2] * 8 + [3]  # the plan's epochs are 9 updates long now
     with pytest.raises(ValueError, match="groups .* differ from the model's"):
         L.Trainer(max_epochs=2, callbacks=[HL.StagedUnfreeze(groups=[["layers.0", "layers.1"], "layers.2"])],
                   **QUIET).fit(Stack(), loader(24, 4), ckpt_path=str(path))
@@ -517,7 +531,6 @@ def _with_scheduler(self):
 @pytest.mark.parametrize("callbacks, configure, message", [
     (lambda: [HL.StagedUnfreeze(groups=["layers.0", "nope"])], None, "groups[1]='nope' matches no module"),
     (lambda: [HL.StagedUnfreeze(FreezePlan.head_only(head_groups=5))], None, "top 5 groups but the model has only 3"),
-    (lambda: [HL.StagedUnfreeze(FreezePlan.gradual(every_epochs=5))], None, "would unfreeze nothing"),
     (lambda: [HL.CosineRestart()], _with_scheduler, "return only the optimizer from configure_optimizers"),
     (lambda: [HL.CosineRestart(), HL.CosineDecay()], None, "keep one"),
     (lambda: [HL.CosineRestart(), HL.ReduceOnPlateau(schedule=0.1)], None, "drop schedule="),
@@ -533,7 +546,7 @@ def test_bad_fit_configurations_raise_at_fit_start(callbacks, configure, message
 
 @pytest.mark.parametrize("make, message", [
     (lambda: HL.StagedUnfreeze(bn="eval"), "bn must be one of"),
-    (lambda: HL.StagedUnfreeze(plan="gradual"), "plan must be a hpcallbacks FreezePlan"),
+    (lambda: HL.StagedUnfreeze(plan="gradual"), "plan must be a hpcallbacks.FreezePlan"),
     (lambda: HL.StagedUnfreeze(groups="layers"), "groups must be None, a non-empty list"),
     (lambda: HL.PiecewiseConstantDecay(), "PiecewiseConstantDecay needs boundaries, values"),
     (lambda: HL.ExponentialDecay(decay_rate=0), "decay_rate must be"),
