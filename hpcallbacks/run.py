@@ -440,6 +440,10 @@ FIRST_HOOKS = {"keras": ("on_batch_end", "set_model", "set_params"), "lightning"
 #: Hooks a foreign loop calls while it reports an error: they must not raise a second error.
 _QUIET_HOOKS = ("on_exception", "on_batch_end")
 
+#: Attributes a foreign loop reads before its first hook (Lightning names its profiler's section with
+#: ``state_key`` before it calls ``setup``): harmless values, so the guarded hook is reached.
+_READ_FIRST = {"lightning": ("state_key",)}
+
 
 def wrong_framework(callback: Any, belongs: str, given: str) -> str:
     """The message for a callback of ``belongs``'s adapter given to a ``given`` training loop."""
@@ -468,4 +472,8 @@ def guard_hooks(belongs: str, own: Sequence[str] = ()) -> dict[str, Callable[...
             guard.__name__ = hook
             guard.__doc__ = f"Raises: this callback belongs to {ADAPTERS[belongs]}, not to a {framework} loop."
             out[hook] = guard
+        for name in _READ_FIRST.get(framework, ()):
+            if name not in own:
+                out[name] = property(lambda self: type(self).__qualname__,
+                                     doc=f"What a {framework} loop reads before its first hook (a harmless value).")
     return out

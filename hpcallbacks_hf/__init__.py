@@ -15,6 +15,9 @@ per optimizer update that was performed (after gradient accumulation, not on a s
 and survive ``trainer.train(resume_from_checkpoint=...)`` whatever
 ``restore_callback_states_from_checkpoint`` is.
 
+The decisions around the numbers (which callback or HF scheduler owns the learning rate and
+which conflicts are refused, run-derived defaults on resume, reuse, the warnings of valid but
+suspicious set-ups) are the run contract of :mod:`hpcallbacks.run`, the same in every adapter.
 The same callback names and arguments exist in ``hpcallbacks_keras`` and
 ``hpcallbacks_lightning``. Batch-size rules, scheduled hyperparameters, GAN schedules, the
 advisor and the LR range test are in :mod:`hpcallbacks_hf.extras`.
@@ -29,6 +32,7 @@ from .callbacks import (
     ReduceOnPlateau,
     StagedUnfreeze,
     SwapNorm,
+    public_callback,
 )
 from .extras import (
     BatchRamp,
@@ -63,6 +67,11 @@ from .schedules import (
     Warmup,
     WarmupStableDecay,
 )
+
+# the exported callbacks not derived from HPCallback: the same guards, argument checks and place in the Trainer
+for _cls in (ParamScheduler, InstanceNoise, LabelSmoothing, LabelFlip, HyperparameterAdvisor):
+    public_callback(_cls)
+del _cls
 
 __all__ = [
     "HPCallback", "LearningRateSchedule", "ReduceOnPlateau", "StagedUnfreeze", "DiscriminativeLR",

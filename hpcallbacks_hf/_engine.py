@@ -4,12 +4,16 @@ Several hpcallbacks callbacks may sit in one Trainer (a schedule, a freeze plan,
 factors, a plateau reduction, frozen BatchNorm). They meet in one :class:`Run`, keyed by the
 ``TrainerState`` of the ``train()`` call (a new one per call, also on resume):
 
-* at ``on_train_begin`` each callback *attaches*: its arguments are checked against the model,
-  the optimizer, the LR scheduler and the data (every mistake is a ``ValueError`` there);
+* at ``on_train_begin`` each callback *attaches*: the run is read through the contract of
+  :mod:`hpcallbacks.run` (the members' roles and HF's own scheduler go to ``compose``; the plan,
+  the ``bn`` override and the factors to ``plan_for_run``; a schedule's run-derived defaults, on
+  resume too, to ``schedule_for_run``), and the arguments are checked against the model, the
+  optimizer, the LR scheduler and the data (every mistake is a ``ValueError`` there);
 * before the first optimizer step (``on_step_begin``) the run is *configured* once: the
   optimizer is regrouped (one named param group per layer group x hyperparameter group, every
   parameter any stage trains included), HF's ``LambdaLR`` is made to compute the hpcallbacks
-  learning rates, and the plan's stage at the current update is applied;
+  learning rates, the plan's stage at the current update is applied, and the run's notices
+  (:class:`hpcallbacks.run.RunWarning`) are issued once;
 * per update: the stage is checked at ``on_step_begin`` (a bisect), the update counter moves at
   ``on_optimizer_step`` unless the update was skipped, and HF's own ``lr_scheduler.step()``
   evaluates the hpcallbacks learning rate of the next update.
@@ -19,6 +23,7 @@ Nothing here imports another adapter; the mechanics come from :mod:`hpcallbacks.
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +33,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.lr_scheduler import ReduceLROnPlateau as TorchPlateau
 from transformers.utils import logging
 
-from hpcallbacks.plans import LRFactors, ResolvedPlan
+from hpcallbacks import run as R
+from hpcallbacks.plans import ResolvedPlan
 from hpcallbacks.torch import (
     LayerGroup,
     apply_trainable,
@@ -248,7 +254,8 @@ class Run:
         self.stage = -1
         self.mask: tuple[bool, ...] | None = None
         self.adopted = False
-        self._schedule_members: list[Any] = []
+        self.composition: R.Composition | None = None
+        self.notices: list[str] = []  # the run's RunWarnings, issued once when it is configured
         self._cache_step: int | None = None
         self._cache: dict[int, float] = {}
         self._lambdas: list[Any] = []
@@ -266,59 +273,103 @@ class Run:
             self.ctx = ctx
         if member not in self.members:
             self.members.append(member)
-        if member.restorable and ctx.state.global_step > 0:
-            member.restore_from(ctx.state)
-        elif member.restorable:
-            member.reset()
+        if member.restorable:
+            # a callback instance given to a new run starts fresh, unless the run resumes a checkpoint
+            if R.fresh(resuming=ctx.state.global_step > 0):
+                member.reset()
+            else:
+                member.restore_from(ctx.state)
         self.skipped = max(int(getattr(m, "skipped_updates", 0) or 0) for m in self.members)
         self.validate()
 
     def _role(self, role: str) -> list[Any]:
         return [m for m in self.members if m.role == role]
 
+    def foreign(self, members: list[R.Member]) -> list[R.Foreign]:
+        """HF's own LR scheduler of this run, as the contract sees it (:class:`hpcallbacks.run.Foreign`).
+
+        HF's default ``"linear"`` and ``"constant"`` schedules without warmup or kwargs are replaced by
+        an hpcallbacks schedule without a word (they are not foreign then); any other ``LambdaLR`` (an
+        ``lr_scheduler_type``, a warmup, or one passed to ``Trainer(optimizers=...)``) is a schedule the
+        hpcallbacks factors, modifiers and plateau multiply; ``"reduce_lr_on_plateau"`` is a plateau
+        rule; any other torch scheduler sets the LR itself.
+        """
+        ctx = self.ctx
+        sched = ctx.scheduler
+        if sched is None:
+            return []
+        args = ctx.args
+        if isinstance(sched, TorchPlateau):
+            return [R.Foreign("lr_scheduler_type='reduce_lr_on_plateau'", "plateau",
+                              fix="set lr_scheduler_type='constant' and use the ReduceOnPlateau callback for the "
+                                  "reductions")]
+        if isinstance(sched, LambdaLR):
+            kinds = [hf_lambda_kind(fn) for fn in sched.lr_lambdas]
+            if any(kind is None for kind, _ in kinds):
+                return [R.Foreign("an LR scheduler passed to Trainer(optimizers=...)", "schedule", composable=True,
+                                  fix="pass no lr_scheduler to Trainer(optimizers=...)")]
+            replaceable = all(kind in REPLACEABLE_SCHEDULERS and not warmup for kind, warmup in kinds) \
+                and not args.lr_scheduler_kwargs
+            owned = any(m.role == "schedule" or (m.role == "plateau" and m.has_schedule) for m in members)
+            if replaceable and owned:
+                return []  # an hpcallbacks schedule replaces HF's default
+            return [R.Foreign(f"the Trainer's lr_scheduler_type={_type_name(args)!r} (warmup_steps="
+                              f"{args.warmup_steps!r}, lr_scheduler_kwargs={args.lr_scheduler_kwargs!r})", "schedule",
+                              composable=True,
+                              fix="set lr_scheduler_type='constant', warmup_steps=0 and no lr_scheduler_kwargs (wrap "
+                                  "the schedule in hpcallbacks.Warmup for a warmup)")]
+        return [R.Foreign(f"the {type(sched).__name__} passed to Trainer(optimizers=...)", "schedule",
+                          fix="pass no lr_scheduler to Trainer(optimizers=...)")]
+
     def validate(self) -> None:
+        """Read the run's callbacks and HF's scheduler through the contract (:func:`hpcallbacks.run.compose`).
+
+        Called at every attach (and again when ``LRFinder`` changes the base LR): it changes nothing
+        in the model or optimizer. The notices of the run (:class:`hpcallbacks.run.RunWarning`) are
+        kept and issued once, when the run is configured.
+        """
         ctx = self.ctx
         assert ctx is not None
-        schedules = [m for m in self.members if m.role == "schedule"
-                     or (m.role == "plateau" and getattr(m, "schedule", None) is not None)]
-        self._schedule_members = schedules
-        if len(schedules) > 1:
-            names = " and ".join(type(m).__name__ for m in schedules)
-            raise ValueError(f"conflicting schedulers: {names} both set the learning rate; keep one "
-                             "(hpcallbacks.Join runs schedules one after another)")
-        plans = self._role("plan")
-        factor_members = self._role("factors")
-        for role, found in (("StagedUnfreeze", plans), ("DiscriminativeLR", factor_members)):
-            if len(found) > 1:
-                raise ValueError(f"{role} appears {len(found)} times in the callbacks; keep one")
-        self._check_backend(bool(plans or factor_members))
-        self.schedule = schedules[0].build_schedule(ctx) if schedules else None
-        self.plateaus = [m.machine for m in self._role("plateau")]
-        self.modifiers = sorted(self._role("modifier"), key=lambda m: m.order)
-        self._check_scheduler()
+        members = [m._run_member() for m in self.members]
+        comp = self.composition = R.compose(members, self.foreign(members))
+        plan_member = self.members[comp.plan] if comp.plan is not None else None
+        factor_member = self.members[comp.factors_from] if comp.factors_from is not None \
+            and comp.factors_from != comp.plan else None
+        structural = [m for m in (plan_member, factor_member) if m is not None]
+        self._check_backend(bool(structural))
+        self.notices = []
+        owner = self.members[comp.schedule] if comp.schedule is not None else None
+        self.schedule = owner.build_schedule(ctx) if owner is not None else None
+        if owner is not None and getattr(owner, "schedule_notice", None):
+            self.notices.append(owner.schedule_notice)
+        self.plateaus = [self.members[comp.plateau].machine] if comp.plateau is not None else []
+        self.modifiers = [self.members[i] for i in comp.modifiers]
+        self._check_mechanics(bool(structural))
         self.bn_members = self._role("bn")
-        structural = plans + factor_members
         if not structural:
             self.groups = None
             return
-        specs = [(type(m).__name__, m.groups) for m in structural if m.groups is not None]
-        if len(specs) == 2 and specs[0][1] != specs[1][1]:
-            raise ValueError(f"{specs[0][0]}(groups=...) and {specs[1][0]}(groups=...) differ; pass the same "
-                             "groups to both (or to one of them only)")
-        spec = specs[0][1] if specs else None
-        owner = specs[0][0] if specs else type(structural[0]).__name__
+        spec = comp.groups
+        who = type(next((m for m in structural if m.groups is not None), structural[0])).__name__
         try:
             groups = discover_groups(ctx.model, spec)
         except ValueError as error:
-            raise ValueError(f"{owner}(groups={spec!r}): {error}") from None
+            raise ValueError(f"{who}(groups={spec!r}): {error}") from None
         self.groups, self.group_spec = groups, spec
+        names = [g.name for g in groups]
         n = len(groups)
-        listing = ", ".join(g.name for g in groups[:6]) + (", ..." if n > 6 else "")
+        listing = ", ".join(names[:6]) + (", ..." if n > 6 else "")
         self.resolved = None
-        plan_factors = None
-        if plans:
-            member = plans[0]
-            plan = member.plan
+        start = max(int(ctx.state.global_step) - self.skipped, 0)
+        try:
+            self.factors = tuple(comp.factors.resolve(n))
+        except ValueError as error:
+            who = "DiscriminativeLR(factors=...)" if factor_member is not None else "StagedUnfreeze(plan=...)"
+            raise ValueError(f"{who}: the model has {n} layer groups ({listing}): {error}") from None
+        if plan_member is None:
+            self.notices += [m for m in (R.single_group_notice("DiscriminativeLR", names),) if m]
+        else:
+            plan = R.plan_for_run(plan_member.plan, plan_member.bn, comp.factors)
             if plan.unit == "epoch" and not ctx.epoch_known:
                 raise ValueError("StagedUnfreeze(plan=...) counts epochs but the train dataloader has no length "
                                  "(an IterableDataset): use FreezePlan(..., unit='update')")
@@ -327,20 +378,9 @@ class Run:
             except ValueError as error:
                 raise ValueError(f"StagedUnfreeze(plan=...): the model has {n} layer groups ({listing}): {error}"
                                  ) from None
-            self.bn = member.bn if member.bn is not None else plan.bn
-            if plan.factors != LRFactors.uniform():
-                plan_factors = self.resolved.factors
-        if factor_members:
-            if plan_factors is not None:
-                raise ValueError("conflicting LR factors: StagedUnfreeze's plan has factors="
-                                 f"{plans[0].plan.factors!r} and DiscriminativeLR gives others; keep one")
-            try:
-                self.factors = factor_members[0].factors.resolve(n)
-            except ValueError as error:
-                raise ValueError(f"DiscriminativeLR(factors=...): the model has {n} layer groups ({listing}): "
-                                 f"{error}") from None
-        else:
-            self.factors = plan_factors or (1.0,) * n
+            self.bn = plan.bn
+            self.notices += R.plan_notices("StagedUnfreeze", self.resolved, names, start, ctx.total_updates,
+                                           ctx.steps_per_epoch if ctx.epoch_known else None)
         self._check_distributed()
 
     def _check_backend(self, structural: bool) -> None:
@@ -353,50 +393,19 @@ class Run:
             raise ValueError("the layer-wise optimizers (optim='*_layerwise') have no shared param groups to set "
                              "learning rates on; choose another optim")
 
-    def _check_scheduler(self) -> None:
-        ctx = self.ctx
-        sched = ctx.scheduler
-        lr_members = [m for m in self.members if m.role in LR_ROLES]
-        if not lr_members:
-            return
-        names = ", ".join(sorted({type(m).__name__ for m in lr_members}))
-        if self.schedule is not None:
-            if not isinstance(sched, LambdaLR):
-                raise ValueError(
-                    f"conflicting schedulers: {type(self._schedule_members[0]).__name__} replaces the Trainer's LR "
-                    "scheduler, "
-                    f"but it is a {type(sched).__name__} (lr_scheduler_type={_type_name(ctx.args)!r}); set "
-                    "lr_scheduler_type='constant' (or leave the default 'linear') and pass no lr_scheduler to "
-                    "Trainer(optimizers=...)")
-            for fn in sched.lr_lambdas:
-                kind, warmup = hf_lambda_kind(fn)
-                if kind not in REPLACEABLE_SCHEDULERS or warmup > 0 or ctx.args.lr_scheduler_kwargs:
-                    what = (f"lr_scheduler_type={_type_name(ctx.args)!r}, warmup_steps={ctx.args.warmup_steps!r}, "
-                            f"lr_scheduler_kwargs={ctx.args.lr_scheduler_kwargs!r}")
-                    if kind is None:
-                        what = "an LR scheduler passed to Trainer(optimizers=...)"
-                    schedule_name = type(self._schedule_members[0]).__name__
-                    raise ValueError(
-                        f"conflicting schedulers: {schedule_name} sets the learning rate of every update, and "
-                        f"the Trainer also has {what}; set lr_scheduler_type='constant', warmup_steps=0 and no "
-                        "lr_scheduler_kwargs (wrap the schedule in hpcallbacks.Warmup for a warmup), or drop "
-                        f"{schedule_name} to keep HF's schedule")
-            return
-        if isinstance(sched, LambdaLR):
-            return
-        if isinstance(sched, TorchPlateau):
-            if self.modifiers:
-                names = " and ".join(type(m).__name__ for m in self.modifiers)
-                raise ValueError(f"{names} multiplies the learning rate of every update, which "
-                                 "lr_scheduler_type='reduce_lr_on_plateau' owns: use the ReduceOnPlateau callback "
-                                 "with another lr_scheduler_type (e.g. 'constant') instead")
-            if self.plateaus:
-                raise ValueError("conflicting schedulers: ReduceOnPlateau and lr_scheduler_type="
-                                 "'reduce_lr_on_plateau' both reduce the learning rate; keep one")
+    def _check_mechanics(self, structural: bool) -> None:
+        """What this adapter cannot apply (the composition itself is the contract's, checked before).
+
+        Per-layer-group factors multiply HF's ``LambdaLR`` schedules and torch's
+        ``ReduceLROnPlateau``; another torch scheduler computes the LR of every param group itself.
+        """
+        sched = self.ctx.scheduler
+        if not structural or sched is None or isinstance(sched, (LambdaLR, TorchPlateau)):
             return
         raise ValueError(
-            f"{names} cannot follow an LR scheduler of type {type(sched).__name__}: use one of HF's "
-            "lr_scheduler_type values (a LambdaLR) or 'reduce_lr_on_plateau', or an hpcallbacks schedule callback")
+            f"StagedUnfreeze / DiscriminativeLR cannot give per-group learning rates under an LR scheduler of type "
+            f"{type(sched).__name__}: use one of HF's lr_scheduler_type values (a LambdaLR) or "
+            "'reduce_lr_on_plateau', or an hpcallbacks schedule callback")
 
     def _check_distributed(self) -> None:
         ctx = self.ctx
@@ -453,6 +462,8 @@ class Run:
         for member in self.bn_members:
             member.apply(ctx.model)
         self.configured = True
+        for notice in self.notices:  # valid but suspicious: trains, and says so once per run
+            warnings.warn(notice, R.RunWarning, stacklevel=2)
 
     def _top_first(self, inner: torch.optim.Optimizer, sched: Any, owner: dict[int, int]) -> None:
         """Put the top layer group's param groups first (factor 1), so HF's own ``learning_rate`` log

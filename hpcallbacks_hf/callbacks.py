@@ -9,9 +9,13 @@ Rule for learning rates, whatever the combination of callbacks:
   ``lr_scheduler_type`` must be the default ``"linear"`` or ``"constant"``, with no warmup and no
   ``lr_scheduler_kwargs``; anything else is a second schedule and refused at ``on_train_begin``.
 * without one, HF's schedule stays and the callbacks **compose** with it: the LR of param group
-  ``k`` is ``HF schedule(t) * factor[g(k)]`` (any LambdaLR ``lr_scheduler_type``, or
-  ``"reduce_lr_on_plateau"``).
+  ``k`` is ``HF schedule(t) * factor[g(k)]`` (any LambdaLR: an ``lr_scheduler_type`` or a
+  ``LambdaLR`` passed to ``Trainer(optimizers=...)``). ``"reduce_lr_on_plateau"`` composes with
+  the per-group factors only: it is a second plateau rule beside :class:`ReduceOnPlateau`.
 * :class:`ReduceOnPlateau` multiplies either by its factor (never below ``min_lr``).
+
+Which combinations are refused, and with which message, is decided by
+:func:`hpcallbacks.run.compose` (HF's scheduler is a :class:`hpcallbacks.run.Foreign` there).
 
 The update counter ``t`` counts optimizer updates (after gradient accumulation) that were not
 skipped (a mixed-precision overflow skips the update and HF then skips ``lr_scheduler.step()``):
@@ -32,22 +36,37 @@ True or False. Plans and schedules are functions of the update count, re-applied
 built, so the resumed Trainer loads it before the callbacks regroup again.
 
 Logging: at each training log the callbacks add ``lr/<layer group>`` (the LR of the last update)
-and ``trainable_groups`` to ``logs`` (and to ``state.log_history``). HF calls the ``report_to``
-integrations *before* user callbacks, so those integrations do not see the keys; to send them
-to TensorBoard / W&B, pass ``report_to="none"`` and add the integration callback after the
-hpcallbacks callbacks in ``callbacks=[...]``.
+and ``trainable_groups`` to ``logs`` (and to ``state.log_history``). HF lists the ``report_to``
+integrations (TensorBoard, W&B, ...) before the user's callbacks and calls every callback in its
+list's order, so when the Trainer is built (``on_init_end``) and again at ``on_train_begin``
+the hpcallbacks callbacks move themselves right after HF's ``DefaultFlowCallback``, before the
+integrations and every other callback (whose order is kept): the integrations and any callback
+of yours, wherever listed, see the keys, and see the learning rates and frozen groups the
+hpcallbacks callbacks set for the update. ``report_to`` needs nothing else.
+
+Contract (:mod:`hpcallbacks.run`, the same in every adapter): conflicts between the callbacks,
+and with HF's own ``lr_scheduler_type`` or scheduler, are one ``ValueError`` each at
+``on_train_begin``; valid but suspicious set-ups (a plan stage after the run's end, a model with
+one layer group) train and warn once with :class:`hpcallbacks.run.RunWarning`; a callback
+instance reused for a new Trainer starts fresh unless the run resumes a checkpoint; a wrong
+keyword is an :class:`hpcallbacks.ArgumentError` (a ``TypeError`` and a ``ValueError``); a
+callback given to a Keras or Lightning loop raises ``TypeError`` naming the import to use.
 """
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from transformers import TrainerCallback
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
 
+from hpcallbacks import run as R
 from hpcallbacks import schedules as S
+from hpcallbacks._checks import ArgumentChecked, checked_init
 from hpcallbacks.plans import BN_POLICIES, FreezePlan, LRFactors, Recommendation
 from hpcallbacks.torch import batch_norm_layers, discover_groups, keep_eval, swap_norms
 
@@ -56,6 +75,7 @@ from . import _engine as E
 __all__ = [
     "HPCallback",
     "add_logs",
+    "public_callback",
     "LearningRateSchedule",
     "ReduceOnPlateau",
     "StagedUnfreeze",
@@ -65,7 +85,72 @@ __all__ = [
 ]
 
 
-class HPCallback(TrainerCallback, ExportableState):
+#: The public callback classes of this adapter (and their subclasses): moved first in the Trainer's list.
+_PUBLIC: list[type] = []
+
+
+#: The other frameworks' first hooks, each raising TypeError naming the import to use.
+_GUARDS: dict[str, Any] = R.guard_hooks("hf")
+
+
+def public_callback(cls: type) -> type:
+    """Make ``cls`` a public callback class of this adapter (every class ``hpcallbacks_hf`` exports).
+
+    * given to a Keras or Lightning loop, its first hook there raises ``TypeError`` naming the
+      import to use (:func:`hpcallbacks.run.guard_hooks`);
+    * a call with an argument its signature does not take raises
+      :class:`hpcallbacks.ArgumentError` (:func:`hpcallbacks._checks.checked_init`; a class that
+      inherits its ``__init__`` is checked against ``inspect.signature(cls)``);
+    * the Trainer calls it before the ``report_to`` integrations and the user's other callbacks
+      (:func:`callbacks_first`).
+    """
+    for name, guard in _GUARDS.items():
+        if not hasattr(cls, name):
+            setattr(cls, name, guard)
+    if "__init__" not in vars(cls) and "__signature__" not in vars(cls):
+        cls.__signature__ = inspect.signature(cls)  # type: ignore[attr-defined]
+    checked_init(cls)
+    if not any(issubclass(cls, c) for c in _PUBLIC):
+        _PUBLIC.append(cls)
+    return cls
+
+
+def _handler() -> CallbackHandler | None:
+    """The Trainer's ``CallbackHandler`` calling the current event (``call_event``'s ``self``)."""
+    frame = sys._getframe(1)
+    for _ in range(16):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, CallbackHandler):
+            return owner
+        frame = frame.f_back
+    return None
+
+
+def callbacks_first(handler: CallbackHandler | None) -> None:
+    """Put the hpcallbacks callbacks right after HF's ``DefaultFlowCallback`` in ``handler.callbacks``.
+
+    HF lists ``[DefaultFlowCallback, <report_to integrations>, <callbacks=...>, Printer/Progress]``
+    and calls them in that order, so the integrations would log before the hpcallbacks callbacks
+    add ``lr/<group>`` to the logs. A new list is assigned (an event in progress goes on over the
+    old one); the order of every other callback is kept. Idempotent.
+    """
+    if handler is None:
+        return
+    current = list(handler.callbacks)
+    public = tuple(_PUBLIC)
+    ours = [cb for cb in current if isinstance(cb, public)]
+    if not ours:
+        return
+    flow = [cb for cb in current if isinstance(cb, DefaultFlowCallback)]
+    placed = {id(cb) for cb in flow + ours}
+    order = flow + ours + [cb for cb in current if id(cb) not in placed]
+    if [id(cb) for cb in order] != [id(cb) for cb in current]:
+        handler.callbacks = order
+
+
+class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
     """Base of the hpcallbacks callbacks: attaches to the run of each ``train()`` call."""
 
     role: str = ""
@@ -75,6 +160,11 @@ class HPCallback(TrainerCallback, ExportableState):
     def __init__(self) -> None:
         self.skipped_updates = 0
         self._run: E.Run | None = None
+
+    def _run_member(self) -> R.Member:
+        """This callback as the contract sees it (:func:`hpcallbacks.run.compose`)."""
+        role = self.role if self.role in R.ROLES else "other"
+        return R.Member(type(self).__name__, role, order=int(getattr(self, "order", 0)))
 
     # -- ExportableState ---------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:  # pragma: no cover - abstract
@@ -104,7 +194,11 @@ class HPCallback(TrainerCallback, ExportableState):
             setattr(self, key, value)
 
     # -- events --------------------------------------------------------------------------------------
+    def on_init_end(self, args, state, control, **kwargs):
+        callbacks_first(_handler())
+
     def on_train_begin(self, args, state, control, **kwargs):
+        callbacks_first(_handler())  # again: add_callback() or a restored callback state appends
         run = E.run_for(state, create=True)
         ctx = run.ctx or E.make_context(args, state, kwargs, type(self).__name__)
         self._run = run
@@ -225,6 +319,9 @@ class ReduceOnPlateau(HPCallback):
     def build_schedule(self, ctx: E.Context) -> S.Schedule | None:
         return self.schedule
 
+    def _run_member(self) -> R.Member:
+        return R.Member("ReduceOnPlateau", "plateau", has_schedule=self.schedule is not None)
+
     @property
     def plateau_state(self) -> dict[str, Any]:
         return self.machine.state_dict()
@@ -301,6 +398,7 @@ class _Structural(HPCallback):
         self._model: nn.Module | None = None
 
     def on_init_end(self, args, state, control, **kwargs):
+        super().on_init_end(args, state, control, **kwargs)
         self._model = kwargs.get("model")
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -334,14 +432,7 @@ class StagedUnfreeze(_Structural):
     def __init__(self, plan: FreezePlan | Recommendation | dict[str, Any] | None = None,
                  groups: Sequence[Any] | None = None, bn: str | None = None) -> None:
         super().__init__(groups)
-        if plan is None:
-            plan = FreezePlan.gradual(every_epochs=1)
-        elif isinstance(plan, Recommendation):
-            plan = plan.plan
-        elif isinstance(plan, dict):
-            plan = FreezePlan.from_config(plan)
-        if not isinstance(plan, FreezePlan):
-            raise ValueError(f"plan must be a FreezePlan, a FreezePlan.recommend() result or None; got {plan!r}")
+        plan = R.as_plan(plan)  # a FreezePlan, a recommend() result, a get_config() dict or None
         if bn is not None and bn not in BN_POLICIES:
             raise ValueError(f"bn must be None (the plan's) or one of {', '.join(map(repr, BN_POLICIES))}; got {bn!r}")
         self.plan = plan
@@ -349,6 +440,9 @@ class StagedUnfreeze(_Structural):
 
     def get_config(self) -> dict[str, Any]:
         return {"plan": self.plan.get_config(), "groups": _groups_json(self.groups, self._model), "bn": self.bn}
+
+    def _run_member(self) -> R.Member:
+        return R.Member("StagedUnfreeze", "plan", factors=self.plan.factors, groups=self.groups)
 
     def on_init_end(self, args, state, control, **kwargs):
         """Before the Trainer builds its optimizer: every group some stage trains is made trainable."""
@@ -391,6 +485,9 @@ class DiscriminativeLR(_Structural):
 
     def get_config(self) -> dict[str, Any]:
         return {"factors": self.factors.get_config(), "groups": _groups_json(self.groups, self._model)}
+
+    def _run_member(self) -> R.Member:
+        return R.Member("DiscriminativeLR", "factors", factors=self.factors, groups=self.groups)
 
 
 def _as_factors(value: Any) -> LRFactors:
@@ -460,7 +557,7 @@ class FreezeBatchNorm(HPCallback):
                     p.grad = None
 
 
-class SwapNorm(TrainerCallback, ExportableState):
+class SwapNorm(TrainerCallback, ExportableState, ArgumentChecked):
     """Replace BatchNorm layers before the Trainer builds its optimizer (handbook H4, H6).
 
     ``to="group"`` (GroupNorm), ``"frozen"`` (fixed statistics and affine values) or ``"sync"``
@@ -487,6 +584,7 @@ class SwapNorm(TrainerCallback, ExportableState):
                          "reuse_params": self.reuse_params}, "attributes": {}}
 
     def on_init_end(self, args, state, control, **kwargs):
+        callbacks_first(_handler())
         model = kwargs.get("model")
         if model is None:
             return
@@ -508,3 +606,8 @@ class SwapNorm(TrainerCallback, ExportableState):
             raise ValueError(f"SwapNorm(to={self.to!r}) did not run before the optimizer was built ({left[0]!r} is "
                              "still a BatchNorm): pass it in Trainer(callbacks=[...]) so it swaps at on_init_end, "
                              "before the optimizer and DDP exist; add_callback() after that is too late")
+
+
+for _cls in (HPCallback, LearningRateSchedule, ReduceOnPlateau, StagedUnfreeze, DiscriminativeLR, FreezeBatchNorm,
+             SwapNorm):
+    public_callback(_cls)

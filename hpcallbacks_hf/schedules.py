@@ -7,7 +7,14 @@ adapter applies, :mod:`hpcallbacks.defaults`: a learning rate defaults to the op
 (``TrainingArguments.learning_rate`` for the Trainer's own optimizer), a period to the run's
 optimizer updates per epoch (after gradient accumulation), a whole decay to the run's total
 optimizer updates (``state.max_steps``). Arguments with a default in the core keep it. The
-arguments are checked when the callback is built.
+arguments are checked when the callback is built (a wrong keyword is an
+:class:`hpcallbacks.ArgumentError`).
+
+Resume and extend (:func:`hpcallbacks.run.schedule_for_run`): the checkpoint keeps the facts the
+defaults came from (:class:`hpcallbacks.run.ScheduleState`, in ``trainer_state.json``); a resumed
+run keeps the first run's learning rate and recomputes the lengths derived from the run for the
+run being started (more epochs: a longer decay), with a :class:`hpcallbacks.run.RunWarning`
+giving the learning rate before and after when that changes the schedule.
 """
 from __future__ import annotations
 
@@ -16,7 +23,9 @@ import inspect
 from typing import Any
 
 from hpcallbacks import defaults as D
+from hpcallbacks import run as R
 from hpcallbacks import schedules as S
+from hpcallbacks._checks import bind
 
 from . import _engine as E
 from .callbacks import _ScheduleCallback
@@ -36,28 +45,42 @@ class _FamilyCallback(_ScheduleCallback):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
         name = self.family.__name__
-        try:
-            bound = self.__signature__.bind(*args, **kwargs)
-        except TypeError as error:
-            raise TypeError(f"{name}(): {error}") from None
+        bound = bind(self.__signature__, type(self).__name__, args, kwargs)  # ArgumentError, "did you mean"
         bound.apply_defaults()
         self.arguments = {k: S.deserialize(v) if isinstance(v, dict) and "class_name" in v else v
                           for k, v in bound.arguments.items()}
         D.check(name, self.arguments)  # every given argument, with placeholders for the run's facts
+        self._facts: R.ScheduleState | None = None  # this run's facts (checkpointed)
+        self._saved_facts: dict[str, Any] | None = None  # the checkpoint's, on resume
+        self.schedule_notice: str | None = None
 
     def get_config(self) -> dict[str, Any]:
         return {k: S.serialize(v) if isinstance(v, S.Schedule) else list(v) if isinstance(v, tuple) else v
                 for k, v in self.arguments.items()}
 
+    @property
+    def schedule_state(self) -> dict[str, Any] | None:
+        """The run facts the defaults came from (:class:`hpcallbacks.run.ScheduleState`), for the checkpoint."""
+        return None if self._facts is None else self._facts.to_dict()
+
+    @schedule_state.setter
+    def schedule_state(self, value: dict[str, Any] | None) -> None:
+        self._saved_facts = value
+
+    def _attributes(self) -> dict[str, Any]:
+        return {**super()._attributes(), "schedule_state": self.schedule_state}
+
+    def reset(self) -> None:
+        super().reset()
+        self._saved_facts = None
+
     def build_schedule(self, ctx: E.Context) -> S.Schedule:
-        run = D.RunFacts(learning_rate=ctx.base_lr, steps_per_epoch=ctx.steps_per_epoch if ctx.epoch_known else None,
-                         total_steps=ctx.total_updates)
-        try:
-            self.schedule = D.build(self.family.__name__, self.arguments, run)
-        except ValueError as error:
-            raise ValueError(f"{type(self).__name__}: with this run's learning rate {ctx.base_lr:g}, "
-                             f"{ctx.steps_per_epoch} updates per epoch and {ctx.total_updates} updates: {error}"
-                             ) from None
+        state = ctx.state
+        done = max(int(state.global_step) - int(getattr(self._run, "skipped", 0) or 0), 0)
+        self.schedule, self._facts, self.schedule_notice = R.schedule_for_run(
+            type(self).__name__, self.family.__name__, self.arguments, ctx.base_lr,
+            ctx.steps_per_epoch if ctx.epoch_known else None, ctx.total_updates, saved=self._saved_facts,
+            resumed_at=done)
         return self.schedule
 
     def __repr__(self) -> str:

@@ -433,13 +433,68 @@ def test_log_has_named_group_lrs_and_trainable_count(tmp_path):
         assert row["trainable_groups"] == {0: 1, 1: 1, 2: 2, 3: 2}.get(t, 3)
 
 
+class LogKeys(TrainerCallback):
+    """Records the keys of every training log it receives."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.keys.update(logs)
+
+
+def test_report_to_integrations_and_earlier_callbacks_see_group_lrs(tmp_path, monkeypatch):
+    """HF lists the ``report_to`` integrations before the user's callbacks; they get ``lr/<group>`` too."""
+    import transformers.trainer as hf_trainer
+    from transformers import DefaultFlowCallback, PrinterCallback
+
+    integration = LogKeys()  # in the place HF gives the report_to integrations (TensorBoard, W&B, ...)
+    monkeypatch.setattr(hf_trainer, "get_reporting_integration_callbacks", lambda report_to: [integration])
+    torch.manual_seed(0)
+    model = Stack(3)
+    first, last = LogKeys(), LogKeys()
+    plan, schedule = StagedUnfreeze(FreezePlan([(0, 1), (2, "all")], unit="update")), CosineRestart()
+    args = arguments(tmp_path, num_train_epochs=1, logging_strategy="steps", logging_steps=1)
+    trainer = Trainer(model=model, args=args, train_dataset=regression(24), callbacks=[first, plan, schedule, last])
+    kinds = [type(cb) for cb in trainer.callback_handler.callbacks]
+    assert kinds == [DefaultFlowCallback, StagedUnfreeze, CosineRestart, LogKeys, LogKeys, LogKeys, PrinterCallback]
+    trainer.train()
+    want = {"lr/layers.0", "lr/layers.1", "lr/layers.2", "trainable_groups"}
+    for consumer in (integration, first, last):
+        assert want <= consumer.keys, sorted(consumer.keys)
+
+
+def test_every_callback_refuses_a_wrong_keyword_and_another_framework():
+    import hpcallbacks_hf as H
+    from hpcallbacks import ArgumentError
+
+    classes = [getattr(H, n) for n in H.__all__ if isinstance(getattr(H, n), type)
+               and issubclass(getattr(H, n), TrainerCallback)]
+    assert len(classes) > 25
+    for cls in classes:
+        with pytest.raises(ArgumentError, match=r"unexpected keyword argument 'zzz'"):
+            cls(zzz=1)
+    for cb in (CosineRestart(), StagedUnfreeze(), SwapNorm(), H.LabelSmoothing(), H.HyperparameterAdvisor()):
+        name = type(cb).__name__
+        with pytest.raises(TypeError, match=f"import it from hpcallbacks_lightning instead: .* import {name}"):
+            cb.setup(None, None, "fit")  # Lightning's first hook
+        with pytest.raises(TypeError, match=f"import it from hpcallbacks_keras instead: .* import {name}"):
+            cb.set_model(None)  # Keras's first hook
+        cb.on_exception(None, None, ValueError())  # Lightning reporting the error: quiet
+
+
 class SkipUpdates(TrainerCallback):
-    """Simulates a mixed-precision overflow (accelerate's flag) at chosen updates, on CPU."""
+    """Simulates a mixed-precision overflow (accelerate's flag) at chosen updates, on CPU.
+
+    Accelerate sets the flag inside ``optimizer.step()``, before any ``on_optimizer_step``: the
+    simulation sets it just before the step (the hpcallbacks callbacks run first at every event).
+    """
 
     def __init__(self, at: set[int]) -> None:
         self.at = at
 
-    def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         optimizer._is_overflow = state.global_step in self.at
 
     def on_step_end(self, args, state, control, optimizer=None, **kwargs):
@@ -580,7 +635,8 @@ def test_explicit_factors_of_the_wrong_length(tmp_path):
 
 def test_different_groups_for_two_callbacks(tmp_path):
     refused(tmp_path, [StagedUnfreeze(groups=["layers.0", "layers.1", "layers.2"]),
-                       DiscriminativeLR(0.5, groups=[["layers.0", "layers.1"], "layers.2"])], "pass the same")
+                       DiscriminativeLR(0.5, groups=[["layers.0", "layers.1"], "layers.2"])],
+            r"StagedUnfreeze\(groups=...\) and DiscriminativeLR\(groups=...\) differ; give groups to one of them")
 
 
 @pytest.mark.parametrize("settings", [
@@ -595,7 +651,7 @@ def test_conflicting_hf_schedule(tmp_path, settings):
 
 def test_conflicting_schedules(tmp_path):
     refused(tmp_path, [CosineRestart(), LearningRateSchedule(0.1)],
-            "conflicting schedulers: CosineRestart and LearningRateSchedule")
+            r"callbacks holds 2 learning-rate schedules \(CosineRestart, LearningRateSchedule\); keep one")
 
 
 def test_conflicting_plateaus(tmp_path):
@@ -697,7 +753,7 @@ def test_finished_runs_do_not_keep_models_alive(tmp_path):
     def train_once():
         model = Stack(3)
         Trainer(model=model, args=arguments(tmp_path, num_train_epochs=1), train_dataset=regression(8),
-                callbacks=[StagedUnfreeze(FreezePlan.head_then_all(1)), CosineRestart()]).train()
+                callbacks=[StagedUnfreeze(FreezePlan([(0, 1), (1, "all")], unit="update")), CosineRestart()]).train()
         return weakref.ref(model)
 
     first = train_once()

@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from test_finder import assert_warned_once_cut_short  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
@@ -226,7 +227,7 @@ def test_batch_ramp_must_match_the_run(tmp_path):
         fit(tmp_path, [H.BatchRamp(ok), H.ScaleLearningRate(4)])
     with pytest.raises(ValueError, match="num_train_epochs, not max_steps=5"):
         trainer(tmp_path, [H.BatchRamp(ok)], max_steps=5)
-    with pytest.raises(ValueError, match="conflicting schedulers: BatchRamp and CosineRestart"):
+    with pytest.raises(ValueError, match=r"callbacks holds 2 learning-rate schedules \(BatchRamp, CosineRestart\)"):
         fit(tmp_path, [H.BatchRamp(ok), H.CosineRestart()])
 
 
@@ -549,6 +550,32 @@ def test_lr_finder_apply_with_hfs_own_schedule(tmp_path):
     fit(tmp_path, [finder, probe], model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01), samples=64,
         per_device_train_batch_size=8, lr_scheduler_type="linear")
     assert probe.records == pytest.approx(hf_reference_lrs("linear", finder.suggestion, 8))
+
+
+class NanAbove(Net):
+    """Net whose loss becomes nan once ``opt``'s learning rate passes ``lr`` (a range test cut short)."""
+
+    def __init__(self, lr):
+        super().__init__(dropout=0.0)
+        self.nan_above, self.opt = lr, None
+
+    def forward(self, x, y=None):
+        out = super().forward(x, y)
+        if self.opt.param_groups[0]["lr"] > self.nan_above:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+
+def test_lr_finder_warns_once_when_a_nan_loss_cuts_the_test_short_and_still_applies_it(tmp_path):
+    finder = H.LRFinder(min_lr=1e-4, max_lr=10.0, num_steps=30, apply=True)  # lr > 1e-2 from point 13 on
+    model = NanAbove(1e-2)
+    model.opt = torch.optim.SGD(model.parameters(), lr=0.001)
+    with pytest.warns(HyperparameterWarning) as caught:
+        t = fit(tmp_path, [finder], model=model, optimizer=model.opt, samples=64, per_device_train_batch_size=64,
+                max_steps=1)
+    assert_warned_once_cut_short(caught, finder.result)  # after 13 of 30 points
+    assert finder.suggestion <= 1e-2
+    assert inner_optimizer(t.optimizer).param_groups[0]["lr"] == pytest.approx(finder.suggestion)  # applied
 
 
 # ---------------------------------------------------------------------------------------------
