@@ -41,20 +41,10 @@ from hpcallbacks import _checks as check
 from hpcallbacks import advice as A
 from hpcallbacks import batch as B
 from hpcallbacks import finder as F
-from hpcallbacks import gan as G
 from hpcallbacks import schedules as S
+from hpcallbacks import torch as HT
 from hpcallbacks.advice import HyperparameterWarning
 from hpcallbacks.params import ParamSchedule, param_schedules
-from hpcallbacks.torch import (
-    ParamTarget,
-    Snapshot,
-    check_disjoint,
-    dropout_rates,
-    kernel_sizes,
-    optimizer_kind,
-    range_test,
-    resolve_param_target,
-)
 from hpcallbacks.torch import gan as TG
 
 from . import _engine as E
@@ -78,6 +68,11 @@ def _bool(name: str, value: Any) -> bool:
 
 def _optional_int(name: str, value: Any) -> int | None:
     return None if value is None else check.positive_int(name, value)
+
+
+def _warn(message: str | None) -> None:
+    if message is not None:
+        warnings.warn(message, stacklevel=3)
 
 
 def _find(cls: type, trainer: Any) -> Any:
@@ -192,18 +187,12 @@ class GradientAccumulation(HPCallback):
     def _compute(self, args: Any) -> B.Accumulation:
         per_device = _per_device(args, self.per_device_batch_size, "GradientAccumulation")
         world = max(1, int(args.world_size))
-        try:
-            return B.accumulation_steps(self.target_batch_size, per_device, world, exact=self.exact)
-        except ValueError as e:
-            raise ValueError(f"GradientAccumulation: with batch {per_device} per process and world size {world}: {e}"
-                             ) from None
+        return B.accumulation_for(self.target_batch_size, per_device, world, self.exact,
+                                  f"batch {per_device} per process and world size {world}")
 
     def on_init_end(self, args, state, control, **kwargs):
         acc = self._compute(args)
-        if not acc.exact:
-            warnings.warn(f"GradientAccumulation: target_batch_size={self.target_batch_size} is not reachable with "
-                          f"batch {acc.per_device_batch_size} x world size {acc.world_size}; using {acc.steps} "
-                          f"micro-batches per update, an effective batch of {acc.effective_batch_size}", stacklevel=2)
+        _warn(B.inexact_warning(acc, f"batch {acc.per_device_batch_size} x world size {acc.world_size}"))
         _take_accumulation(args, state, "GradientAccumulation", acc.steps)
         self.accumulation = acc
         log.info("GradientAccumulation: %d micro-batches of %d x %d processes per update = %d samples", acc.steps,
@@ -220,9 +209,7 @@ class GradientAccumulation(HPCallback):
         _check_taken(args, "GradientAccumulation", acc.steps)
         self.accumulation = acc
         saved, self._saved = self._saved, None
-        if saved and B.Accumulation.from_config(saved) != acc:
-            warnings.warn(f"GradientAccumulation: the checkpoint's accumulation {saved} differs from this run's "
-                          f"{acc.get_config()}: the effective batch changed on resume", stacklevel=2)
+        _warn(B.resume_warning(saved, acc))
 
     def reset(self) -> None:
         super().reset()
@@ -258,10 +245,7 @@ class ScaleLearningRate(HPCallback):
     def __init__(self, base_batch_size: int, rule: str = "linear", warmup_epochs: float = 5.0, *,
                  per_device_batch_size: int | None = None, log: bool = True) -> None:
         super().__init__()
-        B.scale_learning_rate(1.0, base_batch_size, base_batch_size, rule)  # checks base_batch_size and rule
-        self.base_batch_size = int(base_batch_size)
-        self.rule = rule
-        self.warmup_epochs = check.non_negative("warmup_epochs", warmup_epochs)
+        self.base_batch_size, self.rule, self.warmup_epochs = B.scaling_options(base_batch_size, rule, warmup_epochs)
         self.per_device_batch_size = _optional_int("per_device_batch_size", per_device_batch_size)
         self.log_value = _bool("log", log)
         self.batch_size: int | None = None
@@ -302,15 +286,10 @@ class ScaleLearningRate(HPCallback):
         if saved is not None and state.global_step > 0:
             self.factor = S.deserialize(saved)
             return
-        k = B.scale_learning_rate(1.0, self.base_batch_size, self.batch_size, self.rule)
         ctx = run.ctx
-        if not ctx.epoch_known and self.warmup_epochs > 0 and k > 1:
-            raise ValueError("ScaleLearningRate: warmup_epochs counts epochs, but the updates per epoch are unknown "
-                             "(an IterableDataset without a length): pass warmup_epochs=0")
-        self.factor = B.scaling_warmup(S.Constant(k), self.base_batch_size, self.batch_size, ctx.steps_per_epoch,
-                                       self.warmup_epochs, self.rule)
-        log.info("ScaleLearningRate: effective batch %d vs base %d (%s): LR x %g after %s", self.batch_size,
-                 self.base_batch_size, self.rule, k, self.factor)
+        self.factor = B.scaling_factor(self.base_batch_size, self.batch_size, self.rule, self.warmup_epochs,
+                                       ctx.steps_per_epoch if ctx.epoch_known else None,
+                                       "an IterableDataset without a length")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         super().on_log(args, state, control, logs=logs, **kwargs)
@@ -403,16 +382,8 @@ class BatchRamp(HPCallback):
         return _RampLR(self)
 
     def on_init_end(self, args, state, control, **kwargs):
-        world = max(1, int(args.world_size))
-        per_device = int(args.train_batch_size)
-        if world != self.ramp.world_size:
-            raise ValueError(f"BatchRamp: the ramp's world_size is {self.ramp.world_size} but the Trainer runs "
-                             f"{world} processes: build BatchRamp(..., world_size={world})")
-        if per_device * world != self.ramp.unit:
-            raise ValueError(f"BatchRamp: the ramp's unit (per_device_batch_size x world_size) is {self.ramp.unit} "
-                             f"but the Trainer's batch is {per_device} x {world}: build BatchRamp(..., "
-                             f"per_device_batch_size={per_device}, world_size={world}) or change "
-                             "per_device_train_batch_size")
+        self.ramp.check_run(int(args.train_batch_size), max(1, int(args.world_size)), "the Trainer's batch is",
+                            "per_device_train_batch_size")
         if args.max_steps is not None and args.max_steps > 0:
             raise ValueError(f"BatchRamp needs num_train_epochs, not max_steps={args.max_steps}: HF turns max_steps "
                              "into epochs of one micro-batch per update, so a growing batch would end the run early")
@@ -440,11 +411,8 @@ class BatchRamp(HPCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         epoch = int(math.floor((state.epoch or 0.0) + 1e-9))
         if self.ramp_epoch != epoch:  # a resumed epoch keeps the batch it started with
-            before, self.ramp_epoch = self.batch_size, epoch
-            self.batch_size = self.ramp.batch_size(self.progress)
-            if self.batch_size != before:
-                log.info("BatchRamp: epoch %d, progress %.1f: batch %d -> %d", epoch, self.progress, before,
-                         self.batch_size)
+            self.ramp_epoch = epoch
+            self.batch_size = self.ramp.epoch_batch(self.progress, self.batch_size, epoch)
         steps = self.batch_size // self.ramp.unit
         args.gradient_accumulation_steps = steps
         setattr(args, _MARK, ("BatchRamp", steps, getattr(args, _MARK, (None, None, None))[2]))
@@ -503,7 +471,7 @@ class ParamScheduler(TrainerCallback):
     def __init__(self, *schedules: Mapping[str, Any] | ParamSchedule, log: bool = True) -> None:
         self.schedules = param_schedules(*schedules)
         self.log_values = _bool("log", log)
-        self._targets: list[ParamTarget] = []
+        self._targets: list[HT.ParamTarget] = []
         self._values: list[float] = []
         self._model: Any = None
         self._optimizer: Any = None
@@ -511,9 +479,8 @@ class ParamScheduler(TrainerCallback):
 
     def _resolve(self) -> None:
         groups = self._optimizer.param_groups
-        self._targets = [resolve_param_target(p.name, self._model, [self._optimizer], owner="model",
-                                              optimizers_from="the Trainer has") for p in self.schedules]
-        check_disjoint([p.name for p in self.schedules], self._targets)
+        self._targets = HT.resolve_param_targets(self.schedules, self._model, [self._optimizer], owner="model",
+                                              optimizers_from="the Trainer has")
         self._layout = (id(groups[0]) if groups else 0, len(groups))
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
@@ -522,8 +489,7 @@ class ParamScheduler(TrainerCallback):
         self._model, self._optimizer = model, E.inner_optimizer(optimizer)
         self._resolve()
         total = state.max_steps if state.max_steps and state.max_steps > 0 else math.inf
-        for p, t in zip(self.schedules, self._targets, strict=True):
-            t.check_schedule(p, int(state.global_step), total)
+        HT.check_param_schedules(self.schedules, self._targets, int(state.global_step), total)
         self._values = [0.0] * len(self.schedules)
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -532,10 +498,7 @@ class ParamScheduler(TrainerCallback):
         groups = self._optimizer.param_groups
         if (id(groups[0]) if groups else 0, len(groups)) != self._layout:  # regrouped by StagedUnfreeze & co.
             self._resolve()
-        step = state.global_step
-        for i, (p, t) in enumerate(zip(self.schedules, self._targets, strict=True)):
-            value = self._values[i] = p.schedule(step)
-            t.set(value)
+        self._values = HT.set_params(self.schedules, self._targets, state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.log_values and logs is not None and "loss" in logs and self._values:
@@ -548,7 +511,7 @@ class ParamScheduler(TrainerCallback):
 
 # ----------------------------------------------------------------------------------------------
 # GAN schedules (handbook H7)
-class _Gan(TrainerCallback):
+class _Gan(TG.GanValues, TrainerCallback):
     """The update count ``step`` a GAN schedule is evaluated at, the micro-batch and rank, and the lookup."""
 
     def _init_count(self, optimizer: int | None) -> None:
@@ -578,6 +541,15 @@ class _Gan(TrainerCallback):
         self._micro += 1
 
 
+class _LoggedGan(_Gan):
+    """A GAN callback that adds its current value (``_LOG``) to the training logs when ``log``."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.log_value and logs is not None and "loss" in logs:
+            name, attribute = self._LOG  # type: ignore[misc]
+            add_logs(state, logs, {name: getattr(self, attribute)})
+
+
 _GAN_DOC = """
 
     ``step``, the update the value is for: ``state.global_step``, the optimizer updates done
@@ -594,68 +566,22 @@ _GAN_DOC = """
     """
 
 
-class InstanceNoise(_Gan):
-    __doc__ = """Instance noise on the discriminator's inputs (handbook H7), a core :class:`hpcallbacks.InstanceNoise`.
-
-    ``schedule``: any core schedule or a number (the std), or an ``hpcallbacks.InstanceNoise``.
-    ``.std`` is the standard deviation at the current update, ``.apply(x)`` returns
-    ``x + N(0, std^2)`` (``x`` itself once the std is 0). ``log`` adds ``instance_noise_std`` to
+class InstanceNoise(TG.InstanceNoiseValues, _LoggedGan):
+    __doc__ = TG.InstanceNoiseValues.__doc__ + """ ``log`` adds ``instance_noise_std`` to
     the training logs.""" + _GAN_DOC
 
     def __init__(self, schedule: Any, optimizer: int | None = None, *, log: bool = True) -> None:
-        self.noise = schedule if isinstance(schedule, G.InstanceNoise) else G.InstanceNoise(schedule)
+        self._init_values(schedule)
         self._init_count(optimizer)
         self.log_value = _bool("log", log)
 
-    @property
-    def std(self) -> float:
-        """The noise standard deviation at the current update."""
-        return self.noise.std(self.step)
 
-    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``x`` plus the current update's instance noise."""
-        return TG.add_instance_noise(x, self.noise, self.step, generator)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.log_value and logs is not None and "loss" in logs:
-            add_logs(state, logs, {"instance_noise_std": self.std})
+class LabelSmoothing(TG.LabelSmoothingValues, _Gan):
+    __doc__ = TG.LabelSmoothingValues.__doc__ + _GAN_DOC
 
 
-class LabelSmoothing(_Gan):
-    __doc__ = """Discriminator label smoothing (handbook H7) by a core :class:`hpcallbacks.LabelSmoothing`.
-
-    ``real`` (default 0.9), ``fake`` (0.0: one-sided; 0.1: two-sided), ``schedule`` (the strength
-    over training, or None for full strength), as the core's; or pass an ``hpcallbacks.LabelSmoothing``
-    as ``real``. ``.targets(labels)`` (= ``.apply``) returns ``labels * real_t + (1 - labels) * fake_t``
-    for a float label tensor; ``.real_target`` / ``.fake_target`` are the current numbers. With a
-    ``LabelFlip`` too, flip first: ``smoothing.targets(flip.targets(labels))``.""" + _GAN_DOC
-
-    def __init__(self, real: Any = 0.9, fake: float = 0.0, schedule: Any = None, optimizer: int | None = None) -> None:
-        self.smoothing = real if isinstance(real, G.LabelSmoothing) else G.LabelSmoothing(real, fake, schedule)
-        self._init_count(optimizer)
-
-    @property
-    def real_target(self) -> float:
-        return self.smoothing.real_target(self.step)
-
-    @property
-    def fake_target(self) -> float:
-        return self.smoothing.fake_target(self.step)
-
-    def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """The smoothed targets of ``labels`` (1.0 real, 0.0 fake) at the current update."""
-        return TG.smooth_labels(labels, self.smoothing, self.step)
-
-    apply = targets
-
-
-class LabelFlip(_Gan):
-    __doc__ = """Flip discriminator labels (handbook H7) by a core :class:`hpcallbacks.LabelFlip`.
-
-    ``schedule``: the flip probability (a number or any core schedule), ``seed``; or an
-    ``hpcallbacks.LabelFlip``. ``.targets(labels)`` (= ``.apply``) returns ``labels`` with the
-    samples the core picks at the current update (``flip_uniform(seed, step, index) < p``, computed
-    on the host) replaced by ``1 - y``. ``index`` numbers the samples of the update's whole batch,
+class LabelFlip(TG.LabelFlipValues, _LoggedGan):
+    __doc__ = TG.LabelFlipValues.__doc__ + """ ``index`` numbers the samples of the update's whole batch,
     as in every adapter: sample ``i`` of an ``n``-sample micro-batch has index
     ``(m * world_size + r) * n + i`` on process ``r`` for the ``m``-th micro-batch of the update, so
     processes and micro-batches flip different samples (one ``targets`` call per micro-batch).
@@ -663,33 +589,14 @@ class LabelFlip(_Gan):
     logs.""" + _GAN_DOC
 
     def __init__(self, schedule: Any, seed: int = 0, optimizer: int | None = None, *, log: bool = True) -> None:
-        self.flip = schedule if isinstance(schedule, G.LabelFlip) else G.LabelFlip(schedule, seed)
+        self._init_values(schedule, seed)
         self._init_count(optimizer)
         self.log_value = _bool("log", log)
-
-    @property
-    def probability(self) -> float:
-        return self.flip.probability(self.step)
-
-    def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """``labels`` with this update's flips applied."""
-        n = labels.shape[0] if labels.ndim else 1
-        return TG.flip_labels(labels, self.flip, self.step, offset=(self._micro * self._world + self._rank) * n)
-
-    apply = targets
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.log_value and logs is not None and "loss" in logs:
-            add_logs(state, logs, {"label_flip_probability": self.probability})
 
 
 # ----------------------------------------------------------------------------------------------
 # the advisor (handbook H1, H2)
-def _as_float(value: Any) -> float:
-    return float(value.item() if isinstance(value, torch.Tensor) else value)
-
-
-class HyperparameterAdvisor(TrainerCallback):
+class HyperparameterAdvisor(A.AdvisorBase, TrainerCallback):
     """Check the run against the handbook's recommended values (H2) once, before the first update.
 
     Reads, at the first ``on_epoch_begin`` (right after every callback's ``on_train_begin``, so
@@ -723,18 +630,7 @@ class HyperparameterAdvisor(TrainerCallback):
 
     def __init__(self, strict: bool = False, fine_tuning: bool | None = None,
                  from_scratch_learning_rate: float | None = None) -> None:
-        self.strict = _bool("strict", strict)
-        if fine_tuning is not None:
-            _bool("fine_tuning", fine_tuning)
-        if from_scratch_learning_rate is not None:
-            check.positive("from_scratch_learning_rate", from_scratch_learning_rate)
-            if fine_tuning is False:
-                raise ValueError(f"from_scratch_learning_rate is used only when fine-tuning; got "
-                                 f"{from_scratch_learning_rate!r} with fine_tuning=False")
-        self.fine_tuning = fine_tuning
-        self.from_scratch_learning_rate = from_scratch_learning_rate
-        self.findings: list[A.Finding] = []
-        self.values: dict[str, Any] = {}
+        self._init_advisor(strict, fine_tuning, from_scratch_learning_rate, boolean=_bool)
         self._done = True
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -744,54 +640,39 @@ class HyperparameterAdvisor(TrainerCallback):
         if self._done:
             return
         self._done = True
-        self.values = self.read(args, state, model, optimizer)
-        self.findings = A.check(**self.values)
-        A.report("HyperparameterAdvisor", self.findings, self.strict, emit=bool(args.should_log))
+        findings = self._advise(self.read(args, state, model, optimizer))
+        A.report("HyperparameterAdvisor", findings, self.strict, emit=bool(args.should_log))
 
     def read(self, args: Any, state: Any, model: Any, optimizer: Any) -> dict[str, Any]:
         """The arguments of :func:`hpcallbacks.advice.check` this run has."""
         values: dict[str, Any] = {}
         run = E.run_for(state)
         inner = E.inner_optimizer(optimizer) if optimizer is not None else None
-        kind = optimizer_kind(inner) if inner is not None else None
+        kind = HT.optimizer_kind(inner) if inner is not None else None
         if inner is not None and kind is not None:
             group = inner.param_groups[0]
             values["optimizer"] = kind
             if run is not None and run.ctx is not None:
                 values["learning_rate"] = run.peak_lr()
             else:
-                values["learning_rate"] = _as_float(group.get("initial_lr", group["lr"]))
-            if kind in ("adam", "adamw"):
-                betas = group.get("betas")
-                if betas is not None:
-                    values["beta_1"], values["beta_2"] = _as_float(betas[0]), _as_float(betas[1])
-                if "eps" in group:
-                    values["epsilon"] = _as_float(group["eps"])
-            elif "momentum" in group:
-                values["momentum"] = _as_float(group["momentum"])
-            decays = [_as_float(g["weight_decay"]) for g in inner.param_groups if "weight_decay" in g]
-            if decays:
-                values["weight_decay"] = max(decays)
+                values["learning_rate"] = HT.as_float(group.get("initial_lr", group["lr"]))
+            values.update(HT.optimizer_values(inner, kind))
         else:
             values["optimizer"] = "sgd"  # only the rows that do not depend on the optimizer are checked
             log.info("HyperparameterAdvisor: %s (optim=%r) is not in the handbook's table; checking batch size, "
                      "dropout and kernels only", type(inner).__name__, getattr(args.optim, "value", args.optim))
         values["batch_size"] = _effective_batch(args, int(args.train_batch_size))
         if model is not None:
-            values["dropout_rates"] = dropout_rates(model)
-            values["kernel_sizes"] = kernel_sizes(model)
+            values["dropout_rates"] = HT.dropout_rates(model)
+            values["kernel_sizes"] = HT.kernel_sizes(model)
         fine = self.fine_tuning
         if fine is None:
             fine = run is not None and any(m.role in ("plan", "factors") for m in run.members)
-        if self.from_scratch_learning_rate is not None and not fine:
-            raise ValueError("HyperparameterAdvisor: from_scratch_learning_rate is used only when fine-tuning, and "
-                             "this run has no StagedUnfreeze / DiscriminativeLR: pass fine_tuning=True")
-        values["fine_tuning"] = fine
-        values["from_scratch_learning_rate"] = self.from_scratch_learning_rate
+        values.update(A.fine_tuning_values(fine, self.from_scratch_learning_rate))
         return values
 
 
-class LossBalance(HPCallback):
+class LossBalance(A.LossBalanceBase, HPCallback):
     """Check that the loss terms stay within two orders of magnitude of each other (handbook H2).
 
     ``terms``: the names of two or more loss terms the training logs (``self.log({"loss_a": ...,
@@ -811,15 +692,7 @@ class LossBalance(HPCallback):
     def __init__(self, terms: Sequence[str] = ("loss_a", "loss_b"), every_n_epochs: int = 1, strict: bool = False,
                  reference: str | None = None) -> None:
         super().__init__()
-        if isinstance(terms, str) or not isinstance(terms, Sequence) or len(terms) < 2 or not all(
-                isinstance(t, str) and t for t in terms) or len(set(terms)) != len(terms):
-            raise ValueError(f"terms must be two or more distinct names of logged loss terms; got {terms!r}")
-        if reference is not None and reference not in terms:
-            raise ValueError(f"reference must be one of terms {list(terms)}; got {reference!r}")
-        self.terms = tuple(terms)
-        self.every_n_epochs = check.positive_int("every_n_epochs", every_n_epochs)
-        self.strict = _bool("strict", strict)
-        self.reference = reference
+        self._init_balance(terms, every_n_epochs, strict, reference, boolean=_bool)
         self.reset()
 
     @classmethod
@@ -857,7 +730,7 @@ class LossBalance(HPCallback):
         self._seen.update(logs)
         for t in self.terms:
             if t in logs:
-                self._sums[t] = self._sums.get(t, 0.0) + _as_float(logs[t])
+                self._sums[t] = self._sums.get(t, 0.0) + HT.as_float(logs[t])
                 self._counts[t] = self._counts.get(t, 0) + 1
         if self._due:
             self._check()
@@ -873,18 +746,15 @@ class LossBalance(HPCallback):
             return  # not all logged yet: at the next log
         values = {t: self._sums[t] / self._counts[t] for t in self.terms}
         self._sums, self._counts, self._due = {}, {}, False
-        if any(v == 0 or not math.isfinite(v) for v in values.values()):
-            log.info("LossBalance: a term is 0 or not finite (%s); not checked", values)
-            return
-        result = A.loss_balance(values, self.reference)
-        self.values, self.weights, self.findings = values, dict(result.weights), tuple(result.findings)
-        A.report("LossBalance", result.findings, self.strict, emit=self._emit)
+        result = self._balance(values)
+        if result is not None:
+            A.report("LossBalance", result.findings, self.strict, emit=self._emit)
 
     def on_train_end(self, args, state, control, **kwargs):
-        missing = [t for t in self.terms if t not in self._seen]
-        if missing and (self._due or not self.values):
-            warnings.warn(f"LossBalance: term(s) {missing} were not logged (logged: {sorted(self._seen)}); log them "
-                          "with self.log({...}) in compute_loss, or name evaluation metrics (eval_...)", stacklevel=2)
+        message = A.missing_terms_warning(self.terms, self._seen, "were not logged", "log them with self.log({...}) in "
+                                          "compute_loss, or name evaluation metrics (eval_...)")
+        if message is not None and (self._due or not self.values):
+            warnings.warn(message, stacklevel=2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -905,7 +775,7 @@ def _to_device(inputs: Any, device: torch.device) -> Any:
     return inputs
 
 
-class LRFinder(HPCallback):
+class LRFinder(F.FinderBase, HPCallback):
     """The learning-rate range test (Smith 2017) before training, by the core's :mod:`hpcallbacks.finder`.
 
     The same arguments and rule as Lightning's ``LRFinder``. At ``on_train_begin`` of a fresh run
@@ -928,27 +798,18 @@ class LRFinder(HPCallback):
     (matplotlib, main process). ``apply=True`` makes the suggestion the run's LR: the optimizer's
     param groups (x ``lr_factor``), HF's LR scheduler's base LRs, and the LR the hpcallbacks
     schedule callbacks default to (``CosineRestart()`` then decays from it). The test syncs the
-    loss to the host once per test update (it is not training).
+    loss to the host once per test update (it is not training). A test cut short (a nan or inf
+    loss, or a divergence before the suggestion rule had its points:
+    :attr:`hpcallbacks.finder.RangeResult.cut_short`) warns once with a :class:`HyperparameterWarning`
+    saying what to change; ``apply=True`` still applies its suggestion.
     """
 
     def __init__(self, min_lr: float = 1e-7, max_lr: float = 10.0, num_steps: int = 100, mode: str = "exponential",
                  method: str = "steepest", beta: float = 0.98, divergence: float = 4.0, skip_start: int = 10,
                  skip_end: int = 5, plot: str | Path | None = None, apply: bool = False) -> None:
         super().__init__()
-        self.range = F.lr_range(min_lr, max_lr, num_steps, mode)
-        self._test_args = dict(beta=beta, divergence=divergence, method=method, skip_start=skip_start,
-                               skip_end=skip_end)
-        F.RangeTest(self.range, **self._test_args)  # checks the arguments now
-        if plot is not None and not isinstance(plot, (str, Path)):
-            raise ValueError(f"plot must be None or a file path for the picture; got {plot!r}")
-        self.plot = plot
+        self._init_finder(min_lr, max_lr, num_steps, mode, method, beta, divergence, skip_start, skip_end, plot)
         self.apply = _bool("apply", apply)
-        self.result: F.RangeResult | None = None
-
-    def get_config(self) -> dict[str, Any]:
-        return {"min_lr": self.range.min_lr, "max_lr": self.range.max_lr, "num_steps": self.range.num_steps,
-                "mode": self.range.mode, **self._test_args, "plot": None if self.plot is None else str(self.plot),
-                "apply": self.apply}
 
     @property
     def result_config(self) -> dict[str, Any] | None:
@@ -961,13 +822,6 @@ class LRFinder(HPCallback):
     def _attributes(self) -> dict[str, Any]:
         return {**super()._attributes(), "result_config": self.result_config}
 
-    @property
-    def suggestion(self) -> float | None:
-        """The suggested learning rate, or None (no test yet, or no suggestion possible)."""
-        if self.result is None or self.result.suggestion is None:
-            return None
-        return self.result.suggestion.learning_rate
-
     def reset(self) -> None:
         super().reset()
         self.result = None
@@ -977,16 +831,9 @@ class LRFinder(HPCallback):
         if state.global_step > 0:
             log.info("LRFinder: resumed run; keeping the checkpoint's suggestion %s", self.suggestion)
             return
-        self.result = self._run_test(args, kwargs)
-        if self.result.suggestion is None:
-            warnings.warn(f"LRFinder: no suggestion: {self.result.error}", stacklevel=2)
-        else:
-            log.info("LRFinder: suggested learning rate %g (%s, %d test updates)", self.suggestion,
-                     self.result.suggestion.method, len(self.result.losses))
-        if self.plot is not None and args.should_save:
-            F.plot_range_test(self.result, self.plot, beta=self._test_args["beta"])
-        if self.apply and self.suggestion is not None:
-            self._apply(self.suggestion, kwargs)
+        lr = self._finish(self._run_test(args, kwargs), plot=args.should_save)
+        if lr is not None:
+            self._apply(lr, kwargs)
 
     def _run_test(self, args: Any, kwargs: dict[str, Any]) -> F.RangeResult:
         model = kwargs.get("model")
@@ -997,15 +844,10 @@ class LRFinder(HPCallback):
         inner = E.inner_optimizer(optimizer)
         acc = max(1, int(args.gradient_accumulation_steps))
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        batches = {"it": iter(loader)}
+        batches = HT.Batches(loader)
 
         def next_loss() -> torch.Tensor:
-            try:
-                inputs = next(batches["it"])
-            except StopIteration:
-                batches["it"] = iter(loader)
-                inputs = next(batches["it"])
-            loss = _model_loss(model, _to_device(inputs, device))
+            loss = _model_loss(model, _to_device(batches.next(), device))
             if loss is None:
                 raise ValueError("LRFinder: the model returned no loss (outputs['loss']); the range test needs one: "
                                  "give the batches labels")
@@ -1018,29 +860,18 @@ class LRFinder(HPCallback):
                 torch.distributed.all_reduce(mean)
                 return mean / torch.distributed.get_world_size()
 
-        snapshot = Snapshot(model, [inner])  # weights, optimizer state and hyperparameters, RNG states
+        snapshot = HT.Snapshot(model, [inner])  # weights, optimizer state and hyperparameters, RNG states
         try:
             model.train()
             with torch.enable_grad():
-                return range_test(F.RangeTest(self.range, **self._test_args), inner, next_loss, acc, reduce=reduce)
+                return HT.range_test(self._new_test(), inner, next_loss, acc, reduce=reduce)
         finally:
             snapshot.restore()
-            close = getattr(batches.pop("it", None), "close", None)
-            if close is not None:  # end accelerate's DataLoaderShard generator now, not at interpreter exit
-                close()
+            batches.close()  # end accelerate's DataLoaderShard generator now, not at interpreter exit
 
     def _apply(self, lr: float, kwargs: dict[str, Any]) -> None:
         inner = E.inner_optimizer(kwargs["optimizer"])
-        for group in inner.param_groups:
-            factor = group.get("lr_factor", 1.0)
-            for key in ("lr", "initial_lr"):
-                if key in group:
-                    if isinstance(group[key], torch.Tensor):
-                        group[key].fill_(lr * factor)
-                    else:
-                        group[key] = lr * factor
-            if "base_lr" in group:
-                group["base_lr"] = lr
+        HT.set_base_lr(inner, lr)
         sched = kwargs.get("lr_scheduler")
         if isinstance(getattr(sched, "base_lrs", None), list):
             sched.base_lrs = [lr * g.get("lr_factor", 1.0) for g in inner.param_groups]
@@ -1053,7 +884,7 @@ class LRFinder(HPCallback):
                     else:
                         group["lr"] = value
             if hasattr(sched, "_last_lr"):
-                sched._last_lr = [_as_float(g["lr"]) for g in inner.param_groups]
+                sched._last_lr = [HT.as_float(g["lr"]) for g in inner.param_groups]
         rec = E._RECORDS.get(inner)  # an optimizer regrouped by an earlier train(): its as-built LRs too
         if rec is not None:
             for hyper in rec.hyper:

@@ -15,7 +15,6 @@ batch, pass ``per_device_batch_size`` (fit's ``batch_size``).
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -104,15 +103,11 @@ class GradientAccumulation(keras.callbacks.Callback):
         if getattr(model, "optimizer", None) is None:
             raise ValueError("GradientAccumulation: compile the model with an optimizer before fit")
         world = _world_size(model)
-        try:
-            acc = B.accumulation_steps(self.target_batch_size, self.per_device_batch_size, world, exact=self.exact)
-        except ValueError as e:
-            raise ValueError(f"GradientAccumulation: with per_device_batch_size={self.per_device_batch_size} and "
-                             f"{world} replica(s): {e}") from None
-        if not acc.exact:
-            warnings.warn(f"GradientAccumulation: target_batch_size={self.target_batch_size} is not reachable; using "
-                          f"{acc.steps} micro-batches per update, an effective batch of {acc.effective_batch_size}",
-                          stacklevel=2)
+        acc = B.accumulation_for(self.target_batch_size, self.per_device_batch_size, world, self.exact,
+                                 f"per_device_batch_size={self.per_device_batch_size} and {world} replica(s)")
+        inexact = B.inexact_warning(acc)
+        if inexact is not None:
+            warnings.warn(inexact, stacklevel=2)
         self.accumulation = acc
         opt = inner_optimizer(model.optimizer)
         current = int(opt.gradient_accumulation_steps or 1)
@@ -155,15 +150,14 @@ class ScaleLearningRate(HPCallback):
     def __init__(self, base_batch_size: int, rule: str = "linear", warmup_epochs: float = 5.0, *,
                  per_device_batch_size: int | None = None) -> None:
         super().__init__()
-        B.scale_learning_rate(1.0, base_batch_size, base_batch_size, rule)  # checks base_batch_size and rule
-        self.base_batch_size = int(base_batch_size)
-        self.rule = rule
-        self.warmup_epochs = check.non_negative("warmup_epochs", warmup_epochs)
+        self.base_batch_size, self.rule, self.warmup_epochs = B.scaling_options(base_batch_size, rule, warmup_epochs)
         self.per_device_batch_size = _per_device(per_device_batch_size, "ScaleLearningRate")
         self.batch_size: int | None = None
         self.factor: S.Schedule | None = None
 
-    def setup(self, engine: Engine) -> None:
+    _role = "modifier"  # the run contract's role: a factor of the update count multiplying the LR
+
+    def prepare(self, engine: Engine) -> None:
         engine.require_variable_lr("ScaleLearningRate")
         self.batch_size = self.per_device_batch_size * engine.accumulation * _world_size(self.model)
         k = B.scale_learning_rate(1.0, self.base_batch_size, self.batch_size, self.rule)
@@ -268,18 +262,7 @@ def kernel_sizes(model: Any) -> list[tuple[int, int]]:
             if isinstance(layer, keras.layers.Conv2D)]
 
 
-def _report(who: str, findings: Sequence[A.Finding], strict: bool) -> None:
-    warns = [f for f in findings if f.severity == "warning"]
-    if strict and warns:
-        raise ValueError(f"{who} (strict=True): " + "; ".join(str(f) for f in warns))
-    for f in findings:
-        if f.severity == "warning":
-            warnings.warn(f"{who}: {f}", HyperparameterWarning, stacklevel=3)
-        else:
-            log.info("%s: %s", who, f)
-
-
-class HyperparameterAdvisor(keras.callbacks.Callback):
+class HyperparameterAdvisor(A.AdvisorBase, keras.callbacks.Callback):
     """Check the run against the handbook's recommended values (H2) once, before the first update.
 
     Reads, at the first epoch's start (after every ``on_train_begin``): the optimizer's kind
@@ -306,16 +289,7 @@ class HyperparameterAdvisor(keras.callbacks.Callback):
                  from_scratch_learning_rate: float | None = None, *,
                  per_device_batch_size: int | None = None) -> None:
         super().__init__()
-        self.strict = check.boolean("strict", strict)
-        if fine_tuning is not None:
-            check.boolean("fine_tuning", fine_tuning)
-        if from_scratch_learning_rate is not None:
-            check.positive("from_scratch_learning_rate", from_scratch_learning_rate)
-            if fine_tuning is False:
-                raise ValueError(f"from_scratch_learning_rate is used only when fine-tuning; got "
-                                 f"{from_scratch_learning_rate!r} with fine_tuning=False")
-        self.fine_tuning = fine_tuning
-        self.from_scratch_learning_rate = from_scratch_learning_rate
+        self._init_advisor(strict, fine_tuning, from_scratch_learning_rate)
         self.per_device_batch_size = (None if per_device_batch_size is None
                                       else check.positive_int("per_device_batch_size", per_device_batch_size))
         self.findings: list[A.Finding] = []
@@ -329,9 +303,7 @@ class HyperparameterAdvisor(keras.callbacks.Callback):
         if self._done:
             return
         self._done = True
-        self.values = self.read()
-        self.findings = A.check(**self.values)
-        _report("HyperparameterAdvisor", self.findings, self.strict)
+        A.report("HyperparameterAdvisor", self._advise(self.read()), self.strict)
 
     def _engine_fit(self) -> Any:
         engine = self.model.__dict__.get("_hpcallbacks_engine")
@@ -380,15 +352,11 @@ class HyperparameterAdvisor(keras.callbacks.Callback):
         if fine is None:
             fit = self._engine_fit()
             fine = bool(fit is not None and (fit.plan is not None or fit.factors is not None))
-        if self.from_scratch_learning_rate is not None and not fine:
-            raise ValueError("HyperparameterAdvisor: from_scratch_learning_rate is used only when fine-tuning, and "
-                             "this fit has no StagedUnfreeze / DiscriminativeLR: pass fine_tuning=True")
-        values["fine_tuning"] = fine
-        values["from_scratch_learning_rate"] = self.from_scratch_learning_rate
+        values.update(A.fine_tuning_values(fine, self.from_scratch_learning_rate, where="fit"))
         return values
 
 
-class LossBalance(keras.callbacks.Callback):
+class LossBalance(A.LossBalanceBase, keras.callbacks.Callback):
     """Check that the loss terms stay within two orders of magnitude of each other (handbook H2).
 
     ``terms``: two or more names in the epoch logs (a multi-output model logs ``"<output>_loss"``;
@@ -403,35 +371,14 @@ class LossBalance(keras.callbacks.Callback):
     def __init__(self, terms: Sequence[str] = ("loss_a", "loss_b"), every_n_epochs: int = 1, strict: bool = False,
                  reference: str | None = None) -> None:
         super().__init__()
-        if isinstance(terms, str) or not isinstance(terms, Sequence) or len(terms) < 2 or not all(
-                isinstance(t, str) and t for t in terms) or len(set(terms)) != len(terms):
-            raise ValueError(f"terms must be two or more distinct names of logged loss terms; got {terms!r}")
-        if reference is not None and reference not in terms:
-            raise ValueError(f"reference must be one of terms {list(terms)}; got {reference!r}")
-        self.terms = tuple(terms)
-        self.every_n_epochs = check.positive_int("every_n_epochs", every_n_epochs)
-        self.strict = check.boolean("strict", strict)
-        self.reference = reference
-        self.weights: dict[str, float] = {t: 1.0 for t in self.terms}
-        self.values: dict[str, float] = {}
-        self.findings: tuple[A.Finding, ...] = ()
-        self._warned = False
+        self._init_balance(terms, every_n_epochs, strict, reference)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every_n_epochs:
             return
         logs = logs or {}
-        missing = [t for t in self.terms if t not in logs]
-        if missing:
-            if not self._warned:
-                self._warned = True
-                warnings.warn(f"LossBalance: term(s) {missing} are not in the logs (logged: {sorted(logs)}); pass "
-                              "terms= names that fit logs", stacklevel=2)
+        if self._missing(logs, "are not in the logs", "pass terms= names that fit logs"):
             return
-        values = {t: float(logs[t]) for t in self.terms}
-        if any(v == 0 or not math.isfinite(v) for v in values.values()):
-            log.info("LossBalance: a term is 0 or not finite (%s); not checked", values)
-            return
-        result = A.loss_balance(values, self.reference)
-        self.values, self.weights, self.findings = values, dict(result.weights), tuple(result.findings)
-        _report("LossBalance", result.findings, self.strict)
+        result = self._balance({t: float(logs[t]) for t in self.terms})
+        if result is not None:
+            A.report("LossBalance", result.findings, self.strict)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import random
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ log = logging.getLogger("hpcallbacks")
 _BACKEND = keras.backend.backend()
 
 
-class LRFinder(keras.callbacks.Callback):
+class LRFinder(F.FinderBase, keras.callbacks.Callback):
     """The learning-rate range test (Smith 2017) before training, by the core's :mod:`hpcallbacks.finder`.
 
     The same arguments, in the same order, and the same rule as Lightning's and HF's ``LRFinder``
@@ -81,33 +80,19 @@ class LRFinder(keras.callbacks.Callback):
     ``tf.distribute`` each replica runs the whole trial batch (as ``train_on_batch`` does).
     Tested on the TensorFlow and torch backends; on other backends each micro-batch goes through
     ``train_on_batch`` (one loss read per micro-batch).
+
+    A test cut short (a nan or inf loss, or a divergence before the suggestion rule had its points:
+    :attr:`hpcallbacks.finder.RangeResult.cut_short`) warns once, in :meth:`run`, with a
+    :class:`hpcallbacks.advice.HyperparameterWarning` saying what to change; ``apply=True`` still
+    applies its suggestion.
     """
 
     def __init__(self, min_lr: float = 1e-7, max_lr: float = 10.0, num_steps: int = 100, mode: str = "exponential",
                  method: str = "steepest", beta: float = 0.98, divergence: float = 4.0, skip_start: int = 10,
                  skip_end: int = 5, plot: str | Path | None = None, apply: bool = False) -> None:
         super().__init__()
-        self.range = F.lr_range(min_lr, max_lr, num_steps, mode)
-        self._test_args = dict(beta=beta, divergence=divergence, method=method, skip_start=skip_start,
-                               skip_end=skip_end)
-        F.RangeTest(self.range, **self._test_args)  # checks the arguments now
-        if plot is not None and not isinstance(plot, (str, Path)):
-            raise ValueError(f"plot must be None or a file path for the picture; got {plot!r}")
-        self.plot = plot
+        self._init_finder(min_lr, max_lr, num_steps, mode, method, beta, divergence, skip_start, skip_end, plot)
         self.apply = check.boolean("apply", apply)
-        self.result: F.RangeResult | None = None
-
-    def get_config(self) -> dict[str, Any]:
-        return {"min_lr": self.range.min_lr, "max_lr": self.range.max_lr, "num_steps": self.range.num_steps,
-                "mode": self.range.mode, **self._test_args, "plot": None if self.plot is None else str(self.plot),
-                "apply": self.apply}
-
-    @property
-    def suggestion(self) -> float | None:
-        """The suggested learning rate, or None (no test yet, or no suggestion possible)."""
-        if self.result is None or self.result.suggestion is None:
-            return None
-        return self.result.suggestion.learning_rate
 
     # -- the test --------------------------------------------------------------------------------
     def run(self, model: Any, x: Any, y: Any = None, batch_size: int | None = None,
@@ -126,7 +111,7 @@ class LRFinder(keras.callbacks.Callback):
         acc = max(1, int(getattr(opt, "gradient_accumulation_steps", None) or 1))
         step = _step_function(model)
         snapshot = _Snapshot(model)
-        test = F.RangeTest(self.range, **self._test_args)
+        test = self._new_test()
         was_training = getattr(model, "training", None)
         try:
             _align(opt, acc)
@@ -141,16 +126,9 @@ class LRFinder(keras.callbacks.Callback):
             snapshot.restore()
             if _BACKEND == "torch" and was_training is not None:
                 model.train(was_training)
-        self.result = test.result()
-        if self.result.suggestion is None:
-            warnings.warn(f"LRFinder: no suggestion: {self.result.error}", stacklevel=2)
-        else:
-            log.info("LRFinder: suggested learning rate %g (%s, %d test updates)", self.suggestion,
-                     self.result.suggestion.method, len(self.result.losses))
-        if self.plot is not None:
-            F.plot_range_test(self.result, self.plot, beta=self._test_args["beta"])
-        if self.apply and self.suggestion is not None:
-            self._apply(model, self.suggestion)
+        lr = self._finish(test.result())
+        if lr is not None:
+            self._apply(model, lr)
         return self.result
 
     def _apply(self, model: Any, lr: float) -> None:
