@@ -30,13 +30,15 @@ CosineRestart(initial_learning_rate=0.1, first_decay_steps=50.0, t_mul=2.0, m_mu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from . import schedules as S
 
-__all__ = ["RunFacts", "build", "check", "run_defaults", "describe", "FAMILIES"]
+__all__ = ["RunFacts", "build", "check", "run_defaults", "describe", "FAMILIES", "callback_signature",
+           "callback_arguments"]
 
 
 @dataclass(frozen=True)
@@ -199,3 +201,32 @@ def check(family: str | type[S.Schedule], given: Mapping[str, Any]) -> None:
 def describe(family: str | type[S.Schedule]) -> str:
     """One docstring line per defaulted argument, for the adapters' docstrings."""
     return "; ".join(f"``{arg}`` = {text}" for arg, text in run_defaults(family).items()) or "none"
+
+
+def callback_signature(family: str | type[S.Schedule], extras: Sequence[inspect.Parameter] = ()) -> inspect.Signature:
+    """The signature of ``family``'s callback in every adapter: the core schedule's arguments, in its
+    order, those filled from the run defaulting to ``None``; ``extras``: an adapter's keyword-only ones.
+
+    >>> callback_signature("CosineRestart")
+    <Signature (initial_learning_rate=None, first_decay_steps=None, t_mul=2.0, m_mul=1.0, alpha=0.0)>
+    """
+    name, cls = _family(family)
+    ruled = FAMILIES[name]
+    params = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        default = None if (f.name in ruled or f.default is dataclasses.MISSING) else f.default
+        params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+    return inspect.Signature([*params, *extras])
+
+
+def callback_arguments(family: str | type[S.Schedule], bound: inspect.BoundArguments) -> dict[str, Any]:
+    """A family callback's arguments from its bound call: defaults applied, a ``serialize()`` dict read
+    back as a schedule, every given value checked now (:func:`check`; ``ValueError`` naming it)."""
+    name, _ = _family(family)
+    bound.apply_defaults()
+    arguments = {k: S.deserialize(v) if isinstance(v, dict) and "class_name" in v else v
+                 for k, v in bound.arguments.items()}
+    check(name, {k: v for k, v in arguments.items() if k in {f.name for f in dataclasses.fields(S.SCHEDULES[name])}})
+    return arguments

@@ -43,7 +43,7 @@ from .plans import FreezePlan, LRFactors, Recommendation, ResolvedPlan
 __all__ = [
     "RunWarning", "Member", "Foreign", "Composition", "compose", "as_plan", "plan_for_run", "schedule_for_run",
     "ScheduleState", "fresh", "plan_notices", "short_run_notice", "single_group_notice", "LRRule",
-    "wrong_framework", "guard_hooks", "ADAPTERS", "left_out_message",
+    "wrong_framework", "guard_hooks", "ADAPTERS", "left_out_message", "plateau_arguments",
 ]
 
 
@@ -225,6 +225,31 @@ def as_plan(plan: Any, who: str = "StagedUnfreeze") -> FreezePlan:
                      f"FreezePlan.get_config() dict or None; got {plan!r}")
 
 
+def plateau_arguments(schedule: Any, monitor: str, factor: float, patience: int, mode: str, min_delta: float,
+                      cooldown: int, min_lr: float, convention: str,
+                      threshold_mode: str | None) -> tuple[S.Schedule | None, S.ReduceOnPlateau]:
+    """``ReduceOnPlateau``'s arguments in every adapter: the schedule it reduces (``None``: the run's
+    own; a number is ``Constant``; a ``serialize()`` dict is read back) and the core state machine.
+
+    >>> plateau_arguments("val_loss", "val_loss", 0.1, 10, "auto", 1e-4, 0, 0.0, "keras", None)
+    ...                   # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ReduceOnPlateau: schedule must be a hpcallbacks schedule, a number or None; got 'val_loss'...
+    """
+    if isinstance(schedule, str):
+        raise ValueError(f"ReduceOnPlateau: schedule must be a hpcallbacks schedule, a number or None; got "
+                         f"{schedule!r}. The monitored metric is the second argument, as in every adapter: "
+                         f"ReduceOnPlateau(monitor={schedule!r})")
+    if isinstance(schedule, dict):
+        schedule = S.deserialize(schedule)
+    given = None if schedule is None else S.as_schedule(schedule, "schedule")
+    machine = S.ReduceOnPlateau(monitor=monitor, factor=factor, patience=patience, mode=mode, min_delta=min_delta,
+                                cooldown=cooldown, min_lr=min_lr, convention=convention,
+                                threshold_mode=threshold_mode)
+    return given, machine
+
+
 def plan_for_run(plan: FreezePlan, bn: str | None, factors: LRFactors) -> FreezePlan:
     """The plan a run resolves: ``bn`` (when given) overrides the plan's policy; ``factors`` are the
     composition's (the plan's own, or ``DiscriminativeLR``'s)."""
@@ -274,8 +299,8 @@ def schedule_for_run(who: str, family: str, given: dict[str, Any], learning_rate
     >>> s, state, note = schedule_for_run("CosineDecay", "CosineDecay", {}, 0.1, 10, 40,
     ...                                   saved={"learning_rate": 0.1, "steps_per_epoch": 10, "total_steps": 20},
     ...                                   resumed_at=20)
-    >>> s.decay_steps, note.split(";")[0]
-    (40.0, 'CosineDecay: this run has 40 updates (10 per epoch), the run that wrote the checkpoint had 20 (10 per epoch)')
+    >>> s.decay_steps, note.split(",")[0]
+    (40.0, 'CosineDecay: this run has 40 updates (10 per epoch)')
     """
     old = ScheduleState.from_dict(saved)
     lr = old.learning_rate if old is not None else learning_rate

@@ -68,7 +68,7 @@ from hpcallbacks import run as R
 from hpcallbacks import schedules as S
 from hpcallbacks._checks import ArgumentChecked, checked_init
 from hpcallbacks.plans import BN_POLICIES, FreezePlan, LRFactors, Recommendation
-from hpcallbacks.torch import batch_norm_layers, discover_groups, keep_eval, swap_norms
+from hpcallbacks.torch import discover_groups, frozen_batch_norms, hold_batch_norms, swap_norms
 
 from . import _engine as E
 
@@ -304,12 +304,8 @@ class ReduceOnPlateau(HPCallback):
                  cooldown: int = 0, min_lr: float = 0.0, convention: str = "keras",
                  threshold_mode: str | None = None) -> None:
         super().__init__()
-        if isinstance(schedule, dict):
-            schedule = S.deserialize(schedule)
-        self.schedule = None if schedule is None else S.as_schedule(schedule, "schedule")
-        self.machine = S.ReduceOnPlateau(monitor=monitor, factor=factor, patience=patience, mode=mode,
-                                         min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
-                                         convention=convention, threshold_mode=threshold_mode)
+        self.schedule, self.machine = R.plateau_arguments(schedule, monitor, factor, patience, mode, min_delta,
+                                                          cooldown, min_lr, convention, threshold_mode)
 
     def get_config(self) -> dict[str, Any]:
         config = self.machine.get_config()
@@ -535,26 +531,11 @@ class FreezeBatchNorm(HPCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         model = kwargs.get("model")
         self._model = model
-        roots = [model]
-        if self.layers is not None:
-            try:
-                roots = list(discover_groups(model, [self.layers], rest="top")[0].modules)
-            except ValueError as error:
-                raise ValueError(f"FreezeBatchNorm(layers={self.layers!r}): {error}") from None
-        names = {id(m): n for n, m in model.named_modules()}
-        self._found = [m for m in batch_norm_layers(roots) if self._matcher.skips(names.get(id(m), "")) is None]
-        if not self._found:
-            raise ValueError(f"FreezeBatchNorm found no BatchNorm layer to freeze in {type(model).__name__} "
-                             f"(layers={self.layers!r}, skip={list(self.skip)!r}); drop the callback or change them")
+        self._found = frozen_batch_norms(model, self.layers, self._matcher)
         super().on_train_begin(args, state, control, **kwargs)
 
     def apply(self, model: nn.Module) -> None:
-        keep_eval(self._found, True)
-        if self.freeze_affine:
-            for layer in self._found:
-                for p in layer.parameters(recurse=False):
-                    p.requires_grad_(False)
-                    p.grad = None
+        hold_batch_norms(self._found, self.freeze_affine)
 
 
 class SwapNorm(TrainerCallback, ExportableState, ArgumentChecked):

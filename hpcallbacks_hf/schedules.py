@@ -18,7 +18,6 @@ giving the learning rate before and after when that changes the schedule.
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Any
 
@@ -45,11 +44,8 @@ class _FamilyCallback(_ScheduleCallback):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
         name = self.family.__name__
-        bound = bind(self.__signature__, type(self).__name__, args, kwargs)  # ArgumentError, "did you mean"
-        bound.apply_defaults()
-        self.arguments = {k: S.deserialize(v) if isinstance(v, dict) and "class_name" in v else v
-                          for k, v in bound.arguments.items()}
-        D.check(name, self.arguments)  # every given argument, with placeholders for the run's facts
+        # ArgumentError with "did you mean" for a wrong keyword; every given value checked now
+        self.arguments = D.callback_arguments(name, bind(self.__signature__, type(self).__name__, args, kwargs))
         self._facts: R.ScheduleState | None = None  # this run's facts (checkpointed)
         self._saved_facts: dict[str, Any] | None = None  # the checkpoint's, on resume
         self.schedule_notice: str | None = None
@@ -90,19 +86,12 @@ class _FamilyCallback(_ScheduleCallback):
 
 def _family(name: str) -> type[_FamilyCallback]:
     family = S.SCHEDULES[name]
-    ruled = D.run_defaults(name)
-    params = []
-    for f in dataclasses.fields(family):
-        if not f.init:
-            continue
-        default = None if (f.name in ruled or f.default is dataclasses.MISSING) else f.default
-        params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
     doc = (f"The :class:`hpcallbacks.{name}` schedule as a Trainer callback (same arguments, same numbers).\n\n"
            f"Defaults taken from the run (:mod:`hpcallbacks.defaults`): {D.describe(name)}.\n\n"
            "See :class:`hpcallbacks_hf.LearningRateSchedule` for how it replaces HF's schedule.\n\n"
            + (family.__doc__ or "").split(">>>")[0].rstrip() + "\n")
     return type(name, (_FamilyCallback,), {"family": family, "__doc__": doc, "__module__": __name__,
-                                           "__qualname__": name, "__signature__": inspect.Signature(params)})
+                                           "__qualname__": name, "__signature__": D.callback_signature(name)})
 
 
 Constant = _family("Constant")

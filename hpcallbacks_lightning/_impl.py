@@ -24,7 +24,6 @@ When things happen in a ``Trainer.fit`` (Lightning 2.6):
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import math
@@ -35,15 +34,15 @@ from typing import Any
 
 from hpcallbacks import defaults as D
 from hpcallbacks import run as R
-from hpcallbacks._checks import checked_init
 from hpcallbacks import schedules as S
+from hpcallbacks._checks import bind, checked_init
 from hpcallbacks.plans import BN_POLICIES, LRFactors, ResolvedPlan
 from hpcallbacks.torch import (
     LayerGroup,
     apply_trainable,
-    batch_norm_layers,
     discover_groups,
-    keep_eval,
+    frozen_batch_norms,
+    hold_batch_norms,
     regroup_lr_scheduler,
     regroup_optimizer,
     set_group_lrs,
@@ -318,26 +317,12 @@ def family_mixin(name: str) -> type:
     Every given argument is checked when the callback is built (:func:`hpcallbacks.defaults.check`).
     """
     core = S.SCHEDULES[name]
-    ruled = D.run_defaults(name)
-    params = []
-    for f in dataclasses.fields(core):
-        if not f.init:
-            continue
-        default = None if (f.name in ruled or f.default is dataclasses.MISSING) else f.default
-        params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
-    params.append(inspect.Parameter("log", inspect.Parameter.KEYWORD_ONLY, default=True))
-    signature = inspect.Signature(params)
+    signature = D.callback_signature(name, [inspect.Parameter("log", inspect.Parameter.KEYWORD_ONLY, default=True)])
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError as e:
-            raise ValueError(f"{name}: {e}") from None
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
+        arguments = D.callback_arguments(name, bind(signature, name, args, kwargs))
         _ScheduleBase.__init__(self, log=arguments.pop("log"))
         self.arguments = arguments
-        D.check(name, arguments)  # every given argument, with placeholders for the run's facts
 
     def _make_schedule(self: Any, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
         return self._schedule_for_run(initial_lr, steps_per_epoch, total, None, 0)[0]
@@ -387,10 +372,8 @@ class ReduceOnPlateauMixin(_ScheduleBase):
                  min_lr: float = 0.0, convention: str = "keras", threshold_mode: str | None = None,
                  *, log: bool = True) -> None:
         super().__init__(log=log)
-        self._given = None if schedule is None else S.as_schedule(schedule)
-        self.plateau = S.ReduceOnPlateau(monitor=monitor, factor=factor, patience=patience, mode=mode,
-                                         min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
-                                         convention=convention, threshold_mode=threshold_mode)
+        self._given, self.plateau = R.plateau_arguments(schedule, monitor, factor, patience, mode, min_delta,
+                                                         cooldown, min_lr, convention, threshold_mode)
         self._warned = False
         self._plateau_loaded = False
 
@@ -678,28 +661,12 @@ class FreezeBatchNormMixin:
     def setup(self, trainer: Any, pl_module: Any, stage: Any) -> None:
         if not _fitting(stage):
             return
-        roots = [pl_module]
-        if self.layers_spec is not None:
-            try:
-                roots = list(discover_groups(pl_module, [self.layers_spec], rest="top")[0].modules)
-            except ValueError as e:
-                raise ValueError(f"FreezeBatchNorm(layers={self.layers_spec!r}): {e}") from None
-        names = {id(m): n for n, m in pl_module.named_modules()}
-        self.layers = [m for m in batch_norm_layers(roots) if self._matcher.skips(names.get(id(m), "")) is None]
-        if not self.layers:
-            raise ValueError(f"FreezeBatchNorm found no BatchNorm layer to freeze in {type(pl_module).__name__} "
-                             f"(layers={self.layers_spec!r}, skip={list(self.skip)!r}); drop the callback or change "
-                             "them")
+        self.layers = frozen_batch_norms(pl_module, self.layers_spec, self._matcher)
         self.apply()
 
     def apply(self) -> None:
         """Hold the layers in inference mode (and their affine weights frozen with ``freeze_affine``)."""
-        keep_eval(self.layers, True)
-        if self.freeze_affine:
-            for layer in self.layers:
-                for p in layer.parameters(recurse=False):
-                    p.requires_grad_(False)
-                    p.grad = None
+        hold_batch_norms(self.layers, self.freeze_affine)
 
 
 class SwapNormMixin:

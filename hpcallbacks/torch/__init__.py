@@ -24,7 +24,7 @@ these calls:
 from __future__ import annotations
 
 from .advice import DROPOUT_TYPES, as_float, dropout_rates, kernel_sizes, optimizer_kind, optimizer_values
-from .freeze import apply_trainable, batch_norm_layers, is_kept_eval, keep_eval
+from .freeze import apply_trainable, batch_norm_layers, frozen_batch_norms, hold_batch_norms, is_kept_eval, keep_eval
 from .gan import add_instance_noise, flip_labels, flip_mask, gan_targets, smooth_labels
 from .groups import BLOCK_LIST_NAMES, LayerGroup, discover_groups
 from .lars import LARS
@@ -44,7 +44,7 @@ from .snapshot import Batches, Snapshot, range_test, rng_state, set_base_lr, set
 __all__ = [
     "LayerGroup", "discover_groups", "BLOCK_LIST_NAMES",
     "regroup_optimizer", "regroup_lr_scheduler", "set_group_lrs", "param_group_index", "LR_KEYS",
-    "apply_trainable", "batch_norm_layers", "keep_eval", "is_kept_eval",
+    "apply_trainable", "batch_norm_layers", "keep_eval", "is_kept_eval", "frozen_batch_norms", "hold_batch_norms",
     "swap_norms", "FrozenBatchNorm2d",
     "LARS",
     "add_instance_noise", "smooth_labels", "flip_mask", "flip_labels", "gan_targets",

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .groups import LayerGroup
 
-__all__ = ["apply_trainable", "batch_norm_layers", "keep_eval", "is_kept_eval"]
+__all__ = ["apply_trainable", "batch_norm_layers", "keep_eval", "is_kept_eval", "frozen_batch_norms",
+           "hold_batch_norms"]
 
 _HOOKS: weakref.WeakKeyDictionary[nn.Module, object] = weakref.WeakKeyDictionary()
 
@@ -108,3 +110,37 @@ def apply_trainable(groups: Sequence[LayerGroup], mask: Sequence[bool], bn: str 
         if group.modules and isinstance(group.modules[0], _BatchNorm) and training is None:
             mode = True
         keep_eval(layers, not trainable, training=mode)
+
+
+def frozen_batch_norms(model: nn.Module, layers: Any, skip: Any, who: str = "FreezeBatchNorm") -> list[nn.Module]:
+    """The BatchNorm layers ``FreezeBatchNorm(skip, layers=...)`` holds in ``model`` (Lightning and HF).
+
+    ``layers``: ``None`` (the whole model) or module names / regexes / modules, read as one group of
+    :func:`hpcallbacks.torch.discover_groups`; ``skip``: a :class:`hpcallbacks.norms.NormSwap` whose
+    ``skips(name)`` says which layers stay out. None left is a ``ValueError`` naming the arguments.
+    """
+    from .groups import discover_groups
+
+    roots = [model]
+    if layers is not None:
+        try:
+            roots = list(discover_groups(model, [layers], rest="top")[0].modules)
+        except ValueError as error:
+            raise ValueError(f"{who}(layers={layers!r}): {error}") from None
+    names = {id(m): n for n, m in model.named_modules()}
+    found = [m for m in batch_norm_layers(roots) if skip.skips(names.get(id(m), "")) is None]
+    if not found:
+        raise ValueError(f"{who} found no BatchNorm layer to freeze in {type(model).__name__} (layers={layers!r}, "
+                         f"skip={list(skip.skip)!r}); drop the callback or change them")
+    return found
+
+
+def hold_batch_norms(layers: Sequence[nn.Module], freeze_affine: bool) -> None:
+    """``FreezeBatchNorm``'s hold: inference mode through ``model.train()``; ``freeze_affine`` also
+    freezes each layer's weight and bias (no gradient, none kept)."""
+    keep_eval(layers, True)
+    if freeze_affine:
+        for layer in layers:
+            for p in layer.parameters(recurse=False):
+                p.requires_grad_(False)
+                p.grad = None
