@@ -1,19 +1,44 @@
 """The in-graph machinery shared by every hpcallbacks Keras callback (one engine per model).
 
-How the learning rate changes at every optimizer update without a host round-trip:
+The decisions come from the run contract (:mod:`hpcallbacks.run`): who owns the learning rate,
+which callbacks conflict (one ``ValueError`` each), the plan a run resolves, the defaults a
+schedule takes from the run, resume and reuse, the notices. The engine applies the answers with
+Keras' mechanics:
 
-* at the start of ``fit`` the engine evaluates the core's function of the update count (the
-  schedule, times any ReduceOnPlateau factor) into a float32 *window table* held in a
-  non-trainable ``keras.Variable`` (``table[t - offset]``), refilled from the host only when the
-  run leaves the window or a plateau reduction changes the future values;
+* **the callbacks of a fit**: Keras gives a callback no handle on its peers. ``fit`` builds a
+  ``keras.callbacks.CallbackList``, which calls ``set_params`` on every callback it holds; the
+  hpcallbacks callback finds that list one frame up the call stack (:func:`callback_list_of`),
+  joins its hpcallbacks peers into one :class:`_Fit` (keyed by the ``params`` dict the list
+  gives every callback) and reads it for Keras' own learning-rate controllers
+  (``keras.callbacks.LearningRateScheduler``, ``ReduceLROnPlateau``: :class:`hpcallbacks.run.Foreign`
+  entries, refused next to an hpcallbacks LR callback). The list is then replaced by one with the
+  hpcallbacks callbacks first, so the epoch logs they add (``learning_rate/<group>``,
+  ``trainable_groups``) reach every other callback (TensorBoard, CSVLogger, a logger listed
+  before them). A list Keras does not build (a ``CallbackList`` passed to ``fit``) is found the
+  same way when it calls ``on_train_begin``;
+* **the learning rate of every update**: at the start of ``fit`` the engine evaluates the
+  contract's rule (:class:`hpcallbacks.run.LRRule`: the schedule, times any ``ScaleLearningRate``
+  ramp and ``ReduceOnPlateau`` factor) into a float32 *window table* held in a non-trainable
+  ``keras.Variable`` (``table[t - offset]``), refilled from the host only when the run leaves the
+  window or a plateau reduction changes the future values;
 * the model's optimizer (the inner one of a ``LossScaleOptimizer``) gets three instance-level
-  wrappers: ``_backend_apply_gradients`` first assigns ``table[iterations - offset]`` to the
-  optimizer's own learning-rate variable (so weight decay, logging and checkpoints see the LR
-  in force), ``_backend_update_step`` calls the original once per layer group with
+  wrappers: ``_backend_apply_gradients`` assigns ``table[iterations - offset]`` to the
+  optimizer's own learning-rate variable before the update and the next update's value after it
+  (so ``optimizer.learning_rate`` shows, between updates and before the first, the rate the next
+  update uses, as Keras' own schedule objects do, and weight decay, TensorBoard and user
+  callbacks read it), ``_backend_update_step`` calls the original once per layer group with
   ``lr * factor[g]`` (per-group learning rates for any optimizer, Adam included) and
   ``_apply_weight_decay`` applies decoupled weight decay per group with the same factor;
 * ``optimizer.iterations`` counts optimizer updates (Keras floor-divides its micro-batch counter
-  by ``gradient_accumulation_steps``), so with accumulation the table advances per update.
+  by ``gradient_accumulation_steps``), so with accumulation the table advances per update;
+* **what a resumed run needs** (the first run's learning rate, the schedule's
+  :class:`hpcallbacks.run.ScheduleState`, the ``ReduceOnPlateau`` state) is a :class:`RunState`
+  kept with the optimizer and saved with the model's weights: every ``keras.Model`` has a
+  ``_hpcallbacks_state`` property (installed when this module is imported) that Keras' saving
+  visits like a layer, so ``save_weights`` / ``load_weights``, ``BackupAndRestore``,
+  ``ModelCheckpoint`` and ``model.save`` / ``load_model`` keep it, and a fresh model loads it,
+  without a variable added to the optimizer (whose variable list a fresh and a fitted optimizer
+  must share, or Keras skips loading its state). It is a few numbers written on the host.
 
 Staged unfreezing: the optimizer holds every variable the plan will ever train; the trainable
 flags are set per stage and ``model.make_train_function(force=True)`` is called once when they
@@ -26,6 +51,9 @@ update and no weight decay at exactly the updates the plan says.
 from __future__ import annotations
 
 import functools
+import json
+import sys
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,11 +62,18 @@ import keras
 import numpy as np
 from keras import ops
 
-from ._groups import Group, hold_inference, release_inference, set_group_trainable
+from hpcallbacks import run as R
+
+from ._groups import Group, hold_inference, left_out_layers, release_inference, resolve_groups, set_group_trainable
+
+try:  # Keras 3: what its saving walks (layers, optimizers, metrics)
+    from keras.src.saving.keras_saveable import KerasSaveable as _Saveable
+except ImportError:  # pragma: no cover - another Keras: the state then lives only in memory
+    _Saveable = object  # type: ignore[assignment,misc]
 
 _PATCHED = ("_backend_apply_gradients", "_backend_update_step", "_apply_weight_decay")
 _ENGINE_ATTR = "_hpcallbacks_engine"
-_INITIAL_LR_ATTR = "_hpcallbacks_initial_learning_rate"
+_STATE_PROPERTY = "_hpcallbacks_state"
 _WINDOW_MIN = 64
 _WINDOW_MAX = 1 << 16
 
@@ -65,6 +100,120 @@ def _lr_is_variable(optimizer: Any) -> bool:
     return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
 
 
+# -- what a resumed run needs --------------------------------------------------------------------
+class RunState(_Saveable):  # type: ignore[misc,valid-type]
+    """What the hpcallbacks callbacks keep with an optimizer for a resumed run (host numbers).
+
+    ``learning_rate``: the optimizer's learning rate when the first fit with an hpcallbacks
+    callback started (what the family callbacks default to: a restored optimizer holds the last
+    scheduled rate, not the one compiled); ``schedule``: the
+    :class:`hpcallbacks.run.ScheduleState` of the run's schedule (its run facts); ``plateau``:
+    the state of the ``ReduceOnPlateau`` rule. Keras saves it with the model's weights (see the
+    module docstring) as one small byte array at ``_hpcallbacks_state`` (written only when there
+    is something to keep); a file without it loads as before.
+    """
+
+    _KEYS = ("learning_rate", "schedule", "plateau")
+
+    def __init__(self) -> None:
+        self.learning_rate: float | None = None
+        self.schedule: dict[str, Any] | None = None
+        self.plateau: dict[str, Any] | None = None
+
+    def _obj_type(self) -> str:
+        return "Operation"  # what Keras' saving asks of what it visits: the attributes of a plain object
+
+    def values(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._KEYS if getattr(self, k) is not None}
+
+    def save_own_variables(self, store: Any) -> None:
+        values = self.values()
+        if values:
+            data = json.dumps({"version": 1, **values}).encode("utf-8")
+            store["0"] = np.frombuffer(data, dtype=np.uint8).copy()
+
+    def load_own_variables(self, store: Any) -> None:
+        if "0" not in list(store.keys()):
+            return  # saved without hpcallbacks state: keep what is known
+        data = json.loads(np.asarray(store["0"], dtype=np.uint8).tobytes().decode("utf-8"))
+        for key in self._KEYS:
+            setattr(self, key, data.get(key))
+
+    def __repr__(self) -> str:
+        return f"RunState({self.values()})"
+
+
+class _Detached(RunState):
+    """The state of a model without an optimizer: nothing to keep."""
+
+    def save_own_variables(self, store: Any) -> None:
+        pass
+
+    def load_own_variables(self, store: Any) -> None:
+        pass
+
+
+# keyed by the (inner) optimizer: a recompiled model starts afresh; not an attribute of the optimizer,
+# so Keras' saving reaches it once, through the model
+_STATES: weakref.WeakKeyDictionary[Any, RunState] = weakref.WeakKeyDictionary()
+
+
+def run_state(optimizer: Any) -> RunState:
+    """The :class:`RunState` of ``optimizer`` (its inner optimizer), created empty when first asked."""
+    opt = inner_optimizer(optimizer)
+    state = _STATES.get(opt)
+    if state is None:
+        state = _STATES[opt] = RunState()
+    return state
+
+
+def _model_state(model: Any) -> RunState:
+    opt = getattr(model, "optimizer", None)
+    return _Detached() if opt is None else run_state(opt)
+
+
+if not hasattr(keras.Model, _STATE_PROPERTY):
+    setattr(keras.Model, _STATE_PROPERTY, property(_model_state, doc=(
+        "The hpcallbacks_keras state of this model's optimizer for a resumed run (a "
+        "hpcallbacks_keras._engine.RunState); saved and loaded with the model's weights.")))
+
+
+# -- the callbacks of a fit ------------------------------------------------------------------------
+def callback_list_of(callback: Any, depth: int = 12) -> Any:
+    """The ``keras.callbacks.CallbackList`` calling ``callback`` now, or None.
+
+    Keras gives a callback no handle on the other callbacks of its fit; the list that calls a
+    hook is the ``self`` of a caller frame (``CallbackList.set_params`` when ``fit`` builds it,
+    ``CallbackList.on_train_begin`` otherwise), a few frames up when subclasses call ``super()``.
+    """
+    frame = sys._getframe(1)
+    try:
+        for _ in range(depth):
+            if frame is None:
+                return None
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, keras.callbacks.CallbackList) and any(
+                    cb is callback for cb in getattr(owner, "callbacks", ()) or ()):
+                return owner
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
+def foreign_controllers(callbacks: Sequence[Any]) -> list[R.Foreign]:
+    """Keras' own learning-rate callbacks among ``callbacks``, as the contract sees them."""
+    out = []
+    for cb in callbacks:
+        if isinstance(cb, keras.callbacks.ReduceLROnPlateau):
+            out.append(R.Foreign("keras.callbacks.ReduceLROnPlateau", "plateau",
+                                 fix="remove keras.callbacks.ReduceLROnPlateau from callbacks"))
+        elif isinstance(cb, keras.callbacks.LearningRateScheduler):
+            out.append(R.Foreign("keras.callbacks.LearningRateScheduler", "schedule",
+                                 fix="remove keras.callbacks.LearningRateScheduler from callbacks"))
+    return out
+
+
 @dataclass(eq=False)
 class Param:
     """One scheduled hyperparameter (ParamScheduler): where it goes and how it is set.
@@ -89,13 +238,20 @@ class Param:
 
 @dataclass
 class _Fit:
-    """What the callbacks of one ``fit`` call asked for (rebuilt at each fit)."""
+    """What the callbacks of one ``fit`` call asked for (rebuilt at each fit).
+
+    ``callbacks``: the hpcallbacks callbacks of the fit, in the order of its callback list (the
+    first drives the engine); ``foreign``: Keras' own LR callbacks in the same fit;
+    ``composition``: the contract's reading of both (:func:`hpcallbacks.run.compose`).
+    """
 
     token: Any
     callbacks: list[Any] = field(default_factory=list)
+    foreign: list[R.Foreign] = field(default_factory=list)
+    composition: R.Composition | None = None
     schedule: tuple[Any, Callable[[int], float]] | None = None
     plateau: tuple[Any, Any] | None = None
-    modifier: tuple[Any, Callable[[int], float]] | None = None
+    modifiers: list[tuple[Any, Callable[[int], float]]] = field(default_factory=list)
     groups: tuple[Any, list[Group]] | None = None
     factors: tuple[Any, tuple[float, ...]] | None = None
     plan: tuple[Any, Any] | None = None
@@ -103,9 +259,14 @@ class _Fit:
     frozen_bn: list[Any] = field(default_factory=list)
     held_bn: list[Any] = field(default_factory=list)
     params: list[Param] = field(default_factory=list)
+    rule: R.LRRule | None = None
     started: bool = False
     logged_epoch: int | None = None
     epoch_logs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def modifier(self) -> tuple[Any, Callable[[int], float]] | None:
+        return self.modifiers[0] if self.modifiers else None
 
 
 @dataclass
@@ -166,13 +327,15 @@ class Engine:
         return engine
 
     def note_optimizer(self) -> None:
-        """Remember the optimizer's learning rate as compiled, before any fit changes it."""
+        """Remember the optimizer's learning rate before any fit with hpcallbacks changes it (kept
+        with the optimizer's :class:`RunState`, so a resumed run defaults to the first run's)."""
         opt = getattr(self.model, "optimizer", None)
         if opt is None:
             return
         opt = inner_optimizer(opt)
-        if _INITIAL_LR_ATTR not in opt.__dict__ and _lr_is_variable(opt):
-            object.__setattr__(opt, _INITIAL_LR_ATTR, _read_lr(opt._learning_rate))
+        state = run_state(opt)
+        if state.learning_rate is None and _lr_is_variable(opt):
+            state.learning_rate = _read_lr(opt._learning_rate)
 
     @property
     def optimizer(self) -> Any:
@@ -185,23 +348,29 @@ class Engine:
                              "compile with one optimizer and give per-group learning rates with DiscriminativeLR")
         return inner_optimizer(opt)
 
+    @property
+    def run_state(self) -> RunState:
+        """The state kept with the optimizer for a resumed run (:class:`RunState`)."""
+        return run_state(self.optimizer)
+
     def initial_learning_rate(self, who: str) -> float:
-        opt = self.optimizer
-        if _INITIAL_LR_ATTR in opt.__dict__:
-            return opt.__dict__[_INITIAL_LR_ATTR]
+        """The learning rate the run's defaults come from: the optimizer's at the start of the first run."""
+        state = self.run_state
+        if state.learning_rate is not None:
+            return float(state.learning_rate)
         self.require_variable_lr(who)
-        return _read_lr(opt._learning_rate)
+        return _read_lr(self.optimizer._learning_rate)
 
     def set_learning_rate(self, lr: float, who: str) -> None:
         """Make ``lr`` the optimizer's learning rate and the one the schedule callbacks default to
-        (``LRFinder(apply=True)``): the variable, and the rate remembered as compiled."""
+        (``LRFinder(apply=True)``): the variable, and the rate kept for the run."""
         self.require_variable_lr(who)
         opt = self.optimizer
         if self.host_sets_lr:
             _fill_lr(opt, lr)
         else:
             opt._learning_rate.assign(lr)
-        object.__setattr__(opt, _INITIAL_LR_ATTR, float(lr))
+        self.run_state.learning_rate = float(lr)
 
     def require_variable_lr(self, who: str) -> None:
         opt = self.optimizer
@@ -212,17 +381,37 @@ class Engine:
                 f"{type(opt).__name__}(learning_rate=1e-3), and pass the schedule to {who} (or use "
                 "hpcallbacks_keras.LearningRateSchedule with the hpcallbacks equivalent of that schedule)")
 
-    # -- per-fit registration ------------------------------------------------------------------
-    def register(self, callback: Any) -> bool:
-        """Add ``callback`` to the current fit; True if it drives the engine (the first one)."""
+    # -- the callbacks of a fit ------------------------------------------------------------------
+    def join(self, callback: Any, peers: Sequence[Any] = (), foreign: Sequence[R.Foreign] | None = None) -> None:
+        """Add ``callback`` (and its hpcallbacks ``peers`` of the same callback list, in order) to
+        the current fit; a callback of a new fit (another ``params`` dict) starts a new one."""
         token = callback.params
-        if self.fit is None or self.fit.token is not token or self.fit.started:
-            if self.fit is not None:  # a fit that did not end (an error): its inference holds go
-                for bn in self.fit.held_bn:
+        fit = self.fit
+        if fit is None or fit.token is not token or fit.started:
+            if fit is not None:  # a fit that did not end (an error): its inference holds and patches go
+                for bn in fit.held_bn:
                     release_inference(bn)
-            self.fit = _Fit(token=token)
-        self.fit.callbacks.append(callback)
-        return len(self.fit.callbacks) == 1
+                if getattr(self.model, "optimizer", None) is not None:
+                    self.unpatch(inner_optimizer(self.model.optimizer))
+            fit = self.fit = _Fit(token=token)
+        for cb in (*peers, callback):
+            if not any(c is cb for c in fit.callbacks):
+                fit.callbacks.append(cb)
+                fit.composition = None  # read again with the new member
+        if foreign is not None:
+            fit.foreign = list(foreign)
+
+    def joined(self, callback: Any) -> bool:
+        fit = self.fit
+        return fit is not None and fit.token is callback.params and not fit.started and any(
+            c is callback for c in fit.callbacks)
+
+    def composition(self) -> R.Composition:
+        """The contract's reading of the fit's callbacks (a ``ValueError`` for every conflict)."""
+        fit = self.fit
+        if fit.composition is None:
+            fit.composition = R.compose([cb._member() for cb in fit.callbacks], fit.foreign)
+        return fit.composition
 
     @property
     def accumulation(self) -> int:
@@ -245,58 +434,42 @@ class Engine:
     def epochs(self) -> int:
         return int((self.fit.callbacks[0].params or {}).get("epochs") or 1) if self.fit else 1
 
-    def _claim(self, slot: str, owner: Any, value: Any, what: str) -> None:
-        current = getattr(self.fit, slot)
-        if current is not None and current[0] is not owner:
-            plateau = [o for o in (owner, current[0]) if _name(o) == "ReduceOnPlateau"]
-            if slot == "schedule" and plateau:
-                other = current[0] if plateau[0] is owner else owner
-                raise ValueError(f"ReduceOnPlateau(schedule=...) and the {_name(other)} callback both give a schedule: "
-                                 "drop schedule= (the plateau factor then multiplies the other callback's LR)")
-            raise ValueError(f"{_name(owner)}: {_name(current[0])} already sets the {what} of this fit; pass one "
-                             f"{what} callback (compose schedules with hpcallbacks.Join or Warmup)")
-        setattr(self.fit, slot, (owner, value))
+    def total_steps(self, who: str) -> int | None:
+        """The run's total optimizer updates (counted from the first run's first update), if known."""
+        steps = self.steps_per_epoch(who, required=False)
+        return None if steps is None else steps * self.epochs()
 
     def set_schedule(self, owner: Any, fn: Callable[[int], float]) -> None:
-        self.require_variable_lr(_name(owner))
-        self._claim("schedule", owner, fn, "learning-rate schedule")
+        self.fit.schedule = (owner, fn)
 
     def set_plateau(self, owner: Any, plateau: Any) -> None:
         self.require_variable_lr(_name(owner))
-        self._claim("plateau", owner, plateau, "plateau rule")
+        self.fit.plateau = (owner, plateau)
 
     def set_modifier(self, owner: Any, fn: Callable[[int], float]) -> None:
         """A factor of the update count multiplying the schedule (ScaleLearningRate's warmup to k)."""
         self.require_variable_lr(_name(owner))
-        self._claim("modifier", owner, fn, "batch-size LR scaling")
+        self.fit.modifiers = [m for m in self.fit.modifiers if m[0] is not owner] + [(owner, fn)]
 
-    def set_groups(self, owner: Any, groups: list[Group], explicit: bool) -> list[Group]:
-        """Register layer groups; two callbacks of one fit must agree on them."""
-        if self.fit.groups is not None and self.fit.groups[0] is not owner:
-            other_owner, other = self.fit.groups
-            same = len(other) == len(groups) and all(
-                [id(layer) for layer in a.layers] == [id(layer) for layer in b.layers] for a, b in zip(other, groups))
-            if not same:
-                if not explicit:
-                    return other  # follow the callback that named its groups
-                if not getattr(other_owner, "_explicit_groups", False):
-                    self.fit.groups = (owner, groups)
-                    return groups
-                raise ValueError(f"{_name(owner)}: groups differ from those of {_name(other_owner)} "
-                                 f"({[g.name for g in groups]} vs {[g.name for g in other]}); pass the same groups= "
-                                 "to both")
-            return other
-        self.fit.groups = (owner, groups)
-        return groups
+    def layer_groups(self, who: str) -> list[Group]:
+        """The layer groups of the fit, from the composition's ``groups=`` (the plan's, else
+        ``DiscriminativeLR``'s; discovered when neither gives them). Given groups that leave a
+        layer with weights out are refused (:func:`hpcallbacks.run.left_out_message`)."""
+        fit = self.fit
+        if fit.groups is None:
+            spec = self.composition().groups
+            try:
+                found = resolve_groups(self.model, spec)
+            except ValueError as e:
+                raise ValueError(f"{who}: {e}") from None
+            if spec is not None:
+                left = left_out_layers(self.model, found)
+                if left:
+                    raise ValueError(f"{who}: {R.left_out_message(left)}")
+            fit.groups = (None, found)
+        return fit.groups[1]
 
     def set_factors(self, owner: Any, factors: tuple[float, ...]) -> None:
-        current = self.fit.factors
-        if current is not None and current[0] is not owner:
-            if all(f == 1.0 for f in factors):
-                return
-            if not all(f == 1.0 for f in current[1]) and tuple(current[1]) != tuple(factors):
-                raise ValueError(f"{_name(owner)}: per-group learning-rate factors are already set by "
-                                 f"{_name(current[0])}; give the factors once (DiscriminativeLR or the plan's factors)")
         self._check_weight_decay(owner, factors)
         self.fit.factors = (owner, tuple(float(f) for f in factors))
 
@@ -308,7 +481,7 @@ class Engine:
                              "and schedule it with an hpcallbacks LR callback")
 
     def set_plan(self, owner: Any, resolved: Any, bn_policy: str) -> None:
-        self._claim("plan", owner, resolved, "freeze plan")
+        self.fit.plan = (owner, resolved)
         self.fit.bn_policy = bn_policy
 
     def add_param(self, owner: Any, param: Param) -> None:
@@ -380,35 +553,55 @@ class Engine:
                 f"{_name(owner)}: the optimizer was built without the variables {names} (their layers were frozen "
                 f"before fit) and could not be rebuilt from its config ({e}); leave the layers trainable when you "
                 f"call fit ({_name(owner)} freezes them itself)") from None
-        initial = inner_optimizer(wrapper).__dict__.get(_INITIAL_LR_ATTR)
+        state = _STATES.get(inner_optimizer(wrapper))
         ordered = sorted({id(v): v for v in list(opt._trainable_variables) + variables}.values(),
                          key=lambda v: order.get(id(v), -1))
         fresh.build(ordered)
         self.model.optimizer = fresh
-        if initial is not None:
-            object.__setattr__(inner_optimizer(fresh), _INITIAL_LR_ATTR, initial)
+        if state is not None:  # the run's state stays with the optimizer that trains
+            _STATES[inner_optimizer(fresh)] = state
 
     # -- the run -------------------------------------------------------------------------------
     def lr_at(self, t: int) -> float:
-        fn = self.fit.schedule[1] if self.fit.schedule else None
-        base = fn(t) if fn is not None else self.initial_learning_rate("ReduceOnPlateau")
-        if self.fit.modifier is not None:
-            base = base * self.fit.modifier[1](t)
-        if self.fit.plateau is not None:
-            base = self.fit.plateau[1].apply(base)
-        return base
+        """The learning rate of update ``t`` before the group factors (the contract's rule)."""
+        return self.fit.rule(t)
 
     @property
     def table_mode(self) -> bool:
-        return bool(self.fit and (self.fit.schedule or self.fit.plateau or self.fit.modifier))
+        """Whether hpcallbacks sets the learning rate in this fit (a schedule, a plateau rule or a modifier)."""
+        fit = self.fit
+        return bool(fit and fit.composition is not None and fit.composition.sets_lr)
+
+    def _rule(self) -> R.LRRule | None:
+        fit = self.fit
+        if not self.table_mode:
+            return None
+        if fit.schedule is not None:
+            base = fit.schedule[1]
+        else:  # a plateau rule or a modifier alone: the optimizer's learning rate of the first run
+            lr0 = self.initial_learning_rate(_name(fit.callbacks[0]))
+
+            def base(t: int, lr0: float = lr0) -> float:
+                return lr0
+
+        comp = fit.composition
+        order = {id(self.fit.callbacks[i]): k for k, i in enumerate(comp.modifiers)}
+        modifiers = [fn for _, fn in sorted(fit.modifiers, key=lambda m: order.get(id(m[0]), 0))]
+        return R.LRRule(base, modifiers, fit.plateau[1] if fit.plateau else None)
 
     def start(self) -> None:
+        """At the first epoch's start (after every ``on_train_begin``, so ``BackupAndRestore`` has restored
+        the optimizer and the :class:`RunState`): each callback's run facts, the table, the patches."""
         fit = self.fit
         fit.started = True
         opt = self.optimizer
         self.acc = self.accumulation
         self.micro = _to_int(opt._iterations)
         u = self.micro // self.acc
+        state = run_state(opt)
+        for cb in fit.callbacks:  # schedules from the run (resume, extend), plateau state, notices
+            cb.begin_run(self, u, state)
+        fit.rule = self._rule()
         self.table = self.offset = None
         self.host_table = None
         self.window = 0
@@ -426,6 +619,8 @@ class Engine:
             for param in fit.params:  # the first update's value, before its forward pass
                 if param.kind != "float":
                     param.variable.assign(float(param.host[0]))
+        if self.table is not None or (self.host_sets_lr and self.host_table is not None):
+            self.show_lr(u)  # before the first update the optimizer shows its learning rate
         self.patch(opt)
         self.opt = opt
         steps = (fit.callbacks[0].params or {}).get("steps")
@@ -460,7 +655,7 @@ class Engine:
         """Evaluate the core's numbers for updates ``start .. start + window - 1`` into the tables."""
         steps = range(start, start + self.window)
         if self.table_mode:
-            values = np.array([self.lr_at(t) for t in steps], dtype=np.float64)
+            values = np.array([self.lr_at(t) for t in steps], dtype=np.float64)  # the contract's numbers
             if not np.all(np.isfinite(values)):
                 raise ValueError(f"the learning-rate schedule gave a non-finite value between updates {start} and "
                                  f"{start + self.window}")
@@ -478,8 +673,28 @@ class Engine:
         self.offset.assign(start)
 
     def refill(self) -> None:
+        """After a plateau reduction: the table from the next update on, and the rate it shows."""
         if self.window and self.fit is not None and self.fit.started:
+            if self.fit.rule is not None:
+                self.fit.rule.invalidate()
             self.fill(self.micro // self.acc)
+            if self.host_table is not None:
+                self.show_lr(self.micro // self.acc)
+
+    def host_lr_at(self, t: int) -> float:
+        i = t - self.window_start
+        if self.host_table is not None and 0 <= i < self.window:
+            return float(self.host_table[i])
+        return self.lr_at(t)
+
+    def show_lr(self, t: int) -> None:
+        """Set the optimizer's learning-rate variable to update ``t``'s rate (a host write)."""
+        value = self.host_lr_at(t)
+        opt = self.optimizer
+        if self.host_sets_lr:
+            _fill_lr(opt, value)
+        else:
+            opt._learning_rate.assign(value)
 
     def block_begin(self, begin: int) -> None:
         """Before Keras runs the next execution block (``steps_per_execution`` micro-batches)."""
@@ -582,15 +797,16 @@ class Engine:
         if last < 0:
             return out
         groups = self._groups()
+        base = None
         if self.table_mode:
-            i = last - self.window_start
-            base = float(self.host_table[i]) if self.host_table is not None and 0 <= i < self.window else \
-                self.lr_at(last)
+            base = self.host_lr_at(last)
             out["learning_rate"] = base
-            factors = self.fit.factors[1] if self.fit.factors else ()
-            if factors and any(f != 1.0 for f in factors):
-                for group, f in zip(groups, factors):
-                    out[f"learning_rate/{group.name}"] = base * f
+        elif groups and self.fit.factors is not None and _lr_is_variable(self.optimizer):
+            base = _read_lr(self.optimizer._learning_rate)  # the optimizer's own (or Keras' schedule callback's)
+        if base is not None and groups:  # every group's rate, frozen ones included (the rate they would get)
+            factors = self.fit.factors[1] if self.fit.factors else (1.0,) * len(groups)
+            for group, f in zip(groups, factors):
+                out[f"learning_rate/{group.name}"] = base * f
         for param in self.fit.params:
             i = last - self.window_start
             out[f"param/{param.name}"] = float(param.host[i]) if param.host is not None and 0 <= i < self.window \
@@ -674,6 +890,13 @@ def _apply_gradients(engine: Engine, opt: Any, original: Callable, grads: Any, v
             if not param.forward:
                 param.variable.assign(ops.take(param.table, index))
     result = original(grads, variables)
+    if tr.table is not None:  # the next update's rate, as Keras' own schedules show it
+        acc = int(getattr(opt, "gradient_accumulation_steps", None) or 1)
+        following = ops.floor_divide(ops.cast(opt._iterations, "int32") + 1, acc)
+        index = ops.clip(following - tr.offset, 0, tr.window - 1)
+        opt._learning_rate.assign(ops.cast(ops.take(tr.table, index), opt._learning_rate.dtype))
+    elif engine.host_sets_lr and engine.host_table is not None and engine.fit is not None:
+        _fill_lr(opt, engine.host_lr_at(engine.micro // engine.acc))  # eager: the host knows the next update
     forward = [param for param in tr.params if param.forward]
     if forward:  # the next micro-batch's update: its forward pass reads the value
         acc = int(getattr(opt, "gradient_accumulation_steps", None) or 1)

@@ -13,7 +13,8 @@ from typing import Any
 
 import keras
 
-__all__ = ["Group", "discover_groups", "resolve_groups", "batch_norm_layers", "hold_inference", "release_inference"]
+__all__ = ["Group", "discover_groups", "resolve_groups", "left_out_layers", "batch_norm_layers", "hold_inference",
+           "release_inference"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,6 +143,22 @@ def resolve_groups(model: Any, groups: Sequence[Any] | None) -> list[Group]:
         name = members[0].name if len(members) == 1 else (entry if isinstance(entry, str) else f"group{i}")
         out.append(Group(str(name), tuple(members)))
     return out
+
+
+def _own_weights(layer: Any) -> list[Any]:
+    """The weights a layer holds itself (not through its sublayers)."""
+    own = list(getattr(layer, "_trainable_variables", None) or []) + \
+        list(getattr(layer, "_non_trainable_variables", None) or [])
+    if not own and not getattr(layer, "_layers", None):
+        own = list(layer.weights)
+    return own
+
+
+def left_out_layers(model: Any, groups: Sequence[Group]) -> list[str]:
+    """The names of the layers of ``model`` (nested ones included) holding weights in none of
+    ``groups``: ``groups=`` that leaves them out is refused (they would train in every stage)."""
+    covered = {id(w) for g in groups for w in g.weights}
+    return [layer.name for layer in _all_layers(model) if any(id(w) not in covered for w in _own_weights(layer))]
 
 
 def batch_norm_layers(layer: Any) -> list[Any]:

@@ -4,7 +4,22 @@ Every callback here drives the shared per-model :class:`~hpcallbacks_keras._engi
 the learning rate is read in-graph from a table of the core's numbers at every optimizer update
 (also with ``steps_per_execution > 1``, ``jit_compile=True``, ``gradient_accumulation_steps`` and
 ``LossScaleOptimizer``), per-group factors scale each group's update, and stages re-trace the
-train step once. Arguments are checked when the callback is built or at ``on_train_begin``.
+train step once. Arguments are checked when the callback is built (a wrong keyword is a
+:class:`hpcallbacks._checks.ArgumentError`) or at ``on_train_begin``.
+
+Every decision is the run contract's (:mod:`hpcallbacks.run`), the same in every adapter: which
+callbacks of a fit conflict (``R.compose``, with Keras' ``LearningRateScheduler`` and
+``ReduceLROnPlateau`` as foreign controllers), the plan a run resolves, the defaults a schedule
+takes from the run and what a resumed or extended run keeps, that a reused callback starts
+afresh, and the set-ups that train but warn (:class:`hpcallbacks.run.RunWarning`).
+
+Resume: ``BackupAndRestore``, or ``save_weights`` and, in the new process, the same model
+compiled the same way, its optimizer built (``model.optimizer.build(model.trainable_variables)``,
+as Keras needs to load any optimizer state), ``load_weights`` and ``fit(initial_epoch=...)`` with
+the same callbacks: the resumed run's learning rates and stages are the uninterrupted run's (the
+first run's learning rate and the ``ReduceOnPlateau`` state are saved with the weights: see
+:class:`hpcallbacks_keras._engine.RunState`). A second ``fit`` of the same model and optimizer
+continues in the same way.
 """
 from __future__ import annotations
 
@@ -15,14 +30,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
-import numpy as np
-from keras import ops
 
 from hpcallbacks import defaults as D
+from hpcallbacks import run as R
 from hpcallbacks import schedules as S
-from hpcallbacks.plans import BN_POLICIES, FreezePlan, LRFactors
+from hpcallbacks._checks import ArgumentChecked, checked_init
+from hpcallbacks.plans import BN_POLICIES, LRFactors
 
-from ._engine import Engine
+from ._engine import Engine, RunState, callback_list_of, foreign_controllers
 from ._groups import batch_norm_layers, resolve_groups
 
 __all__ = [
@@ -54,24 +69,74 @@ __all__ = [
 ]
 
 
-class HPCallback(keras.callbacks.Callback):
+def _warn(message: str | None) -> None:
+    if message:
+        warnings.warn(message, R.RunWarning, stacklevel=3)
+
+
+def keras_only(cls: type) -> type:
+    """``cls`` (a Keras callback class) refuses another framework's loop at its first hook
+    (:func:`hpcallbacks.run.guard_hooks`: ``TypeError`` naming the import to use) and a wrong
+    keyword (:class:`hpcallbacks._checks.ArgumentError`). Hooks the class defines itself are kept."""
+    for name, guard in R.guard_hooks("keras").items():
+        if not any(name in klass.__dict__ for klass in cls.__mro__ if klass is not object):
+            setattr(cls, name, guard)
+    checked_init(cls)
+    return cls
+
+
+class HPCallback(ArgumentChecked, keras.callbacks.Callback):
     """Base of the callbacks that share the model's engine (see the module docstring).
 
-    The first hpcallbacks callback of a ``fit`` drives the engine: it starts it at the first
-    epoch (after every ``on_train_begin``, so ``BackupAndRestore`` has restored the optimizer's
-    update count), prepares each execution block in ``on_train_batch_begin`` (a few integer
-    comparisons; it never reads a device value), and writes the LR logs at each epoch end.
-    It defines no ``on_train_batch_end``, so Keras keeps dispatching batch ends asynchronously.
+    When ``fit`` builds its callback list, each hpcallbacks callback joins its peers of the list
+    (Keras gives callbacks no handle on each other: the list is found on the call stack, see
+    :func:`hpcallbacks_keras._engine.callback_list_of`) and the list is reordered with the
+    hpcallbacks callbacks first, so the epoch logs they add reach every callback of the fit. At
+    ``on_train_begin`` the contract composes them (:func:`hpcallbacks.run.compose`; Keras'
+    ``LearningRateScheduler`` / ``ReduceLROnPlateau`` in the same fit are foreign controllers) and
+    each callback prepares its part (:meth:`prepare`). The first drives the engine: it starts it
+    at the first epoch (after every ``on_train_begin``, so ``BackupAndRestore`` has restored the
+    optimizer and the run's state; each callback's :meth:`begin_run` then reads the run's facts),
+    prepares each execution block in ``on_train_batch_begin`` (a few integer comparisons; it
+    never reads a device value), and writes the LR logs at each epoch end. It defines no
+    ``on_train_batch_end``, so Keras keeps dispatching batch ends asynchronously.
+
+    Given to a Lightning or HF loop, it raises ``TypeError`` at that loop's first hook, naming the
+    import to use instead.
     """
+
+    _role = "other"
 
     def __init__(self) -> None:
         super().__init__()
         self._engine: Engine | None = None
         self._driver = False
 
+    def _member(self) -> R.Member:
+        """This callback as the run contract sees it (its role in the LR rule and the plan)."""
+        return R.Member(type(self).__name__, self._role)
+
     def set_model(self, model: Any) -> None:
         super().set_model(model)
         self._engine = Engine.of(model)
+
+    def set_params(self, params: Any) -> None:
+        super().set_params(params)
+        if getattr(self, "_model", None) is not None:
+            self._join(callback_list_of(self))
+
+    def _join(self, callback_list: Any) -> None:
+        """Join this fit's peers (the hpcallbacks callbacks of ``callback_list``) and put them first."""
+        if callback_list is None:
+            self.engine.join(self)
+            return
+        callbacks = list(callback_list.callbacks)
+        ours = [cb for cb in callbacks if isinstance(cb, HPCallback) and getattr(cb, "_model", None) is self.model]
+        self.engine.join(self, ours, foreign_controllers(callbacks))
+        reordered = ours + [cb for cb in callbacks if not any(cb is o for o in ours)]
+        if any(a is not b for a, b in zip(reordered, callbacks)):
+            # a new list object: a loop of the CallbackList over the old one goes on unchanged
+            callback_list.callbacks = reordered
 
     @property
     def engine(self) -> Engine:
@@ -79,13 +144,21 @@ class HPCallback(keras.callbacks.Callback):
             self._engine = Engine.of(self.model)
         return self._engine
 
-    def setup(self, engine: Engine) -> None:
-        """Register with the engine; raise ValueError for what the model or run does not allow."""
+    def prepare(self, engine: Engine) -> None:
+        """Register with the engine at ``on_train_begin``; raise ValueError for what the model or run
+        does not allow (the composition is ``engine.composition()``)."""
+
+    def begin_run(self, engine: Engine, update: int, state: RunState) -> None:
+        """At the start of the run's first epoch: ``update`` is the update count the run starts at
+        (a resumed run's), ``state`` what the optimizer keeps for a resumed run."""
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         engine = self.engine
-        self._driver = engine.register(self)
-        self.setup(engine)
+        if not engine.joined(self):  # a CallbackList not built by fit: found now, one frame up
+            self._join(callback_list_of(self))
+        self._driver = engine.fit.callbacks[0] is self
+        engine.composition()
+        self.prepare(engine)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if not self._driver:
@@ -108,6 +181,9 @@ class HPCallback(keras.callbacks.Callback):
             self.engine.end()
 
 
+keras_only(HPCallback)
+
+
 # -- learning-rate schedules ----------------------------------------------------------------------
 class LearningRateSchedule(HPCallback):
     """Apply any core schedule (``hpcallbacks.schedules``) to the optimizer at every update.
@@ -122,16 +198,25 @@ class LearningRateSchedule(HPCallback):
     CosineDecay(initial_learning_rate=0.001, decay_steps=1000.0, alpha=0.0, warmup_target=None, warmup_steps=0.0)
     """
 
+    _role = "schedule"
+
     def __init__(self, schedule: S.Schedule | float) -> None:
         super().__init__()
         self.schedule = S.as_schedule(schedule, "schedule")
 
-    def build_schedule(self, engine: Engine) -> S.Schedule:
+    def build_schedule(self, engine: Engine, update: int, state: RunState) -> S.Schedule:
+        """This run's schedule; ``state.schedule`` becomes this run's facts."""
+        who = type(self).__name__
+        steps = engine.steps_per_epoch(who, required=False)
+        facts = R.ScheduleState(engine.initial_learning_rate(who), steps, engine.total_steps(who))
+        state.schedule = facts.to_dict()
         return self.schedule
 
-    def setup(self, engine: Engine) -> None:
+    def prepare(self, engine: Engine) -> None:
         engine.require_variable_lr(type(self).__name__)
-        schedule = self.build_schedule(engine)
+
+    def begin_run(self, engine: Engine, update: int, state: RunState) -> None:
+        schedule = self.build_schedule(engine, update, state)
         self.resolved_schedule = schedule
         engine.set_schedule(self, schedule)
 
@@ -151,6 +236,7 @@ class _Family(LearningRateSchedule):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         HPCallback.__init__(self)
+        # the generated __signature__ is checked before this body (ArgumentError: checked_init)
         bound = self.__signature__.bind(*args, **kwargs)
         bound.apply_defaults()
         self.arguments = dict(bound.arguments)
@@ -160,17 +246,19 @@ class _Family(LearningRateSchedule):
             raise ValueError(f"{type(self).__name__}: {e}") from None
         self.schedule = None
 
-    def build_schedule(self, engine: Engine) -> S.Schedule:
+    def build_schedule(self, engine: Engine, update: int, state: RunState) -> S.Schedule:
+        """The contract's :func:`hpcallbacks.run.schedule_for_run`: the given arguments kept, the
+        learning rate of the first run (``state``), the lengths of this run (a notice when a resumed
+        run's derived lengths change)."""
         who = type(self).__name__
-        engine.require_variable_lr(who)
         steps = engine.steps_per_epoch(who, required=False)
-        run = D.RunFacts(learning_rate=engine.initial_learning_rate(who), steps_per_epoch=steps,
-                         total_steps=None if steps is None else steps * engine.epochs())
-        try:
-            self.schedule = D.build(self.family, self.arguments, run)
-        except ValueError as e:
-            raise ValueError(f"{who}: {e}") from None
-        return self.schedule
+        schedule, facts, notice = R.schedule_for_run(
+            who, self.family, self.arguments, engine.initial_learning_rate(who), steps, engine.total_steps(who),
+            saved=state.schedule, resumed_at=update)
+        _warn(notice)
+        state.schedule = facts.to_dict()
+        self.schedule = schedule
+        return schedule
 
     def get_config(self) -> dict[str, Any]:
         return {k: (S.serialize(v) if isinstance(v, S.Schedule) else v) for k, v in self.arguments.items()}
@@ -234,16 +322,12 @@ class ReduceOnPlateau(HPCallback):
     ``ReduceLROnPlateau(verbose=1)`` does; the torch adapters log reductions to the
     ``hpcallbacks`` logger instead.
 
-    Its state (best value, wait, cooldown, reductions) lives in one small non-trainable variable
-    tracked by the optimizer while fit runs, so checkpoints taken during training
-    (``BackupAndRestore``, ``ModelCheckpoint``) hold it and a resumed run continues it; after fit it
-    is untracked (a model saved then loads with a plain optimizer) but stays on the optimizer, so a
-    second ``fit`` continues the reductions. It is written at each epoch end: list this callback
-    before ``BackupAndRestore`` when that saves at epoch ends, so the backup holds the epoch's
-    update. A *full-model* save taken while fit runs (``ModelCheckpoint`` without
-    ``save_weights_only``) holds the extra variable too: ``keras.models.load_model`` then skips the
-    optimizer state (Keras' warning); restore such checkpoints with ``load_weights`` into a model
-    fitted with the same callbacks, or use ``BackupAndRestore``.
+    Its state (best value, wait, cooldown, reductions) is kept with the optimizer
+    (:class:`hpcallbacks_keras._engine.RunState`, saved with the model's weights, no optimizer
+    variable added), written at each epoch end before the other callbacks of the fit run theirs:
+    checkpoints (``BackupAndRestore``, ``ModelCheckpoint``, ``save_weights``) hold it, a run resumed
+    from one continues it, and so does a second ``fit`` of the same model and optimizer. An instance
+    reused for a new model starts afresh (:func:`hpcallbacks.run.fresh`).
     """
 
     def __init__(self, schedule: S.Schedule | float | dict[str, Any] | None = None, monitor: str = "val_loss",
@@ -264,58 +348,33 @@ class ReduceOnPlateau(HPCallback):
         if isinstance(verbose, bool) or not isinstance(verbose, int) or verbose < 0:
             raise ValueError(f"verbose must be 0 (silent) or a positive int (print each reduction); got {verbose!r}")
         self.verbose = verbose
-        self._loaded = False
 
-    def set_model(self, model: Any) -> None:
-        super().set_model(model)
-        if getattr(model, "optimizer", None) is not None:
-            self._state_variable()  # before BackupAndRestore loads the optimizer's variables
+    _role = "plateau"
 
-    def _state_variable(self) -> Any:
-        """[valid, best, wait, cooldown_counter, reductions], tracked by the optimizer."""
-        opt = self.engine.optimizer
-        var = opt.__dict__.get("_hpcallbacks_plateau_state")
-        if var is None:
-            var = keras.Variable(np.zeros((5,), "float32"), trainable=False, dtype="float32",
-                                 name="hpcallbacks_plateau_state")
-            object.__setattr__(opt, "_hpcallbacks_plateau_state", var)
-        if not any(v is var for v in opt._variables):
-            opt._track_variable(var)
-        return var
+    def _member(self) -> R.Member:
+        return R.Member("ReduceOnPlateau", "plateau", has_schedule=self.schedule is not None)
 
-    def on_train_end(self, logs: dict | None = None) -> None:
-        # untracked after fit, so a model saved after training loads with a plain optimizer; the
-        # state stays on the optimizer object for a later fit
-        opt = self.engine.optimizer
-        var = opt.__dict__.get("_hpcallbacks_plateau_state")
-        if var is not None and any(v is var for v in opt._variables):
-            opt._untrack_variable(var)
-        super().on_train_end(logs)
-
-    def setup(self, engine: Engine) -> None:
-        self.plateau.reset()
-        self._loaded = False
-        if self.schedule is not None:
-            engine.set_schedule(self, self.schedule)
+    def prepare(self, engine: Engine) -> None:
         engine.set_plateau(self, self.plateau)
+
+    def begin_run(self, engine: Engine, update: int, state: RunState) -> None:
+        # the state kept with the optimizer: a resumed run (or a second fit) continues it
+        if R.fresh(resuming=state.plateau is not None):
+            self.plateau.reset()
+        else:
+            self.plateau.load_state_dict(state.plateau)
+        if self.schedule is not None:
+            who = "ReduceOnPlateau"
+            facts = R.ScheduleState(engine.initial_learning_rate(who), engine.steps_per_epoch(who, required=False),
+                                    engine.total_steps(who))
+            state.schedule = facts.to_dict()
+            engine.set_schedule(self, self.schedule)
 
     def get_config(self) -> dict[str, Any]:
         config = self.plateau.get_config()
         config["schedule"] = None if self.schedule is None else S.serialize(self.schedule)
         config["verbose"] = self.verbose
         return config
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        super().on_epoch_begin(epoch, logs)
-        if self._loaded:
-            return
-        self._loaded = True  # after every on_train_begin: BackupAndRestore has loaded the state by now
-        valid, best, wait, cooldown, reductions = (float(v) for v in ops.convert_to_numpy(self._state_variable()))
-        if valid:
-            self.plateau.load_state_dict({"best": best, "wait": wait, "cooldown_counter": cooldown,
-                                          "reductions": reductions})
-            if self.plateau.reductions:
-                self.engine.refill()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(epoch, logs)
@@ -326,9 +385,7 @@ class ReduceOnPlateau(HPCallback):
             return
         before = self.plateau.reductions
         self.plateau.update(float(value))
-        state = self.plateau.state_dict()
-        self._state_variable().assign(np.array([1.0, state["best"], state["wait"], state["cooldown_counter"],
-                                                state["reductions"]], "float32"))
+        self.engine.run_state.plateau = self.plateau.state_dict()
         if self.plateau.reductions != before:
             self.engine.refill()
             if self.verbose:
@@ -344,14 +401,15 @@ class _Grouped(HPCallback):
             raise ValueError(f"groups must be a non-empty list of layer names / regexes / layers (bottom to top), "
                              f"or None to discover them; got {groups!r}")
         self.groups = groups
-        self._explicit_groups = groups is not None
+
+    def _member(self) -> R.Member:
+        factors = self.plan.factors if self._role == "plan" else self.factors  # type: ignore[attr-defined]
+        return R.Member(type(self).__name__, self._role, factors=factors, groups=self.groups)
 
     def resolve_groups(self, engine: Engine) -> list[Any]:
-        try:
-            found = resolve_groups(self.model, self.groups)
-        except ValueError as e:
-            raise ValueError(f"{type(self).__name__}: {e}") from None
-        self.resolved_groups = engine.set_groups(self, found, self._explicit_groups)
+        """The fit's layer groups (``groups=`` of the plan, else of ``DiscriminativeLR``; discovered
+        when neither gives them); a ``groups=`` leaving a layer with weights out is refused."""
+        self.resolved_groups = engine.layer_groups(type(self).__name__)
         return self.resolved_groups
 
 
@@ -378,33 +436,47 @@ class StagedUnfreeze(_Grouped):
     After fit the layers keep the trainable flags of the stage in force. A model saved while some
     groups are still frozen loads (``keras.models.load_model``) with an optimizer built on the
     trainable variables only, so Keras skips the saved optimizer state (its warning); to continue
-    a plan use ``BackupAndRestore`` or ``save_weights`` / ``load_weights`` with the same callbacks.
+    a plan use ``BackupAndRestore`` or ``save_weights`` / ``load_weights`` with the same callbacks
+    (see the module docstring).
+
+    As in every adapter (:mod:`hpcallbacks.run`): ``plan`` may also be a
+    ``FreezePlan.recommend(...)`` result or a ``FreezePlan.get_config()`` dict; ``groups=`` that
+    leaves a layer with weights in no group is refused (it would train in every stage); a run
+    that ends before a stage starts, or a model with one layer group, trains and warns once
+    (:class:`hpcallbacks.run.RunWarning`); the stage in force follows ``optimizer.iterations``,
+    so a resumed run continues the plan and an instance reused for a new model starts afresh.
     """
 
-    def __init__(self, plan: FreezePlan | None = None, groups: Sequence[Any] | None = None,
-                 bn: str | None = None) -> None:
+    _role = "plan"
+
+    def __init__(self, plan: Any = None, groups: Sequence[Any] | None = None, bn: str | None = None) -> None:
         super().__init__(groups)
-        if plan is None:
-            plan = FreezePlan.gradual(every_epochs=1)
-        if not isinstance(plan, FreezePlan):
-            raise ValueError(f"plan must be a hpcallbacks.FreezePlan (e.g. FreezePlan.gradual()); got {plan!r}")
+        self.plan = R.as_plan(plan)
         if bn is not None and bn not in BN_POLICIES:
-            raise ValueError(f"bn must be one of {', '.join(map(repr, BN_POLICIES))} or None; got {bn!r}")
-        self.plan = plan
+            raise ValueError(f"bn must be one of {', '.join(map(repr, BN_POLICIES))} or None (the plan's policy); "
+                             f"got {bn!r}")
         self.bn = bn
 
-    def setup(self, engine: Engine) -> None:
+    def prepare(self, engine: Engine) -> None:
         groups = self.resolve_groups(engine)
-        steps = engine.steps_per_epoch("StagedUnfreeze", required=self.plan.unit == "epoch")
+        plan = R.plan_for_run(self.plan, self.bn, engine.composition().factors)
+        steps = engine.steps_per_epoch("StagedUnfreeze", required=plan.unit == "epoch")
         try:
-            resolved = self.plan.resolve(len(groups), steps)
+            resolved = plan.resolve(len(groups), steps)
         except ValueError as e:
             raise ValueError(f"StagedUnfreeze: {e} (the model has {len(groups)} groups: "
                              f"{[g.name for g in groups]})") from None
         self.resolved_plan = resolved
-        engine.set_plan(self, resolved, self.bn or resolved.bn)
+        engine.set_plan(self, resolved, resolved.bn)
         engine.set_factors(self, resolved.factors)
         engine.ensure_optimizer_holds(self, engine.ever_trainable_variables(resolved.masks))
+
+    def begin_run(self, engine: Engine, update: int, state: RunState) -> None:
+        steps = engine.steps_per_epoch("StagedUnfreeze", required=False)
+        names = [g.name for g in self.resolved_groups]
+        for notice in R.plan_notices("StagedUnfreeze", self.resolved_plan, names, update,
+                                     engine.total_steps("StagedUnfreeze"), steps):
+            _warn(notice)
 
     def get_config(self) -> dict[str, Any]:
         return {"plan": self.plan.get_config(), "groups": self.groups, "bn": self.bn}
@@ -425,16 +497,22 @@ class DiscriminativeLR(_Grouped):
     callback and with :class:`StagedUnfreeze`; decoupled weight decay is scaled per group too. A
     plan's own factors (``FreezePlan(..., factors=...)``) apply through ``StagedUnfreeze`` without
     this callback, as in the other adapters; giving different non-uniform factors to both is
-    refused at ``on_train_begin``.
+    refused at ``on_train_begin``. A model with one layer group trains and warns once
+    (:class:`hpcallbacks.run.RunWarning`: nothing to scale).
     """
+
+    _role = "factors"
 
     def __init__(self, factors: LRFactors | float | Sequence[float] | dict[str, Any] = 2.6,
                  groups: Sequence[Any] | None = None) -> None:
         super().__init__(groups)
         self.factors = LRFactors.parse(factors)  # the one rule of every adapter
 
-    def setup(self, engine: Engine) -> None:
+    def prepare(self, engine: Engine) -> None:
+        if engine.composition().plan is not None:
+            return  # the plan's callback applies the composed factors with its stages
         groups = self.resolve_groups(engine)
+        _warn(R.single_group_notice("DiscriminativeLR", [g.name for g in groups]))
         try:
             resolved = self.factors.resolve(len(groups))
         except ValueError as e:
@@ -481,7 +559,9 @@ class FreezeBatchNorm(HPCallback):
         self.freeze_affine = freeze_affine
         self.layers = None if layers is None else list(layers)
 
-    def setup(self, engine: Engine) -> None:
+    _role = "bn"
+
+    def prepare(self, engine: Engine) -> None:
         from .norms import unskipped
 
         if self.layers is None:
@@ -507,6 +587,7 @@ class FreezeBatchNorm(HPCallback):
                 "layers": None if self.layers is None else [name(e) for e in self.layers]}
 
 
+@keras_only
 class SwapNorm(keras.callbacks.Callback):
     """The Lightning/HF ``SwapNorm`` callback's name in Keras, where a swap cannot be a callback.
 
@@ -544,6 +625,7 @@ class SwapNorm(keras.callbacks.Callback):
                 f"model = hpcallbacks_keras.swap_norms(model, to={self.to!r}, ...) before compile")
 
 
+@keras_only
 class BatchRamp(keras.callbacks.Callback):
     """The Lightning ``BatchRamp``'s name in Keras, where a batch-size ramp inside one fit cannot work.
 

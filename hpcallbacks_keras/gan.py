@@ -46,6 +46,7 @@ from hpcallbacks import _checks as check
 from hpcallbacks import gan as G
 
 from ._engine import _to_int, inner_optimizer
+from .callbacks import keras_only
 
 __all__ = ["InstanceNoise", "LabelSmoothing", "LabelFlip"]
 
@@ -111,6 +112,7 @@ class _GanSchedule(keras.callbacks.Callback):
         return ops.take(self.table, index, axis=0)
 
 
+@keras_only
 class InstanceNoise(_GanSchedule):
     """Gaussian instance noise on the discriminator's inputs, std from a core
     :class:`hpcallbacks.InstanceNoise` schedule (any schedule, or a number). ``std()`` is the
@@ -142,6 +144,7 @@ class InstanceNoise(_GanSchedule):
         return x + noise * ops.cast(self.std(), x.dtype)
 
 
+@keras_only
 class LabelSmoothing(_GanSchedule):
     """Discriminator label smoothing by a core :class:`hpcallbacks.LabelSmoothing` (``real``,
     ``fake``, optional strength ``schedule``). ``targets(labels)`` (1.0 real, 0.0 fake, soft
@@ -163,6 +166,7 @@ class LabelSmoothing(_GanSchedule):
         return labels * row[0] + (1.0 - labels) * row[1]
 
 
+@keras_only
 class LabelFlip(_GanSchedule):
     """Flip discriminator labels (``y -> 1 - y``) with the probability of a core
     :class:`hpcallbacks.LabelFlip` (any schedule, or a number). Sample ``i`` of the batch at update

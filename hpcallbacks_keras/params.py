@@ -105,7 +105,7 @@ class ParamScheduler(HPCallback):
             raise ValueError(f"ParamScheduler: a name appears twice: {names}")
         self.schedules = tuple(params)
 
-    def setup(self, engine: Engine) -> None:
+    def prepare(self, engine: Engine) -> None:
         opt = engine.optimizer
         graph = keras.backend.backend() != "torch"
         steps = engine.steps_per_epoch("ParamScheduler", required=False)
