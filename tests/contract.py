@@ -36,6 +36,7 @@ from typing import Any
 from hpcallbacks import FreezePlan, LRFactors
 from hpcallbacks import schedules as S
 from hpcallbacks import ArgumentError
+from hpcallbacks.advice import HyperparameterWarning
 from hpcallbacks.run import RunWarning
 
 LR0 = 0.1
@@ -235,7 +236,7 @@ ROWS: list[Row] = [
         warns=((0, RunWarning, r"DiscriminativeLR: the model has a single layer group"),), points=(7,)),
     # resume, extend, reuse (points 2, 3)
     Row("resume-same-length-continues", lambda A, o: [A.CosineRestart()], epochs=1, then=Then("resume", 2),
-        lr=every(S.CosineRestart(LR0, SPE)), trainable=ALL3),
+        lr=every(S.CosineRestart(LR0, SPE)), trainable=ALL3, points=(9,)),
     Row("resume-keeps-given-lengths", lambda A, o: [A.CosineDecay(decay_steps=12)], epochs=1, then=Then("resume", 3),
         lr=every(S.CosineDecay(LR0, 12)), trainable=ALL3, points=(2,)),
     Row("extend-recomputes-derived-lengths-and-warns", lambda A, o: [A.CosineDecay()], epochs=2,
@@ -246,7 +247,7 @@ ROWS: list[Row] = [
         warns=((0, RunWarning, r"stage 1 at update 4"),)),
     Row("resume-keeps-plateau-state", lambda A, o: [A.ReduceOnPlateau(monitor="const", factor=0.5, patience=0)],
         metric=True, epochs=2, then=Then("resume", 4), lr=on_plateau(lambda t: LR0, P(factor=0.5), 4),
-        trainable=ALL3),
+        trainable=ALL3, points=(9,)),
     Row("reuse-plateau-starts-fresh", lambda A, o: [A.ReduceOnPlateau(monitor="const", factor=0.5, patience=0)],
         metric=True, epochs=3, then=Then("reuse", 3), lr=on_plateau(lambda t: LR0, P(factor=0.5), 3),
         trainable=ALL3, points=(3,)),
@@ -290,6 +291,10 @@ ROWS: list[Row] = [
         raises=(ValueError, r"then_evry.*did you mean 'then_every'"), points=(12,)),
     Row("callback-of-another-adapter-refused", lambda A, o: [o().CosineRestart()],
         raises=(TypeError, r"import it from {adapter} instead"), points=(14,)),
+    # the LR range test (point 13): a test cut short by an exploding loss still applies its suggestion, and says so
+    Row("range-test-cut-short-warns", lambda A, o: [A.LRFinder(min_lr=1e-4, max_lr=1e6, num_steps=30, apply=True)],
+        trainable=ALL3, warns=((0, HyperparameterWarning, r"LRFinder: the range test stopped after \d+ of 30 points"),),
+        points=(13,)),
     # logs reach consumers that come before the callbacks (point 16)
     Row("logs-reach-earlier-consumers",
         lambda A, o: [A.CosineRestart(), A.StagedUnfreeze(FreezePlan.gradual(1, factors=LRFactors.geometric(2.0)))],

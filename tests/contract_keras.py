@@ -173,6 +173,9 @@ def _fit(row: Row, model: Any, callbacks: list, out: Outcome, epochs: int, initi
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         try:
+            for cb in callbacks:  # Keras gives callbacks no data: the range test runs before fit, as documented
+                if isinstance(cb, A.LRFinder):
+                    cb.run(model, x, y, batch_size=BATCH)
             model.fit(x, y, batch_size=BATCH, epochs=epochs, initial_epoch=initial_epoch, shuffle=False, verbose=0,
                       callbacks=[*first, *callbacks, recorder, *_foreign(row)])
         finally:
