@@ -2,9 +2,20 @@
 
     python benchmarks/run_all.py [--only NAME ...] [--skip NAME ...] [--gpu] [--quick] [--list]
 
-Prints each command and its output as it runs, then a summary: each benchmark's exit status and
-wall time, and its headline lines (ratios, traces per stage, the effectiveness table). The CPU
-set (default) is every script at its defaults, the Keras one on both the TF and the torch
+Prints each command and its output as it runs, then a summary:
+
+* each benchmark's exit status and wall time;
+* the overhead table, from the ``summary:`` line each overhead benchmark prints
+  (``benchmarks/_compare.py``): ``with/by hand``, the hpcallbacks run over the same training
+  written by hand (goal <= 1.01); ``no factors/by hand``, Keras' like-for-like pair (its by-hand
+  run has one LR; goal <= 1.01); ``with/plain``, over the plain single-group run (no goal);
+  ``hooks us``, the time inside the hpcallbacks per-step hooks per update (goal <= 10 us on
+  average; the median beside it); the param groups of the with / by-hand / plain optimizers,
+  and the groups a plan without factors leaves against the user's one group;
+* each benchmark's headline lines (ratios, hooks, param groups, LR checks, traces per stage,
+  the effectiveness table).
+
+The CPU set (default) is every script at its defaults, the Keras one on both the TF and the torch
 backends; ``--gpu`` runs the CUDA set instead: the Lightning and HF overhead benchmarks on the
 GPU, then again under ``torch.cuda.set_sync_debug_mode("error")`` (the sync check). ``--quick``
 passes smaller sizes to each script (a smoke run; the figures are not the ones to report).
@@ -28,8 +39,10 @@ from _machine import header, table
 HERE = Path(__file__).resolve().parent
 ENV_DEFAULTS = {"OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "HF_HUB_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}
-HEADLINE = re.compile(r"ratio with/without|traces per stage|^setup |^[A-Z].*StagedUnfreeze|BackboneFinetuning  |"
-                      r"^forward only|^StagedUnfreeze, |\+- ")
+HEADLINE = re.compile(r"^ratio |^hooks per update|^param groups|^LR |traces per stage|^setup |^[A-Z].*StagedUnfreeze|"
+                      r"BackboneFinetuning  |^forward only|^StagedUnfreeze, |\+- ")
+SUMMARY = "summary: "  # the overhead benchmarks' key=value line (benchmarks/_compare.py)
+RATIO_GOAL, HOOK_GOAL_US = 1.01, 10.0
 
 
 @dataclass
@@ -70,6 +83,41 @@ GPU = [
 ]
 
 
+def _figures(lines: list[str]) -> dict[str, str]:
+    """The ``key=value`` pairs of a benchmark's last ``summary:`` line ({} when it printed none)."""
+    found = [s for s in lines if s.startswith(SUMMARY)]
+    if not found:
+        return {}
+    return dict(pair.split("=", 1) for pair in found[-1][len(SUMMARY):].split() if "=" in pair)
+
+
+def _goal(value: str | None, goal: float) -> str:
+    if value is None:
+        return "-"
+    try:
+        return f"{value} ({'ok' if float(value) <= goal else 'over'})"
+    except ValueError:
+        return value
+
+
+def overhead_table(summary: list[tuple[Bench, int | str, float, list[str]]]) -> str | None:
+    """One row per overhead benchmark: its ratios, hook time and param groups."""
+    rows = []
+    for b, _, _, lines in summary:
+        f = _figures(lines)
+        if not f:
+            continue
+        groups = f.get("groups", "-").replace("by-hand", "hand")
+        rows.append([b.name, _goal(f.get("with/by-hand"), RATIO_GOAL),
+                     _goal(f.get("with-no-factors/by-hand"), RATIO_GOAL), f.get("with/plain", "-"),
+                     _goal(f.get("hooks_us"), HOOK_GOAL_US), f.get("hooks_median_us", "-"), groups,
+                     f.get("plan_without_factors_groups", "-")])
+    if not rows:
+        return None
+    return table(["benchmark", "with/by hand", "no factors/by hand", "with/plain", "hooks us (mean)",
+                  "hooks us (median)", "param groups", "plan w/o factors / user's"], rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="run only these benchmarks")
@@ -105,11 +153,19 @@ def main() -> int:
             for line in proc.stdout:
                 print(line, end="", flush=True)
                 lines.append(line.rstrip("\n"))
-        summary.append((b, proc.returncode, time.perf_counter() - start, [s for s in lines if HEADLINE.search(s)]))
+        summary.append((b, proc.returncode, time.perf_counter() - start,
+                        [s for s in lines if HEADLINE.search(s) or s.startswith(SUMMARY)]))
     print(f"\n{'=' * 100}\nsummary{' (--quick: smoke sizes, not figures to report)' if args.quick else ''}")
     print(table(["benchmark", "exit", "seconds", "command"],
                 [[b.name, rc, f"{s:.0f}", b.shown(args.quick)] for b, rc, s, _ in summary]))
+    overhead = overhead_table(summary)
+    if overhead:
+        print(f"\noverhead against the same training by hand (goals: ratio <= {RATIO_GOAL}, hooks <= "
+              f"{HOOK_GOAL_US:g} us per update; 'no factors/by hand' is Keras' like-for-like pair; param groups "
+              "with/by hand/plain; a plan without factors should leave the user's count)")
+        print(overhead)
     for b, _, _, heads in summary:
+        heads = [s for s in heads if not s.startswith(SUMMARY)]
         if heads:
             print(f"\n[{b.name}]")
             print("\n".join(heads))

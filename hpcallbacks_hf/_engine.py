@@ -257,6 +257,8 @@ class Run:
         self.composition: R.Composition | None = None
         self.notices: list[str] = []  # the run's RunWarnings, issued once when it is configured
         self._cache_step: int | None = None
+        self._table: list[float] = []  # the base LRs of updates _table_start .. (hpcallbacks schedule only)
+        self._table_start = 0
         self._cache: dict[int, float] = {}
         self._lambdas: list[Any] = []
         self._pg_layer: list[int | None] = []
@@ -340,6 +342,7 @@ class Run:
         self.notices = []
         owner = self.members[comp.schedule] if comp.schedule is not None else None
         self.schedule = owner.build_schedule(ctx) if owner is not None else None
+        self._table = []
         if owner is not None and getattr(owner, "schedule_notice", None):
             self.notices.append(owner.schedule_notice)
         self.plateaus = [self.members[comp.plateau].machine] if comp.plateau is not None else []
@@ -548,16 +551,27 @@ class Run:
         key = -1 if self.schedule is not None else h
         base = self._cache.get(key)
         if base is None:
-            base = self.schedule(step) if self.schedule is not None else self._bases[h] * self._sources[h](step)
-            for member in self.modifiers:
-                base = member.modify(base, step)
-            for plateau in self.plateaus:
-                base = plateau.apply(base)
+            if self.schedule is not None:  # computed ahead, a stretch at a time: a list read per update
+                i = step - self._table_start
+                if not 0 <= i < len(self._table):
+                    self._table_start, i = step, 0
+                    self._table = [self._base(h, t) for t in range(step, step + 4096)]
+                base = self._table[i]
+            else:
+                base = self._base(h, step)
             self._cache[key] = base
         lr = base * (self.factors[g] if g is not None else 1.0)
         if not math.isfinite(lr):
             raise ValueError(f"the learning rate of update {step} is {lr!r}; check the schedule's arguments")
         return lr
+
+    def _base(self, h: int, step: int) -> float:
+        base = self.schedule(step) if self.schedule is not None else self._bases[h] * self._sources[h](step)
+        for member in self.modifiers:
+            base = member.modify(base, step)
+        for plateau in self.plateaus:
+            base = plateau.apply(base)
+        return base
 
     def peak_lr(self) -> float:
         """The largest LR of the top group over the rest of the run (sampled at <= 10,000 updates), plateaus left out.
@@ -583,6 +597,7 @@ class Run:
         sched = ctx.scheduler
         groups = ctx.inner.param_groups
         self._cache_step = None
+        self._table = []
         if self.adopted:
             values = [fn(self.updates) for fn in self._lambdas]
             for pg, value in zip(groups, values, strict=True):

@@ -172,6 +172,9 @@ class _ScheduleBase:
         self._every = 0
         self._owns = True
         self._multipliers: list[Any] = []
+        self._table: list[float] = []  # the LRs of updates _table_start .. (the hot path reads them)
+        self._table_start = 0
+        self._written: tuple[int, float] | None = None  # (optimizers, lr) last written
 
     # subclasses: the schedule of this run from the optimizer's LR and the run's lengths
     def _make_schedule(self, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
@@ -238,6 +241,7 @@ class _ScheduleBase:
         lr = facts.learning_rate if facts is not None else (self._initial_lr or 0.0)
         self._facts = R.ScheduleState(lr, spe, None if total == float("inf") else int(total))
         self.schedule, notice = self._schedule_for_run(lr, spe, total, saved, trainer.global_step)
+        self._forget()
         _warn(notice)
 
     def _lr_at(self, step: int) -> float:
@@ -246,11 +250,32 @@ class _ScheduleBase:
             lr = m._modify(lr, step)
         return lr
 
+    #: Whether the LRs of the coming updates can be computed ahead (BatchRamp's depend on the data seen).
+    _tabled = True
+    _TABLE = 4096  # updates computed at once
+
+    def _forget(self) -> None:
+        """Drop the LRs computed ahead (a new schedule, a plateau reduction): the next update recomputes them."""
+        self._table = []
+        self._written = None
+
     def _set_lr(self, trainer: Any, step: int) -> None:
+        """Per update: a table read and, when the LR changed, one write per param group."""
         self._last_step = step
-        lr = self._lr = self._lr_at(step)
-        for opt in trainer.optimizers:
-            set_group_lrs(opt, lr)
+        i = step - self._table_start
+        if not 0 <= i < len(self._table):
+            if not self._tabled:
+                lr = self._lr_at(step)
+                i = -1
+            else:  # the whole stretch at once, after every on_train_start (modifiers are ready by now)
+                self._table_start, i = step, 0
+                self._table = [self._lr_at(t) for t in range(step, step + self._TABLE)]
+        lr = self._lr = self._table[i] if i >= 0 else lr
+        key = (len(trainer.optimizers), lr)
+        if key != self._written:
+            self._written = key
+            for opt in trainer.optimizers:
+                set_group_lrs(opt, lr)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
@@ -420,6 +445,7 @@ class ReduceOnPlateauMixin(_ScheduleBase):
                      self.plateau.current_factor)
         for cb in _peers(trainer, _ScheduleBase):  # the owner shows the reduced LR of the next update now
             if cb._owns_lr() and cb.schedule is not None:
+                cb._forget()
                 cb._set_lr(trainer, trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
