@@ -137,6 +137,10 @@ def _regroup(trainer: Any, groups: Sequence[LayerGroup], factors: Sequence[float
     optimizers = list(trainer.optimizers)
     if not optimizers:
         raise ValueError("configure_optimizers returned no optimizer; StagedUnfreeze/DiscriminativeLR need one")
+    if all(f == 1.0 for f in factors):
+        held = {id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]}
+        if all(id(p) in held for g in groups for p in g.params):
+            return  # nothing to scale, nothing missing: the user's param groups stay (one foreach batch each)
     by_name = {g.name: f for g, f in zip(groups, factors, strict=True)}
     for opt, part in zip(optimizers, _split_by_optimizer(groups, optimizers), strict=True):
         if part:
