@@ -1,4 +1,4 @@
-"""The ``hpcallbacks`` command line: ``list``, ``plot``, ``plot-plan``, ``advise``, ``demo``."""
+"""The ``hpcallbacks`` command line: ``list``, ``plot``, ``plot-plan``, ``advise``, ``demo``, ``search``."""
 from __future__ import annotations
 
 import argparse
@@ -123,6 +123,12 @@ def cmd_advise(args: argparse.Namespace) -> int:
     return advise_main(args.rest)
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import search_main
+
+    return search_main(args.rest)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     # The demo is its own top-level package (it imports the adapters; nothing under hpcallbacks/ may),
     # found by name when the verb runs.
@@ -161,10 +167,14 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="fine-tune a real pretrained network: recipe vs naive", add_help=False)
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(func=cmd_demo)
+
+    search = sub.add_parser("search", help="search the handbook's H2 ranges with Optuna or Ray Tune", add_help=False)
+    search.add_argument("rest", nargs=argparse.REMAINDER)
+    search.set_defaults(func=cmd_search)
     return p
 
 
-PASS_THROUGH = {"advise": cmd_advise, "demo": cmd_demo}
+PASS_THROUGH = {"advise": cmd_advise, "demo": cmd_demo, "search": cmd_search}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
