@@ -257,6 +257,7 @@ class Run:
         self.composition: R.Composition | None = None
         self.notices: list[str] = []  # the run's RunWarnings, issued once when it is configured
         self._cache_step: int | None = None
+        self._layer_pg: dict[int, int] = {}  # layer group -> the Trainer's param group (not regrouped)
         self._table: list[float] = []  # the base LRs of updates _table_start .. (hpcallbacks schedule only)
         self._table_start = 0
         self._cache: dict[int, float] = {}
@@ -439,7 +440,15 @@ class Run:
         ctx = self.ctx
         inner = ctx.inner
         rec = _record(inner)
-        if self.groups is not None:
+        self._layer_pg: dict[int, int] = {}
+        held = {id(p) for params in rec.params for p in params}
+        if self.groups is not None and rec.groups is None and all(f == 1.0 for f in self.factors) and all(
+                id(p) in held for layer in self.groups for p in layer.params):
+            # nothing to scale, nothing missing: the Trainer's param groups stay (no extra foreach batches)
+            where = {id(p): i for i, pg in enumerate(inner.param_groups) for p in pg["params"]}
+            self._layer_pg = {g: where[id(layer.params[0])] for g, layer in enumerate(self.groups)}
+            self._pg_layer = [None] * len(inner.param_groups)
+        elif self.groups is not None:
             if rec.groups is None:
                 self._warn_missing(rec)
                 regroup_optimizer(inner, self.groups, (1.0,) * len(self.groups))
@@ -638,7 +647,7 @@ class Run:
         t = max(self.updates - 1, 0)
         out: dict[str, float] = {}
         groups = self.ctx.inner.param_groups
-        first: dict[int, int] = {}
+        first: dict[int, int] = dict(self._layer_pg)  # the Trainer's own groups, when not regrouped
         for i, g in enumerate(self._pg_layer):
             if g is not None:
                 first.setdefault(g, i)
