@@ -24,14 +24,32 @@ advisor and the LR range test are in :mod:`hpcallbacks_hf.extras`.
 """
 from __future__ import annotations
 
-from .callbacks import (
+from .callbacks import (  # one callback per core schedule family
+    FAMILIES,
+    Constant,
+    CosineDecay,
+    CosineRestart,
+    Cyclic,
     DiscriminativeLR,
+    ExponentialDecay,
     FreezeBatchNorm,
     HPCallback,
+    InverseSqrt,
+    InverseTimeDecay,
     LearningRateSchedule,
+    LinearCosineDecay,
+    MultiStepDecay,
+    NoisyLinearCosineDecay,
+    OneCycle,
+    PiecewiseConstantDecay,
+    PolynomialDecay,
     ReduceOnPlateau,
+    SlantedTriangular,
     StagedUnfreeze,
+    StepDecay,
     SwapNorm,
+    Warmup,
+    WarmupStableDecay,
     public_callback,
 )
 from .extras import (
@@ -44,28 +62,9 @@ from .extras import (
     LabelSmoothing,
     LossBalance,
     LRFinder,
+    MicroBatchFinder,
     ParamScheduler,
     ScaleLearningRate,
-)
-from .schedules import (
-    FAMILIES,
-    Constant,
-    CosineDecay,
-    CosineRestart,
-    Cyclic,
-    ExponentialDecay,
-    InverseSqrt,
-    InverseTimeDecay,
-    LinearCosineDecay,
-    MultiStepDecay,
-    NoisyLinearCosineDecay,
-    OneCycle,
-    PiecewiseConstantDecay,
-    PolynomialDecay,
-    SlantedTriangular,
-    StepDecay,
-    Warmup,
-    WarmupStableDecay,
 )
 
 # the exported callbacks not derived from HPCallback: the same guards, argument checks and place in the Trainer
@@ -78,6 +77,7 @@ __all__ = [
     "FreezeBatchNorm", "SwapNorm", "FAMILIES",
     "GradientAccumulation", "ScaleLearningRate", "BatchRamp", "ParamScheduler", "InstanceNoise", "LabelSmoothing",
     "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder", "HyperparameterWarning",
+    "MicroBatchFinder",
     "Constant", "CosineDecay", "CosineRestart", "Cyclic", "ExponentialDecay", "InverseSqrt", "InverseTimeDecay",
     "LinearCosineDecay", "MultiStepDecay", "NoisyLinearCosineDecay", "OneCycle", "PiecewiseConstantDecay",
     "PolynomialDecay", "SlantedTriangular", "StepDecay", "Warmup", "WarmupStableDecay",
