@@ -10,6 +10,10 @@ Every rule is a plain function of numbers, so each framework adapter applies the
   training (as HF's ``auto_find_batch_size`` does).
 * :class:`BatchRamp` — "don't decay the learning rate, increase the batch size" (Smith et al.
   2017): the batch size per stage that gives the same noise scale ``lr / B`` as a decay schedule.
+* :func:`fit_micro_batch` — the largest micro-batch that fits in memory among the divisors of the
+  target batch per process, with the accumulation that keeps the target exact, as a
+  :class:`MicroBatch` (what the adapters' ``MicroBatchFinder`` sets; :func:`memory_probe` turns a
+  training step into its ``fits(n)`` probe).
 * :func:`lars_trust_ratio` — LARS / LARC layer-wise trust ratio: the formula the tensor
   mechanics apply per layer.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +47,9 @@ __all__ = [
     "accumulation_for",
     "inexact_warning",
     "resume_warning",
+    "MicroBatch",
+    "fit_micro_batch",
+    "memory_probe",
 ]
 
 _RULES = ("linear", "sqrt")
@@ -277,6 +285,148 @@ def resume_warning(saved: dict[str, Any] | None, accumulation: Accumulation) -> 
         return None
     return (f"GradientAccumulation: the checkpoint's accumulation {saved} differs from this run's "
             f"{accumulation.get_config()}: the effective batch changed on resume")
+
+
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MicroBatch(Value):
+    """The micro-batch that fits and the accumulation that keeps the target batch (:func:`fit_micro_batch`).
+
+    ``micro_batch_size * accumulation * world_size == target_batch_size`` always (checked);
+    ``probes`` lists the sizes tried, in order, as ``(size, fits)`` pairs.
+
+    >>> m = MicroBatch(8, 4, world_size=2, target_batch_size=64, probes=((8, True), (16, False)))
+    >>> m.effective_batch_size, m.as_accumulation().steps
+    (64, 4)
+    >>> MicroBatch.from_config(m.get_config()) == m
+    True
+    """
+
+    micro_batch_size: int
+    accumulation: int
+    world_size: int
+    target_batch_size: int
+    probes: tuple[tuple[int, bool], ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("micro_batch_size", "accumulation", "world_size", "target_batch_size"):
+            object.__setattr__(self, name, check.positive_int(name, getattr(self, name)))
+        object.__setattr__(self, "probes", tuple((int(n), bool(ok)) for n, ok in self.probes))
+        if self.effective_batch_size != self.target_batch_size:
+            raise ValueError(f"micro_batch_size * accumulation * world_size = {self.micro_batch_size} * "
+                             f"{self.accumulation} * {self.world_size} = {self.effective_batch_size} must be "
+                             f"target_batch_size = {self.target_batch_size}")
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Samples per optimizer update: ``micro_batch_size * accumulation * world_size``."""
+        return self.micro_batch_size * self.accumulation * self.world_size
+
+    def as_accumulation(self) -> Accumulation:
+        """The same numbers as an :class:`Accumulation` (what ``GradientAccumulation`` would set)."""
+        return Accumulation(self.accumulation, self.micro_batch_size, self.world_size, self.target_batch_size)
+
+    def describe(self) -> str:
+        """``"8 x 4 micro-batches x 2 processes = 64 samples per update"``."""
+        return (f"{self.micro_batch_size} x {self.accumulation} micro-batches x {self.world_size} process(es) = "
+                f"{self.effective_batch_size} samples per update")
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def fit_micro_batch(target_batch_size: int, world_size: int, fits: Callable[[int], bool],
+                    max_micro_batch: int | None = None) -> MicroBatch:
+    """The largest micro-batch that fits, with the accumulation that keeps ``target_batch_size`` exact.
+
+    With ``per = target_batch_size / world_size`` samples per process and update, the candidates
+    are the divisors ``d`` of ``per`` (at most ``max_micro_batch``), and
+
+    * ``micro_batch_size = max{d : per % d == 0, d <= max_micro_batch, fits(d)}``,
+    * ``accumulation = per / micro_batch_size``,
+
+    so ``micro_batch_size * accumulation * world_size == target_batch_size``: the recipe's batch,
+    hence its learning rate and schedule (which count optimizer updates), are kept; only how
+    many samples go through the model at once changes. ``fits(n)`` is the probe (True: a
+    training step on ``n`` samples per process fits in memory); assuming that a size fits when a
+    larger one does, the divisors are searched by bisection (about ``log2`` of their number of
+    probes, none repeated), and the result is always a size that was probed True. Refused with a
+    ``ValueError`` saying what to change: a target below the world size or not a multiple of it,
+    ``max_micro_batch < 1``, and no candidate that fits (not even 1 sample).
+
+    >>> fits = lambda n: n <= 8                  # a model that runs out of memory above 8 samples
+    >>> m = fit_micro_batch(64, 1, fits)
+    >>> m.micro_batch_size, m.accumulation, m.probes
+    (8, 8, ((8, True), (32, False), (16, False)))
+    >>> fit_micro_batch(48, 1, fits).accumulation   # divisors of 48: ... 6, 8, 12 ...
+    6
+    >>> m = fit_micro_batch(64, 2, fits)           # 32 samples per process
+    >>> m.micro_batch_size, m.accumulation, m.world_size
+    (8, 4, 2)
+    >>> fit_micro_batch(64, 1, fits, max_micro_batch=7).micro_batch_size
+    4
+    """
+    target = check.positive_int("target_batch_size", target_batch_size)
+    world = check.positive_int("world_size", world_size)
+    if max_micro_batch is not None:
+        max_micro_batch = check.positive_int("max_micro_batch", max_micro_batch)
+    if target < world:
+        raise ValueError(f"target_batch_size={target} is smaller than the world size {world}: every process needs at "
+                         f"least one sample per update; raise target_batch_size to a multiple of {world} or run on "
+                         "fewer processes")
+    per, rest = divmod(target, world)
+    if rest:
+        raise ValueError(f"target_batch_size={target} is not a multiple of the world size {world}: every process "
+                         f"takes the same micro-batch; use {per * world} or {(per + 1) * world}")
+    candidates = [d for d in _divisors(per) if max_micro_batch is None or d <= max_micro_batch]
+    probes: list[tuple[int, bool]] = []
+    low, high = -1, len(candidates)  # candidates[low] fits (-1: none yet), candidates[high] does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        ok = fits(candidates[mid])
+        if not isinstance(ok, bool):
+            raise ValueError(f"fits({candidates[mid]}) must return True or False; got {ok!r}")
+        probes.append((candidates[mid], ok))
+        low, high = (mid, high) if ok else (low, mid)
+    if low < 0:
+        cap = "" if max_micro_batch is None else f" up to max_micro_batch={max_micro_batch}"
+        raise ValueError(f"no micro-batch fits for target_batch_size={target} on {world} process(es): not even "
+                         f"{candidates[0]} sample per process (divisors of {per}{cap}: {candidates}); reduce the "
+                         "model's memory (mixed precision, activation checkpointing, fewer trainable layers) or "
+                         "spread the target over more processes")
+    micro = candidates[low]
+    return MicroBatch(micro, per // micro, world, target, tuple(probes))
+
+
+def memory_probe(step: Callable[[int], Any], out_of_memory: Callable[[BaseException], bool],
+                 free: Callable[[], Any] | None = None) -> Callable[[int], bool]:
+    """``fits(n)`` for :func:`fit_micro_batch` from ``step(n)``, a training step on ``n`` samples.
+
+    ``fits(n)`` is True when ``step(n)`` returns, False when it raises an error that
+    ``out_of_memory`` recognises (``free()`` is called then, to release what the step held); any
+    other error is raised as is, never read as "does not fit".
+
+    >>> def step(n):
+    ...     if n > 8:
+    ...         raise MemoryError(n)
+    >>> fits = memory_probe(step, lambda e: isinstance(e, MemoryError))
+    >>> fits(8), fits(9)
+    (True, False)
+    """
+    def fits(n: int) -> bool:
+        try:
+            step(n)
+            return True
+        except BaseException as e:  # re-raised unless it is an out-of-memory error
+            if not out_of_memory(e):
+                raise
+        if free is not None:  # after the except block: the error's traceback no longer holds the step's tensors
+            free()
+        return False
+
+    return fits
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from a core rule (:mod:`hpcallbacks.batch`, :mod:`hpcallbacks.params`, :mod:`hpc
 When things happen in a ``Trainer`` (transformers 5.x), besides :mod:`.callbacks`' events:
 
 ``on_init_end``      (inside ``Trainer(...)``, the last event before ``train()`` reads the
-                     accumulation) ``GradientAccumulation`` sets
+                     accumulation) ``MicroBatchFinder`` probes the largest micro-batch that fits
+                     and sets the batch size and the accumulation; ``GradientAccumulation`` sets
                      ``args.gradient_accumulation_steps``; ``BatchRamp`` checks the run and sets
                      it to 1 (one micro-batch per update slot, see its docstring);
 ``on_train_begin``   the optimizer and the train dataloader exist: ``ScaleLearningRate`` reads
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +48,7 @@ from hpcallbacks import torch as HT
 from hpcallbacks.advice import HyperparameterWarning
 from hpcallbacks.params import ParamSchedule, param_schedules
 from hpcallbacks.torch import gan as TG
+from hpcallbacks.torch import microbatch as HTM
 
 from . import _engine as E
 from .callbacks import HPCallback, add_logs
@@ -54,7 +57,7 @@ log = logging.getLogger("hpcallbacks")
 
 __all__ = [
     "GradientAccumulation", "ScaleLearningRate", "BatchRamp", "ParamScheduler", "InstanceNoise", "LabelSmoothing",
-    "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder", "HyperparameterWarning",
+    "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder", "HyperparameterWarning", "MicroBatchFinder",
 ]
 
 
@@ -896,3 +899,164 @@ class LRFinder(F.FinderBase, HPCallback):
             run.ctx.base_lr = lr  # the schedule callbacks' default LR
             run.validate()  # rebuild the schedules that defaulted to the old one
         log.info("LRFinder: learning rate set to %g", lr)
+
+
+# ----------------------------------------------------------------------------------------------
+# the largest micro-batch that fits (handbook H4)
+def _calling_trainer() -> Any:
+    """The ``transformers.Trainer`` whose ``__init__`` sends the current event (``on_init_end`` is not given it)."""
+    from transformers import Trainer
+
+    frame = sys._getframe(1)
+    while frame is not None and not isinstance(frame.f_locals.get("self"), Trainer):
+        frame = frame.f_back
+    return None if frame is None else frame.f_locals["self"]
+
+
+class MicroBatchFinder(HPCallback):
+    """The largest micro-batch that fits in memory, accumulated to ``target_batch_size`` exactly (handbook H4).
+
+    The same arguments and rule as Lightning's ``MicroBatchFinder``, where HF's
+    ``auto_find_batch_size`` would shrink the batch (x 0.9 per out-of-memory error) and keep the
+    accumulation, changing the effective batch and stretching the schedule. At ``on_init_end``
+    (inside ``Trainer(...)``, before ``train()`` counts its updates) it runs the core's
+    :func:`hpcallbacks.batch.fit_micro_batch`: among the divisors of ``target_batch_size /
+    args.world_size`` (at most ``max_micro_batch``), the largest ``n`` for which a trial step
+    fits; then ``args.per_device_train_batch_size`` (and the Trainer's batch size) become ``n`` and
+    ``args.gradient_accumulation_steps`` ``target / (n x world size)``: micro-batch x accumulation x
+    world size is the target, exactly, and ``state.max_steps``, HF's LR schedule and every
+    hpcallbacks schedule count the updates of the run set by hand to those numbers.
+
+    The trial step of ``n`` (:func:`hpcallbacks.torch.microbatch.find_micro_batch`): the first
+    batch of the Trainer's own train dataloader (``get_train_dataloader()``: its collator, column
+    removal and sampler; per process under torchrun) at ``n``, the Trainer's ``compute_loss``,
+    backward, an optimizer step (the optimizer passed in ``optimizers=``, else a temporary one
+    from ``create_optimizer()``, dropped afterwards) and a second forward + backward, with every
+    group that a ``StagedUnfreeze`` of the Trainer trains at some stage trainable (the memory of
+    its widest stage). ``torch.OutOfMemoryError`` means "does not fit"; any other error is raised.
+    Under torchrun every decision is the minimum over the processes (``torch.distributed``).
+    Afterwards weights, buffers, optimizer state, gradients, ``requires_grad`` flags, training
+    modes and RNG states are restored bit-identically. ``.result`` is the
+    :class:`hpcallbacks.batch.MicroBatch` (exported in ``trainer_state.json``).
+
+    The ``TrainingArguments`` object is changed (``per_device_train_batch_size``,
+    ``gradient_accumulation_steps``). Refused (``ValueError`` when the Trainer is built):
+    ``gradient_accumulation_steps`` other than 1, ``auto_find_batch_size``, a
+    ``GradientAccumulation`` or ``BatchRamp`` beside it, several GPUs in one process
+    (DataParallel: use torchrun), a target below or not a multiple of the world size, and no
+    micro-batch that fits; added with ``add_callback()`` after the Trainer exists it is too late
+    (refused at ``on_train_begin``). The model is probed as it is, unwrapped (no DeepSpeed / FSDP
+    sharding).
+    """
+
+    role = "accumulation"
+
+    def __init__(self, target_batch_size: int, max_micro_batch: int | None = None) -> None:
+        super().__init__()
+        self.target_batch_size = check.positive_int("target_batch_size", target_batch_size)
+        self.max_micro_batch = _optional_int("max_micro_batch", max_micro_batch)
+        self.result: B.MicroBatch | None = None
+        self._saved: dict[str, Any] | None = None
+
+    def get_config(self) -> dict[str, Any]:
+        return {"target_batch_size": self.target_batch_size, "max_micro_batch": self.max_micro_batch}
+
+    @property
+    def result_config(self) -> dict[str, Any] | None:
+        return None if self.result is None else self.result.get_config()
+
+    @result_config.setter
+    def result_config(self, value: dict[str, Any] | None) -> None:
+        self._saved = value  # a checkpoint's result: this run probed its own at on_init_end
+
+    def _attributes(self) -> dict[str, Any]:
+        return {**super()._attributes(), "result_config": self.result_config}
+
+    def on_init_end(self, args, state, control, **kwargs):
+        super().on_init_end(args, state, control, **kwargs)
+        trainer = _calling_trainer()
+        if trainer is None:
+            raise ValueError("MicroBatchFinder probes at on_init_end, inside Trainer(...): pass it in "
+                             "Trainer(callbacks=[...])")
+        if int(getattr(args, "n_gpu", 1) or 1) > 1:
+            raise ValueError(f"MicroBatchFinder sets the micro-batch per process, but this process drives "
+                             f"{args.n_gpu} GPUs (DataParallel): launch one process per GPU with torchrun")
+        _take_accumulation(args, state, "MicroBatchFinder", int(args.gradient_accumulation_steps))  # refusals first
+        self.result = result = self._search(trainer, args, kwargs)
+        trainer._train_batch_size = args.per_device_train_batch_size = result.micro_batch_size
+        _take_accumulation(args, state, "MicroBatchFinder", result.accumulation)
+        log.info("MicroBatchFinder: %s (probed %s)", result.describe(), list(result.probes))
+
+    def _search(self, trainer: Any, args: Any, kwargs: dict[str, Any]) -> B.MicroBatch:
+        from .callbacks import StagedUnfreeze
+
+        model = kwargs.get("model") or trainer.model
+        widest = [p for plan in trainer.callback_handler.callbacks if isinstance(plan, StagedUnfreeze)
+                  for p in HTM.widest_trainable(HT.discover_groups(model, plan.groups), plan.plan)]
+        flags = [p.requires_grad for p in widest]
+        given = kwargs.get("optimizer")
+        world = max(1, int(args.world_size))
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        before = trainer._train_batch_size
+
+        def batch_of(n: int) -> Any:
+            trainer._train_batch_size = n
+            loader = trainer.get_train_dataloader()
+            batches = HT.Batches(loader)
+            try:
+                return _to_device(batches.next(), device)
+            finally:
+                batches.close()
+                prepared = getattr(trainer.accelerator, "_dataloaders", None)
+                if isinstance(prepared, list) and loader in prepared:
+                    prepared.remove(loader)
+
+        def loss_of(batch: Any) -> torch.Tensor:
+            with trainer.compute_loss_context_manager():
+                return trainer.compute_loss(model, dict(batch))
+
+        def reduce_min(code: int) -> int:
+            value = torch.tensor([code], device=args.device)
+            torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+            return int(value.item())
+
+        distributed = world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+        try:
+            for p in widest:  # before a temporary optimizer is built: it holds what the widest stage trains
+                p.requires_grad_(True)
+            optimizer = E.inner_optimizer(given) if given is not None else trainer.create_optimizer()
+            return HTM.find_micro_batch(self.target_batch_size, world, model, [optimizer], batch_of, loss_of,
+                                        max_micro_batch=self.max_micro_batch,
+                                        reduce_min=reduce_min if distributed else None)
+        except ValueError as e:
+            raise ValueError(f"MicroBatchFinder: {e}") from None
+        finally:
+            trainer._train_batch_size = before
+            for p, flag in zip(widest, flags, strict=True):
+                p.requires_grad_(flag)
+            if given is None:
+                trainer.optimizer = None  # the Trainer builds its own in train()
+            HTM.free_memory()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        for other in (GradientAccumulation, BatchRamp):
+            if _members(self._run, other):
+                raise ValueError(f"{other.__name__} and MicroBatchFinder both set the accumulation: keep one "
+                                 "(MicroBatchFinder reaches target_batch_size by accumulation itself)")
+        if len(_members(self._run, MicroBatchFinder)) > 1:
+            raise ValueError("callbacks holds more than one MicroBatchFinder; keep one")
+        if self.result is None:
+            raise ValueError("MicroBatchFinder did not run before train() read the batch size (it does so at "
+                             "on_init_end): pass it in Trainer(callbacks=[...]); add_callback() after the Trainer is "
+                             "built is too late")
+        _check_taken(args, "MicroBatchFinder", self.result.accumulation)
+        saved, self._saved = self._saved, None
+        if saved is not None and saved != self.result.get_config():
+            log.info("MicroBatchFinder: the checkpoint's run used %s; this run uses %s (the same %d samples per "
+                     "update)", B.MicroBatch.from_config(saved).describe(), self.result.describe(),
+                     self.result.target_batch_size)
+
+    def reset(self) -> None:
+        super().reset()
+        self._saved = None

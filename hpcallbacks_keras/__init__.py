@@ -33,12 +33,14 @@ from .callbacks import (
     Warmup,
     WarmupStableDecay,
 )
+from .callbacks import keras_only as _keras_only
 from .extras import (
     LARS,
     GradientAccumulation,
     HyperparameterAdvisor,
     HyperparameterWarning,
     LossBalance,
+    MicroBatchFinder,
     ScaleLearningRate,
     UpdateCountSchedule,
 )
@@ -47,6 +49,13 @@ from .gan import InstanceNoise, LabelFlip, LabelSmoothing
 from .norms import FrozenBatchNormalization, swap_norms
 from .params import ParamScheduler
 
+# every public callback: given to a Lightning or HF loop it raises TypeError naming the import to
+# use, and a wrong keyword is an ArgumentError (hpcallbacks.run.guard_hooks, hpcallbacks._checks);
+# the HPCallback subclasses, SwapNorm, BatchRamp and the GAN helpers get both where they are defined
+for _cls in (GradientAccumulation, HyperparameterAdvisor, LossBalance, LRFinder):
+    _keras_only(_cls)
+del _cls
+
 __all__ = [
     "Constant", "CosineDecay", "CosineRestart", "Cyclic", "DiscriminativeLR", "ExponentialDecay", "FreezeBatchNorm",
     "HPCallback", "InverseSqrt", "InverseTimeDecay", "LearningRateSchedule", "LinearCosineDecay", "MultiStepDecay",
@@ -54,6 +63,6 @@ __all__ = [
     "SlantedTriangular", "StagedUnfreeze", "StepDecay", "Warmup", "WarmupStableDecay",
     "GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
     "HyperparameterWarning", "UpdateCountSchedule", "SwapNorm", "ParamScheduler", "InstanceNoise", "LabelFlip",
-    "LabelSmoothing", "BatchRamp", "LRFinder",
+    "LabelSmoothing", "BatchRamp", "LRFinder", "MicroBatchFinder",
     "Group", "discover_groups", "resolve_groups", "FrozenBatchNormalization", "swap_norms",
 ]

@@ -7,13 +7,16 @@
 * :class:`LARS` — layer-wise adaptive rate scaling as a backend-agnostic Keras optimizer, the
   numbers of :class:`hpcallbacks.torch.LARS` and :func:`hpcallbacks.batch.lars_trust_ratio`;
 * :class:`HyperparameterAdvisor` and :class:`LossBalance` — the H2 table of
-  :mod:`hpcallbacks.advice` checked against the run.
+  :mod:`hpcallbacks.advice` checked against the run;
+* :class:`MicroBatchFinder` — the largest micro-batch that fits, accumulated to the target batch
+  (:meth:`MicroBatchFinder.run` before ``fit``).
 
 Keras tells callbacks neither the batch size nor the data: where a rule needs the per-device
 batch, pass ``per_device_batch_size`` (fit's ``batch_size``).
 """
 from __future__ import annotations
 
+import gc
 import logging
 import warnings
 from collections.abc import Sequence
@@ -28,13 +31,14 @@ from hpcallbacks import batch as B
 from hpcallbacks import schedules as S
 from hpcallbacks.advice import HyperparameterWarning
 
-from ._engine import Engine, _to_int, inner_optimizer
-from .callbacks import HPCallback
+from ._engine import Engine, _to_int, inner_optimizer, install_replicated_accumulation, variable_scope
+from .callbacks import HPCallback, keras_only
 
 __all__ = ["GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
-           "HyperparameterWarning", "UpdateCountSchedule"]
+           "HyperparameterWarning", "UpdateCountSchedule", "MicroBatchFinder"]
 
 log = logging.getLogger("hpcallbacks")
+_BACKEND = keras.backend.backend()
 
 
 def _world_size(model: Any) -> int:
@@ -110,6 +114,8 @@ class GradientAccumulation(keras.callbacks.Callback):
             warnings.warn(inexact, stacklevel=2)
         self.accumulation = acc
         opt = inner_optimizer(model.optimizer)
+        if world > 1 and acc.steps > 1:  # Keras' accumulation cannot run under a strategy's replicas
+            install_replicated_accumulation(opt)
         current = int(opt.gradient_accumulation_steps or 1)
         if current == acc.steps:
             return
@@ -120,8 +126,10 @@ class GradientAccumulation(keras.callbacks.Callback):
         opt.gradient_accumulation_steps = acc.steps if acc.steps > 1 else None
         if acc.steps > 1 and opt.built and not getattr(opt, "_accumulated_gradients", None):
             opt._accumulated_gradients = []  # what BaseOptimizer.build creates when the steps are set
-            for v in opt._trainable_variables:
-                opt._accumulated_gradients.append(opt.add_variable_from_reference(v, name="gradient_accumulator"))
+            with variable_scope(model):  # a tf.distribute strategy's variables are made in its scope
+                for v in opt._trainable_variables:
+                    opt._accumulated_gradients.append(
+                        opt.add_variable_from_reference(v, name="gradient_accumulator"))
         lr = opt._learning_rate
         if isinstance(lr, UpdateCountSchedule):
             lr = lr.schedule
@@ -382,3 +390,162 @@ class LossBalance(A.LossBalanceBase, keras.callbacks.Callback):
         result = self._balance({t: float(logs[t]) for t in self.terms})
         if result is not None:
             A.report("LossBalance", result.findings, self.strict)
+
+
+# -- the largest micro-batch that fits (handbook H4) ---------------------------------------------------
+def _out_of_memory(error: BaseException) -> bool:
+    """The backend's out-of-memory error: ``tf.errors.ResourceExhaustedError``, ``torch.OutOfMemoryError``."""
+    if _BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return isinstance(error, tf.errors.ResourceExhaustedError)
+    if _BACKEND == "torch":
+        import torch
+
+        return isinstance(error, torch.OutOfMemoryError)
+    return False
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if _BACKEND == "torch":
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+
+
+def _plan_layers(model: Any, callbacks: Sequence[Any]) -> list[Any]:
+    """The layers of every group that a ``StagedUnfreeze`` in ``callbacks`` trains at some stage."""
+    from ._groups import resolve_groups
+    from .callbacks import StagedUnfreeze
+
+    layers: list[Any] = []
+    for plan in (cb for cb in callbacks if isinstance(cb, StagedUnfreeze)):
+        groups = resolve_groups(model, plan.groups)
+        ever = plan.plan.resolve(len(groups), steps_per_epoch=10**9).ever_trainable
+        layers.extend(layer for group, trains in zip(groups, ever, strict=True) if trains for layer in group.layers)
+    return list({id(layer): layer for layer in layers}.values())
+
+
+class MicroBatchFinder(keras.callbacks.Callback):
+    """The largest micro-batch that fits in memory, accumulated to ``target_batch_size`` exactly (handbook H4).
+
+    The same arguments and rule as Lightning's and HF's ``MicroBatchFinder`` (the core's
+    :func:`hpcallbacks.batch.fit_micro_batch`: among the divisors of ``target_batch_size /
+    replicas``, at most ``max_micro_batch``, the largest ``n`` for which a trial step fits; then
+    ``accumulation = target / (n x replicas)``). Keras gives callbacks no data (see
+    :mod:`hpcallbacks_keras.finder`), so the probing is a call before ``fit``, like ``LRFinder``'s::
+
+        finder = MicroBatchFinder(64)
+        batch_size = finder.run(model, x, y, callbacks=callbacks)   # 8 when 8 fits and 16 does not
+        model.fit(x, y, batch_size=batch_size, callbacks=[finder, *callbacks])
+
+    :meth:`run` takes array data (what ``fit``'s ``batch_size`` batches); the trial step of ``n``
+    is the model's own compiled train step (its loss, ``LossScaleOptimizer``) on the first
+    ``n x replicas`` samples. It does not fit when it raises the backend's out-of-memory error
+    (``tf.errors.ResourceExhaustedError``; ``torch.OutOfMemoryError`` on the torch backend); any
+    other error is raised. With a ``StagedUnfreeze`` in ``callbacks`` every group some stage of its
+    plan trains is trainable during the probes (the memory of its widest stage; the optimizer must
+    hold their variables: compile with the layers trainable, as ``StagedUnfreeze`` asks). Afterwards
+    every variable of the model, its metrics and its optimizer, the ``trainable`` flags and the
+    global RNG states are as before, bit-identically. :meth:`run` returns fit's ``batch_size``
+    (``n x replicas``) and sets the optimizer's ``gradient_accumulation_steps`` as
+    ``GradientAccumulation`` does (a compiled Keras schedule object is wrapped to count updates),
+    so every schedule runs as in a fit set by hand to the same numbers. ``.result`` is the
+    :class:`hpcallbacks.batch.MicroBatch`, ``.batch_size`` fit's batch size.
+
+    :meth:`run` builds the model's metrics and optimizer (what ``fit`` does first, as
+    ``LRFinder.run``); on the torch backend Keras' ``fit`` draws the global RNG once when it builds
+    an unbuilt model itself, so there the run equals one set by hand on a model built before ``fit``.
+
+    In ``fit`` (``callbacks=[finder, ...]``) a finder that has not run is refused (``ValueError``
+    before the first update); one that ran sets the accumulation again (a recompiled optimizer gets
+    it too). Do not combine it with ``GradientAccumulation``: both set the accumulation. A target
+    below or not a multiple of the replicas, and no micro-batch that fits, are refused with a
+    ``ValueError`` saying what to change.
+    """
+
+    def __init__(self, target_batch_size: int, max_micro_batch: int | None = None) -> None:
+        super().__init__()
+        self.target_batch_size = check.positive_int("target_batch_size", target_batch_size)
+        self.max_micro_batch = None if max_micro_batch is None else check.positive_int("max_micro_batch",
+                                                                                        max_micro_batch)
+        self.result: B.MicroBatch | None = None
+        self.batch_size: int | None = None
+
+    def run(self, model: Any, x: Any, y: Any = None, sample_weight: Any = None,
+            callbacks: Sequence[Any] | None = None) -> int:
+        """Probe on the samples of ``x`` / ``y`` / ``sample_weight``; return fit's ``batch_size``.
+
+        ``callbacks``: those of the coming ``fit`` (a ``StagedUnfreeze`` there widens the probes).
+        """
+        from .finder import _Batches, _build, _Snapshot, _step_function
+
+        if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None \
+                or not getattr(model, "compiled", False):
+            raise ValueError("model: compile a keras.Model with an optimizer and a loss before MicroBatchFinder.run")
+        world = _world_size(model)
+        head = _Batches(x, y, sample_weight, 1)
+        if type(head.adapter).__name__ != "ArrayDataAdapter":
+            raise ValueError(f"x: MicroBatchFinder.run takes arrays, which fit batches with its batch_size; a "
+                             f"{type(x).__name__} brings its own batches (batch it with the micro-batch yourself)")
+        layers = _plan_layers(model, list(callbacks or ()))
+        flags = [layer.trainable for layer in layers]
+        opt = inner_optimizer(model.optimizer)
+        widened = not all(flags)  # the train step is traced again with the widest set, and after it without
+        try:
+            for layer in layers:
+                layer.trainable = True
+            missing = [v.path for layer in layers for v in layer.trainable_weights
+                       if opt.built and opt._var_key(v) not in getattr(opt, "_trainable_variables_indices", {})]
+            if missing:
+                raise ValueError(f"MicroBatchFinder: the optimizer was built without {sorted(missing)[:8]}, which the "
+                                 "StagedUnfreeze plan trains: compile with those layers trainable (StagedUnfreeze "
+                                 "freezes them itself)")
+            _build(model, head.peek())
+            if widened:
+                model.make_train_function(force=True)
+            result = self._search(model, world, _step_function(model),
+                                  lambda n: _Batches(x, y, sample_weight, n * world).next(), _Snapshot(model))
+        finally:
+            for layer, flag in zip(layers, flags, strict=True):
+                layer.trainable = flag
+            if widened:
+                model.make_train_function(force=True)
+        self.result, self.batch_size = result, result.micro_batch_size * world
+        self._accumulate(model)
+        log.info("MicroBatchFinder: %s (probed %s); fit with batch_size=%d", result.describe(), list(result.probes),
+                 self.batch_size)
+        return self.batch_size
+
+    def _search(self, model: Any, world: int, step: Any, batch_of: Any, snapshot: Any) -> B.MicroBatch:
+        was_training = getattr(model, "training", None)
+        try:
+            if _BACKEND == "torch":
+                model.train()  # as fit does: torch modules inside the model follow it
+            fits = B.memory_probe(lambda n: step([batch_of(n)]), _out_of_memory, _free_memory)
+            return B.fit_micro_batch(self.target_batch_size, world, fits, self.max_micro_batch)
+        except ValueError as e:
+            raise ValueError(f"MicroBatchFinder: {e}") from None
+        finally:
+            snapshot.restore()
+            if _BACKEND == "torch" and was_training is not None:
+                model.train(was_training)
+            _free_memory()
+
+    def _accumulate(self, model: Any) -> None:
+        assert self.result is not None
+        GradientAccumulation(self.target_batch_size, per_device_batch_size=self.result.micro_batch_size).set_model(
+            model)
+
+    def set_model(self, model: Any) -> None:
+        if self.result is None:
+            raise ValueError("MicroBatchFinder: the probes have not run. Keras does not give callbacks fit's data, so "
+                             "they run before fit: call batch_size = finder.run(model, x, y) first, then "
+                             "fit(x, y, batch_size=batch_size, callbacks=[finder, ...])")
+        super().set_model(model)
+        self._accumulate(model)
+
+
+keras_only(MicroBatchFinder)

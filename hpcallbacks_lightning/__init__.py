@@ -64,5 +64,6 @@ LabelFlip = _classes["LabelFlip"]
 HyperparameterAdvisor = _classes["HyperparameterAdvisor"]
 LossBalance = _classes["LossBalance"]
 LRFinder = _classes["LRFinder"]
+MicroBatchFinder = _classes["MicroBatchFinder"]
 
 __all__ = sorted([*_classes, "HyperparameterWarning"])

@@ -8,7 +8,9 @@ write floats.
 
 When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`._impl`'s hooks:
 
-``on_fit_start``     ``GradientAccumulation`` sets ``trainer.accumulate_grad_batches`` (the train
+``on_fit_start``     ``MicroBatchFinder`` probes the largest micro-batch that fits and sets the
+                     dataloader's batch size and ``trainer.accumulate_grad_batches``;
+                     ``GradientAccumulation`` sets ``trainer.accumulate_grad_batches`` (the train
                      data is loaded for its batch size: ``trainer.fit_loop.setup_data()``, as
                      ``trainer.estimated_stepping_batches`` does); ``ParamScheduler`` resolves
                      its targets; ``BatchRamp`` checks its ramp against the run;
@@ -38,6 +40,7 @@ from hpcallbacks import torch as HT
 from hpcallbacks.advice import HyperparameterWarning
 from hpcallbacks.params import ParamSchedule, param_schedules
 from hpcallbacks.torch import gan as TG
+from hpcallbacks.torch import microbatch as HTM
 
 from ._impl import (
     _LOG_KW,
@@ -282,6 +285,8 @@ class BatchRampMixin(_ScheduleBase):
     the batch of the current epoch (a mid-epoch resume keeps the epoch's batch). With a changing
     batch the updates per epoch change: give ``StagedUnfreeze`` plans in updates (``unit="update"``).
     """
+
+    _tabled = False  # its LR depends on the samples seen, not only on the update count
 
     def __init__(self, ramp: B.BatchRamp, *, log: bool = True) -> None:
         super().__init__(log=log)
@@ -760,6 +765,147 @@ class LRFinderMixin(F.FinderBase):
             self._loaded = True
 
 
+# ----------------------------------------------------------------------------------------------
+# the largest micro-batch that fits (handbook H4)
+def _batch_holder(instance: Any) -> Any:
+    """The object (a module or datamodule, or its ``hparams``) holding the ``batch_size`` its ``train_dataloader()``
+    uses, as Lightning's ``BatchSizeFinder`` reads it; None when there is none."""
+    for holder in (instance, getattr(instance, "hparams", None)):
+        if isinstance(holder, Mapping) and "batch_size" in holder:
+            return holder
+        if holder is not None and not isinstance(holder, Mapping) and hasattr(holder, "batch_size"):
+            return holder
+    return None
+
+
+def _set_micro_batch(trainer: Any, size: int) -> None:
+    """Make ``size`` the train dataloader's batch size; Lightning loads the data anew at its next ``setup_data``."""
+    source = trainer.fit_loop._data_source
+    instance = source.instance
+    if isinstance(instance, torch.utils.data.DataLoader):  # passed to fit(): rebuilt with the new batch size
+        source.instance = HTM.with_batch_size(instance, size)
+    else:
+        holder = _batch_holder(instance)
+        if holder is None or isinstance(instance, (Mapping, list, tuple)):
+            raise ValueError("MicroBatchFinder sets the micro-batch as the train dataloader's batch size: pass one "
+                             "torch DataLoader to fit(), or give the LightningModule or LightningDataModule a "
+                             "batch_size attribute (or hyperparameter) that its train_dataloader() uses, as "
+                             "Lightning's BatchSizeFinder needs")
+        if isinstance(holder, Mapping):
+            holder["batch_size"] = size  # type: ignore[index]
+        else:
+            holder.batch_size = size
+    trainer.fit_loop._combined_loader = None
+
+
+class MicroBatchFinderMixin:
+    """The largest micro-batch that fits in memory, accumulated to ``target_batch_size`` exactly (handbook H4).
+
+    When the batch a recipe needs does not fit, accumulate gradients over smaller micro-batches
+    rather than change the recipe. At fit start (before the first update, after every ``setup``,
+    so a ``StagedUnfreeze``'s groups are known) it runs the core's
+    :func:`hpcallbacks.batch.fit_micro_batch`: among the divisors of ``target_batch_size /
+    world size`` (at most ``max_micro_batch``), the largest ``n`` for which a trial step fits,
+    then sets the train dataloader's batch size to ``n`` and ``trainer.accumulate_grad_batches``
+    to ``target / (n x world size)``: micro-batch x accumulation x world size is the target,
+    exactly. Every hpcallbacks schedule counts optimizer updates, and a default schedule length
+    (``CosineDecay()`` over the run) is taken after the change, so the learning rate of every
+    update is that of a run set by hand to the same micro-batch and accumulation.
+
+    The trial step of ``n`` (:func:`hpcallbacks.torch.microbatch.find_micro_batch`): the first
+    batch of the real train dataloader at batch size ``n`` (per process under DDP), through the
+    module's ``training_step`` (precision context of the Trainer, no DDP sync), backward, a step of
+    the optimizers and a second forward + backward, with every group that a ``StagedUnfreeze`` of
+    the Trainer trains at some stage trainable (the memory of its widest stage, so the run does
+    not run out of memory at an unfreeze). ``torch.OutOfMemoryError`` means "does not fit"; any
+    other error is raised. Under DDP every decision is the minimum over the ranks. Afterwards the
+    weights and buffers, optimizer state, gradients, ``requires_grad`` flags, training modes and
+    RNG states are restored bit-identically; ``self.log`` calls of the module are dropped during
+    the probes. ``.result`` is the :class:`hpcallbacks.batch.MicroBatch` (in ``state_dict``: a
+    resumed run keeps the checkpoint's micro-batch without probing).
+
+    The batch size is set as Lightning's ``BatchSizeFinder`` sets it: a ``DataLoader`` passed to
+    ``fit()`` is rebuilt with the new ``batch_size``; with ``train_dataloader()`` of the module or
+    datamodule, their ``batch_size`` attribute (or hyperparameter) is set. Refused (``ValueError``
+    at fit start): ``Trainer(accumulate_grad_batches=k)``, ``GradientAccumulationScheduler``, a
+    ``GradientAccumulation`` or ``BatchRamp`` beside it, manual optimization, a target below or not
+    a multiple of the world size, and no micro-batch that fits (the message says what to change).
+    """
+
+    def __init__(self, target_batch_size: int, max_micro_batch: int | None = None) -> None:
+        self.target_batch_size = check.positive_int("target_batch_size", target_batch_size)
+        self.max_micro_batch = None if max_micro_batch is None else check.positive_int("max_micro_batch",
+                                                                                        max_micro_batch)
+        self.result: B.MicroBatch | None = None
+        self._set: int | None = None
+        self._loaded = False
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        if len(_peers(trainer, MicroBatchFinderMixin)) > 1:
+            raise ValueError("callbacks holds more than one MicroBatchFinder; keep one")
+        for other, name in ((GradientAccumulationMixin, "GradientAccumulation"), (BatchRampMixin, "BatchRamp")):
+            if _peers(trainer, other):
+                raise ValueError(f"{name} and MicroBatchFinder both set the accumulation: keep one (MicroBatchFinder "
+                                 "reaches target_batch_size by accumulation itself)")
+        _automatic(pl_module, "MicroBatchFinder")
+        _user_accumulation(trainer, self._set, "MicroBatchFinder")
+        world = max(1, int(trainer.world_size))
+        saved, self._loaded = self.result if self._loaded else None, False
+        if saved is not None and (saved.target_batch_size, saved.world_size) == (self.target_batch_size, world):
+            log.info("MicroBatchFinder: resumed run; keeping the checkpoint's %s", saved.describe())
+        else:
+            self.result = self._search(trainer, pl_module, world)
+            log.info("MicroBatchFinder: %s (probed %s)", self.result.describe(), list(self.result.probes))
+        result = self.result
+        assert result is not None
+        _set_micro_batch(trainer, result.micro_batch_size)
+        trainer.accumulate_grad_batches = self._set = result.accumulation
+
+    def _search(self, trainer: Any, pl_module: Any, world: int) -> B.MicroBatch:
+        widest = [p for plan in _peers(trainer, StagedUnfreezeMixin)
+                  for p in HTM.widest_trainable(plan.groups, plan._effective_plan)]
+
+        def batch_of(n: int) -> Any:
+            _set_micro_batch(trainer, n)
+            trainer.fit_loop.setup_data()
+            loader = trainer.train_dataloader
+            if loader is None:
+                raise ValueError("MicroBatchFinder: the Trainer has no train dataloader to probe with")
+            batches = HT.Batches(loader)
+            try:
+                return trainer.strategy.batch_to_device(batches.next())
+            finally:
+                batches.close()
+
+        def loss_of(batch: Any) -> torch.Tensor:
+            with trainer.precision_plugin.train_step_context():
+                loss = _loss_of(pl_module.training_step(batch, 0))
+            if loss is None:
+                raise ValueError("MicroBatchFinder: training_step returned no loss; the probe needs one")
+            return loss
+
+        def reduce_min(code: int) -> int:
+            return int(trainer.strategy.reduce(torch.tensor(code, device=pl_module.device), reduce_op="min"))
+
+        pl_module.log = pl_module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
+        try:
+            return HTM.find_micro_batch(self.target_batch_size, world, pl_module, list(trainer.optimizers), batch_of,
+                                        loss_of, max_micro_batch=self.max_micro_batch, trainable=widest,
+                                        reduce_min=reduce_min if world > 1 else None)
+        except ValueError as e:
+            raise ValueError(f"MicroBatchFinder: {e}") from None
+        finally:
+            del pl_module.log, pl_module.log_dict
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"micro_batch": self.result.get_config() if self.result is not None else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("micro_batch")
+        if saved:  # the run resumes with the checkpoint's micro-batch and accumulation
+            self.result, self._loaded = B.MicroBatch.from_config(saved), True
+
+
 #: Every public mixin of this module by the callback name it becomes.
 MIXINS: dict[str, type] = {
     "GradientAccumulation": GradientAccumulationMixin,
@@ -772,6 +918,7 @@ MIXINS: dict[str, type] = {
     "HyperparameterAdvisor": HyperparameterAdvisorMixin,
     "LossBalance": LossBalanceMixin,
     "LRFinder": LRFinderMixin,
+    "MicroBatchFinder": MicroBatchFinderMixin,
 }
 
 

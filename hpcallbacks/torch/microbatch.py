@@ -99,8 +99,8 @@ def find_micro_batch(target_batch_size: int, world_size: int, module: torch.nn.M
     ``requires_grad=True``. ``reduce_min(code)``, the minimum over processes, makes every process
     take the same decision at every probe (a size fits only where it fits on every process; an
     error on one process stops all). Afterwards weights and buffers, optimizer state and
-    hyperparameters, gradients, ``requires_grad`` flags, every submodule's training mode and the RNG states are
-    as before, bit-identically.
+    hyperparameters, gradients, ``requires_grad`` flags, every submodule's training mode and the
+    RNG states are as before, bit-identically.
     """
     params = list(module.parameters())
     flags = [p.requires_grad for p in params]
@@ -114,14 +114,16 @@ def find_micro_batch(target_batch_size: int, world_size: int, module: torch.nn.M
 
     def step(n: int) -> None:
         zero_grad()
-        batch = batch_of(n)
-        with torch.enable_grad():
-            loss_of(batch).backward()
-            if optimizers:
-                for opt in optimizers:
-                    opt.step()
+        try:
+            batch = batch_of(n)
+            with torch.enable_grad():
                 loss_of(batch).backward()
-        zero_grad()
+                if optimizers:
+                    for opt in optimizers:
+                        opt.step()
+                    loss_of(batch).backward()
+        finally:
+            zero_grad()  # also after an out-of-memory error, before the memory is freed
 
     probe = B.memory_probe(step, is_out_of_memory, free_memory)
 
