@@ -138,7 +138,7 @@ def fit(kind: str, args: argparse.Namespace, data, *, timer_for=None, recorder: 
     if kind == "with":
         chosen = [HL.CosineRestart(), HL.ReduceOnPlateau(monitor="train_loss"),
                   HL.StagedUnfreeze(FreezePlan.all_trainable(factors=LRFactors.geometric()))]
-        if args.extras:  # the per-update callbacks of hpcallbacks_lightning._extras
+        if args.extras:  # the per-update callbacks of hpcallbacks_lightning.extras
             chosen += [HL.ScaleLearningRate(base_batch_size=args.batch // 2, warmup_epochs=0.5),
                        HL.ParamScheduler({"momentum": Cyclic(0.85, 0.95, step_size_up=50),
                                           "weight_decay": PolynomialDecay(1e-4, args.updates, 0.0)}),

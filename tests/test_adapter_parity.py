@@ -117,7 +117,7 @@ def test_extras_are_real_and_keras_ones_documented():
 
 def test_one_warning_class_for_every_adapter():
     from hpcallbacks.advice import HyperparameterWarning
-    from hpcallbacks_lightning._extras import HyperparameterWarning as FromLightning
+    from hpcallbacks_lightning.extras import HyperparameterWarning as FromLightning
 
     assert HF.HyperparameterWarning is HK.HyperparameterWarning is HL.HyperparameterWarning is HyperparameterWarning
     assert FromLightning is HyperparameterWarning

@@ -195,7 +195,7 @@ FAMILY_ARGS = {"PiecewiseConstantDecay": {"boundaries": [3, 7], "values": [0.05,
                "MultiStepDecay": {"milestones": [4, 8]}}
 
 
-@pytest.mark.parametrize("name", sorted(HL._impl.FAMILY_MIXINS))
+@pytest.mark.parametrize("name", sorted(HL.callbacks.FAMILY_MIXINS))
 def test_every_family_callback_matches_the_core_rule(name):
     """``Family()`` builds hpcallbacks.defaults' schedule from the run (LR 0.123, 6 updates per epoch, 12 in all),
     the same as the other adapters: e.g. ExponentialDecay() ends 10x lower, Cyclic keeps step_size_up=2000."""

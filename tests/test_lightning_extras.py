@@ -21,7 +21,7 @@ from hpcallbacks import batch as B  # noqa: E402
 from hpcallbacks import defaults as D  # noqa: E402
 from hpcallbacks import gan as G  # noqa: E402
 from hpcallbacks import schedules as S  # noqa: E402
-from hpcallbacks_lightning._extras import HyperparameterWarning  # noqa: E402
+from hpcallbacks_lightning.extras import HyperparameterWarning  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*does not have many workers.*"),

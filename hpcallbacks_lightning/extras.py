@@ -1,12 +1,12 @@
 """Batch-size rules, scheduled hyperparameters, GAN schedules, the advisor and the LR range test.
 
-Mixins with the Lightning hook methods, like :mod:`._impl`'s (combined with the ``Callback`` of
+Mixins with the Lightning hook methods, like :mod:`.callbacks`'s (combined with the ``Callback`` of
 ``lightning.pytorch`` or ``pytorch_lightning`` by :func:`build`); every number comes from a core
 rule (:mod:`hpcallbacks.batch`, :mod:`hpcallbacks.params`, :mod:`hpcallbacks.gan`,
 :mod:`hpcallbacks.advice`, :mod:`hpcallbacks.finder`), these classes only read the trainer and
 write floats.
 
-When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`._impl`'s hooks:
+When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`.callbacks`'s hooks:
 
 ``on_fit_start``     ``MicroBatchFinder`` probes the largest micro-batch that fits and sets the
                      dataloader's batch size and ``trainer.accumulate_grad_batches``;
@@ -42,7 +42,7 @@ from hpcallbacks.params import ParamSchedule, param_schedules
 from hpcallbacks.torch import gan as TG
 from hpcallbacks.torch import microbatch as HTM
 
-from ._impl import (
+from .callbacks import (
     _LOG_KW,
     DiscriminativeLRMixin,
     StagedUnfreezeMixin,
@@ -924,6 +924,6 @@ MIXINS: dict[str, type] = {
 
 def build(callback_base: type, module: str) -> dict[str, type]:
     """This module's public callback classes on ``callback_base``."""
-    from ._impl import build as _build
+    from .callbacks import build as _build
 
     return _build(callback_base, module, MIXINS)
