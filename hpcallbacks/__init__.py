@@ -20,7 +20,16 @@ from __future__ import annotations
 from ._checks import ArgumentError
 from .advice import Finding, loss_balance
 from .advice import check as check_hyperparameters
-from .batch import Accumulation, BatchRamp, accumulation_steps, lars_trust_ratio, scale_learning_rate, scaling_warmup
+from .batch import (
+    Accumulation,
+    BatchRamp,
+    MicroBatch,
+    accumulation_steps,
+    fit_micro_batch,
+    lars_trust_ratio,
+    scale_learning_rate,
+    scaling_warmup,
+)
 from .gan import InstanceNoise, LabelFlip, LabelSmoothing
 from .norms import NormSwap, group_norm_groups
 from .params import ParamSchedule
@@ -33,6 +42,7 @@ from .plans import (
     Stage,
     fine_tune_learning_rate,
 )
+from .run import RunWarning
 from .schedules import (
     SCHEDULES,
     Constant,
@@ -67,9 +77,9 @@ __all__ = [
     "InverseTimeDecay", "Join", "LinearCosineDecay", "MultiStepDecay", "NoisyLinearCosineDecay", "OneCycle",
     "PiecewiseConstantDecay", "PolynomialDecay", "ReduceOnPlateau", "Schedule", "SlantedTriangular", "StepDecay",
     "Warmup", "WarmupStableDecay", "as_schedule", "deserialize", "serialize", "__version__",
-    "Finding", "loss_balance", "check_hyperparameters", "Accumulation", "BatchRamp", "accumulation_steps",
+    "Finding", "loss_balance", "check_hyperparameters", "Accumulation", "BatchRamp", "MicroBatch", "fit_micro_batch", "accumulation_steps",
     "lars_trust_ratio", "scale_learning_rate", "scaling_warmup", "InstanceNoise", "LabelFlip", "LabelSmoothing",
-    "NormSwap", "group_norm_groups", "ParamSchedule",
+    "NormSwap", "group_norm_groups", "ParamSchedule", "RunWarning",
     "BN_POLICIES", "FreezePlan", "LRFactors", "Recommendation", "ResolvedPlan", "Stage", "fine_tune_learning_rate",
     "ArgumentError",
 ]
