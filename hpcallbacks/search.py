@@ -66,7 +66,9 @@ __all__ = [
     "FINE_TUNING_PLANS",
     "DEFAULT_BATCH_SIZES",
     "Reporter",
+    "TrialReporterBase",
     "rank_zero_decides",
+    "shared_params",
     "pruned_message",
     "ScaledSchedule",
     "deserialize",
@@ -547,6 +549,30 @@ def rank_zero_decides(decision: bool, broadcast: Callable[[Any], Any] | None = N
     return bool(broadcast(bool(decision)))
 
 
+def shared_params(params: Mapping[str, Any] | None, broadcast: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Rank 0's hyperparameters on every rank: every process of a distributed trial trains with them.
+
+    Each process runs the objective, but only rank 0's trial counts (its sampler's draw); call this
+    on every rank, in the same place, before the values are used: rank 0 passes the ``params`` it
+    sampled, the others anything (their own draw, or ``None``), and every rank gets rank 0's dict.
+    ``broadcast`` as for :func:`rank_zero_decides`: Lightning
+    ``lambda obj: trainer.strategy.broadcast(obj, src=0)`` (inside ``fit``: in ``setup`` or
+    ``configure_model`` of the module), HF under ``torchrun`` (the process group exists once
+    ``TrainingArguments`` is made) ``torch.distributed.broadcast_object_list``; ``None`` (one
+    process, Keras' ``MirroredStrategy``) returns a copy of ``params``.
+
+    >>> shared_params({"lr": 0.1}), shared_params(None, broadcast=lambda obj: {"lr": 0.3})
+    ({'lr': 0.1}, {'lr': 0.3})
+    """
+    if broadcast is not None:
+        if not callable(broadcast):
+            raise ValueError(f"broadcast must be a callable broadcast(obj) -> rank 0's obj; got {broadcast!r}")
+        params = broadcast(None if params is None else dict(params))
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be the dict of hyperparameters (rank 0's, when distributed); got {params!r}")
+    return dict(params)
+
+
 def pruned_message(who: str, monitor: str, value: float, step: int, trial: Any = None, unit: str = "epoch") -> str:
     """What a reporter says when its trial is pruned (``trial`` its number or id, when known).
 
@@ -697,6 +723,57 @@ class Reporter:
             import optuna
 
             raise optuna.TrialPruned(self.message)
+
+
+class TrialReporterBase:
+    """What every adapter's ``TrialReporter(trial, monitor=None)`` callback shares (see :class:`Reporter`).
+
+    The adapter calls :meth:`_init_reporter` in its ``__init__``, :meth:`_start` when training
+    begins (its rank and broadcast) and :meth:`_report` at each epoch end or evaluation; setting
+    the framework's stop flag on True is the adapter's. The user's objective calls
+    :meth:`raise_if_pruned` after training.
+    """
+
+    #: The metric reported when ``monitor`` is None: the framework's name of the validation loss.
+    default_monitor = "val_loss"
+    #: What a step counts, in the pruned message.
+    unit = "epoch"
+
+    def _init_reporter(self, trial: Any, monitor: str | None) -> None:
+        self.trial = trial
+        self.monitor = self.default_monitor if monitor is None else monitor
+        self.reporter = Reporter(trial, self.monitor, unit=self.unit)  # the arguments checked now
+
+    def _start(self, is_main: bool, broadcast: Callable[[Any], Any] | None = None) -> None:
+        """A fresh :class:`Reporter` for a run: the trial on the main process only, the others follow it."""
+        self.reporter = Reporter(self.trial if is_main else None, self.monitor, broadcast=broadcast,
+                                 is_main=is_main, unit=self.unit)
+
+    def _report(self, logs: Mapping[str, Any], step: int) -> bool:
+        """Report ``logs[monitor]`` at ``step``; True when training should stop (the same on every rank)."""
+        value = self.reporter.value_from(logs)
+        if value is None:  # not logged: every rank skips alike (the same logs keys on every rank)
+            return False
+        return self.reporter.report(value, step)
+
+    @property
+    def pruned(self) -> bool:
+        """Whether the trial was pruned (on every rank)."""
+        return self.reporter.pruned
+
+    @property
+    def pruned_step(self) -> int | None:
+        """The step (epoch, or evaluation) at which the trial was pruned, or None."""
+        return self.reporter.pruned_step
+
+    @property
+    def message(self) -> str | None:
+        """What was said when the trial was pruned (:func:`pruned_message`), or None."""
+        return self.reporter.message
+
+    def raise_if_pruned(self) -> None:
+        """Raise ``optuna.TrialPruned`` when the trial was pruned (on the rank holding the Optuna trial)."""
+        self.reporter.raise_if_pruned()
 
 
 # ------------------------------------------------------------------------ population-based training

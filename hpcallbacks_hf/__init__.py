@@ -65,6 +65,7 @@ from .extras import (
     MicroBatchFinder,
     ParamScheduler,
     ScaleLearningRate,
+    TrialReporter,
 )
 
 # the exported callbacks not derived from HPCallback: the same guards, argument checks and place in the Trainer
@@ -77,7 +78,7 @@ __all__ = [
     "FreezeBatchNorm", "SwapNorm", "FAMILIES",
     "GradientAccumulation", "ScaleLearningRate", "BatchRamp", "ParamScheduler", "InstanceNoise", "LabelSmoothing",
     "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder", "HyperparameterWarning",
-    "MicroBatchFinder",
+    "MicroBatchFinder", "TrialReporter",
     "Constant", "CosineDecay", "CosineRestart", "Cyclic", "ExponentialDecay", "InverseSqrt", "InverseTimeDecay",
     "LinearCosineDecay", "MultiStepDecay", "NoisyLinearCosineDecay", "OneCycle", "PiecewiseConstantDecay",
     "PolynomialDecay", "SlantedTriangular", "StepDecay", "Warmup", "WarmupStableDecay",

@@ -19,7 +19,13 @@ When things happen in a ``Trainer`` (transformers 5.x), besides :mod:`.callbacks
                      checks the run once (after every ``on_train_begin``, before the first update);
 ``on_step_begin``    once per optimizer update: ``ParamScheduler`` sets its values, the GAN
                      callbacks take the update count;
-``on_log``           ``LossBalance`` reads the logged loss terms; the callbacks add their values.
+``on_log``           ``LossBalance`` reads the logged loss terms; the callbacks add their values;
+``on_evaluate``      ``TrialReporter`` reports the monitored metric to its Optuna trial (or Ray Tune)
+                     and stops training when the trial is pruned.
+
+In ``Trainer.hyperparameter_search`` HF sets each trial's values on ``args`` inside ``train()``, after
+``on_init_end``: ``GradientAccumulation`` sets the accumulation again for the trial's batch size, before
+``train()`` reads it (see :func:`_after_trial_values`).
 
 State survives ``trainer.train(resume_from_checkpoint=...)`` whatever
 ``restore_callback_states_from_checkpoint`` is: the stateful callbacks are ``ExportableState``
@@ -47,17 +53,19 @@ from hpcallbacks import schedules as S
 from hpcallbacks import torch as HT
 from hpcallbacks.advice import HyperparameterWarning
 from hpcallbacks.params import ParamSchedule, param_schedules
+from hpcallbacks.search import TrialReporterBase
 from hpcallbacks.torch import gan as TG
 from hpcallbacks.torch import microbatch as HTM
 
 from . import _engine as E
-from .callbacks import HPCallback, add_logs
+from .callbacks import HPCallback, add_logs, public_callback
 
 log = logging.getLogger("hpcallbacks")
 
 __all__ = [
     "GradientAccumulation", "ScaleLearningRate", "BatchRamp", "ParamScheduler", "InstanceNoise", "LabelSmoothing",
     "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder", "HyperparameterWarning", "MicroBatchFinder",
+    "TrialReporter", "broadcast_from_rank0",
 ]
 
 
@@ -137,6 +145,26 @@ def _check_taken(args: Any, who: str, steps: int) -> None:
                          "pass it in Trainer(callbacks=[...]); add_callback() after the Trainer is built is too late")
 
 
+def _after_trial_values(trainer: Any, redo: Any) -> None:
+    """Call ``redo()`` each time ``Trainer.hyperparameter_search`` has set a trial's values on ``trainer.args``.
+
+    HF applies a trial's values (``per_device_train_batch_size`` among them) inside ``train()``
+    (``Trainer._hp_search_setup``), after ``on_init_end`` and before it computes the updates per
+    epoch, the total updates and the LR schedule from ``gradient_accumulation_steps`` --- with no
+    callback event in between (``on_train_begin`` comes after). The last thing it does with the
+    trial's values is ``create_accelerator_and_postprocess()``: the trainer's own method is wrapped
+    to run ``redo()`` first, only for a search's trial (a plain ``train()`` does not call it).
+    """
+    original = trainer.create_accelerator_and_postprocess
+
+    def create_accelerator_and_postprocess() -> None:
+        if getattr(trainer, "hp_search_backend", None) is not None and getattr(trainer, "_trial", None) is not None:
+            redo()
+        original()
+
+    trainer.create_accelerator_and_postprocess = create_accelerator_and_postprocess
+
+
 # ----------------------------------------------------------------------------------------------
 # batch size (handbook H4)
 class GradientAccumulation(HPCallback):
@@ -160,6 +188,12 @@ class GradientAccumulation(HPCallback):
     ``add_callback()`` after the Trainer exists it is too late: refused at ``on_train_begin``. As in
     HF, the last update of an epoch may hold fewer micro-batches. State: the accumulation (a
     resumed run with a different one warns).
+
+    In ``Trainer.hyperparameter_search`` with ``per_device_train_batch_size`` in the search space,
+    each trial keeps ``target_batch_size``: the accumulation is set again from the trial's batch
+    per process once HF has applied the trial's values, before ``train()`` counts the updates
+    (HF sends no event in between; :func:`_after_trial_values`). A search space holding
+    ``gradient_accumulation_steps`` itself is refused, as the argument is.
     """
 
     role = "accumulation"
@@ -194,6 +228,12 @@ class GradientAccumulation(HPCallback):
                                   f"batch {per_device} per process and world size {world}")
 
     def on_init_end(self, args, state, control, **kwargs):
+        self._take(args, state)
+        trainer = _calling_trainer()
+        if trainer is not None:  # Trainer.hyperparameter_search: again for each trial's batch size
+            _after_trial_values(trainer, lambda: self._take(trainer.args, trainer.state))
+
+    def _take(self, args: Any, state: Any) -> None:
         acc = self._compute(args)
         _warn(B.inexact_warning(acc, f"batch {acc.per_device_batch_size} x world size {acc.world_size}"))
         _take_accumulation(args, state, "GradientAccumulation", acc.steps)
@@ -1060,3 +1100,76 @@ class MicroBatchFinder(HPCallback):
     def reset(self) -> None:
         super().reset()
         self._saved = None
+
+
+# ----------------------------------------------------------------------------------------------
+# hyperparameter search (handbook H8)
+def broadcast_from_rank0(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every process (``torch.distributed.broadcast_object_list``); ``obj`` itself when
+    no process group is initialized. Every process must call it (a collective).
+
+    Under ``torchrun`` the group exists once ``TrainingArguments`` is made, so an objective can share rank
+    0's sampled values before building the model:
+    ``params = hpcallbacks.search.shared_params(params, broadcast_from_rank0)``.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1):
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@public_callback
+class TrialReporter(TrialReporterBase, TrainerCallback):
+    """Report the monitored metric to an Optuna trial or Ray Tune at each evaluation; stop when pruned.
+
+    The same arguments as Lightning's and Keras' ``TrialReporter``: ``trial`` an
+    ``optuna.trial.Trial``, ``"ray"`` or ``None``; ``monitor`` a key of the evaluation metrics
+    (default ``"eval_loss"``, HF's name of the validation loss). At each ``on_evaluate`` during
+    ``train()`` it reports ``metrics[monitor]`` at step = the evaluation's index (0, 1, ...: the
+    epoch with ``eval_strategy="epoch"``, and comparable between trials of different batch sizes;
+    :class:`hpcallbacks.search.Reporter`); when the pruner says so it sets
+    ``control.should_training_stop = True``: training ends after that evaluation. After
+    ``train()``, :meth:`raise_if_pruned` raises ``optuna.TrialPruned`` so the study records it::
+
+        import optuna
+        from transformers import Trainer, TrainingArguments
+        from hpcallbacks_hf import TrialReporter
+
+        def objective(trial):
+            args = TrainingArguments("out", eval_strategy="epoch", num_train_epochs=10,
+                                     learning_rate=trial.suggest_float("lr", 1e-5, 1e-3, log=True))
+            reporter = TrialReporter(trial)
+            trainer = Trainer(model=make_model(), args=args, train_dataset=train, eval_dataset=val,
+                              callbacks=[reporter])
+            trainer.train()
+            reporter.raise_if_pruned()
+            return trainer.evaluate()["eval_loss"]
+
+    Under ``torchrun`` (every process runs the objective) only process 0 talks to its trial; its
+    decision reaches every process by :func:`broadcast_from_rank0` at each evaluation, so every
+    process stops after the same evaluation. For every process to train with process 0's sampled
+    values, share them once ``TrainingArguments`` exists (it sets up the process group):
+    ``params = shared_params(params, broadcast_from_rank0)`` (:func:`hpcallbacks.search.shared_params`).
+    Evaluations outside ``train()`` (a final ``trainer.evaluate()``) are not reported. ``.pruned``,
+    ``.pruned_step`` and ``.message`` say what happened, on every process.
+    """
+
+    default_monitor = "eval_loss"
+    unit = "evaluation"
+
+    def __init__(self, trial: Any, monitor: str | None = None) -> None:
+        self._init_reporter(trial, monitor)
+        self._training = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start(int(args.process_index) == 0, broadcast_from_rank0 if int(args.world_size) > 1 else None)
+        self._training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._training = False
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self._training and self._report(metrics or {}, len(self.reporter.history)):
+            control.should_training_stop = True

@@ -42,6 +42,7 @@ from .extras import (
     LossBalance,
     MicroBatchFinder,
     ScaleLearningRate,
+    TrialReporter,
     UpdateCountSchedule,
 )
 from .finder import LRFinder
@@ -63,6 +64,6 @@ __all__ = [
     "SlantedTriangular", "StagedUnfreeze", "StepDecay", "Warmup", "WarmupStableDecay",
     "GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
     "HyperparameterWarning", "UpdateCountSchedule", "SwapNorm", "ParamScheduler", "InstanceNoise", "LabelFlip",
-    "LabelSmoothing", "BatchRamp", "LRFinder", "MicroBatchFinder",
+    "LabelSmoothing", "BatchRamp", "LRFinder", "MicroBatchFinder", "TrialReporter",
     "Group", "discover_groups", "resolve_groups", "FrozenBatchNormalization", "swap_norms",
 ]

@@ -10,6 +10,8 @@
   :mod:`hpcallbacks.advice` checked against the run;
 * :class:`MicroBatchFinder` — the largest micro-batch that fits, accumulated to the target batch
   (:meth:`MicroBatchFinder.run` before ``fit``).
+* :class:`TrialReporter` — the monitored metric to an Optuna trial or Ray Tune at each epoch end,
+  and ``fit`` stopped when the trial is pruned (handbook H8).
 
 Keras tells callbacks neither the batch size nor the data: where a rule needs the per-device
 batch, pass ``per_device_batch_size`` (fit's ``batch_size``).
@@ -30,12 +32,13 @@ from hpcallbacks import advice as A
 from hpcallbacks import batch as B
 from hpcallbacks import schedules as S
 from hpcallbacks.advice import HyperparameterWarning
+from hpcallbacks.search import TrialReporterBase
 
 from ._engine import Engine, _to_int, inner_optimizer, install_replicated_accumulation, variable_scope
 from .callbacks import HPCallback, keras_only
 
 __all__ = ["GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
-           "HyperparameterWarning", "UpdateCountSchedule", "MicroBatchFinder"]
+           "HyperparameterWarning", "UpdateCountSchedule", "MicroBatchFinder", "TrialReporter"]
 
 log = logging.getLogger("hpcallbacks")
 _BACKEND = keras.backend.backend()
@@ -549,3 +552,43 @@ class MicroBatchFinder(keras.callbacks.Callback):
 
 
 keras_only(MicroBatchFinder)
+
+
+# -- hyperparameter search (handbook H8) -------------------------------------------------------------
+@keras_only
+class TrialReporter(TrialReporterBase, keras.callbacks.Callback):
+    """Report the monitored metric to an Optuna trial or Ray Tune at each epoch end; stop when pruned.
+
+    The same arguments as Lightning's and HF's ``TrialReporter``: ``trial`` an
+    ``optuna.trial.Trial``, ``"ray"`` or ``None``; ``monitor`` a key of the epoch logs (default
+    ``"val_loss"``). At ``on_epoch_end`` it reports ``logs[monitor]`` at step = the epoch (from 0;
+    :class:`hpcallbacks.search.Reporter`); when the pruner says so it sets
+    ``model.stop_training = True``: ``fit`` returns after that epoch. After ``fit``,
+    :meth:`raise_if_pruned` raises ``optuna.TrialPruned`` so the study records the trial as pruned::
+
+        import keras, optuna
+        from hpcallbacks_keras import TrialReporter
+
+        def objective(trial):
+            model = make_model()
+            model.compile(keras.optimizers.Adam(trial.suggest_float("lr", 1e-4, 1e-1, log=True)), "mse")
+            reporter = TrialReporter(trial, monitor="val_loss")
+            model.fit(x, y, validation_data=(xv, yv), epochs=10, callbacks=[reporter], verbose=0)
+            reporter.raise_if_pruned()
+            return model.evaluate(xv, yv, verbose=0)
+
+    Keras' ``MirroredStrategy`` runs one process (the replicas are devices of it): there is one
+    trial and one decision, nothing to broadcast, and the sampled values are the same for every
+    replica. ``.pruned``, ``.pruned_step`` (the epoch) and ``.message`` say what happened.
+    """
+
+    def __init__(self, trial: Any, monitor: str | None = None) -> None:
+        super().__init__()
+        self._init_reporter(trial, monitor)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._start(True)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._report(logs or {}, int(epoch)):
+            self.model.stop_training = True

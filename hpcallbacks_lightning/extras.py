@@ -19,7 +19,9 @@ When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`.callback
 ``on_train_epoch_start``  ``BatchRamp`` sets the accumulation of the epoch; ``HyperparameterAdvisor``
                      checks the run once (after every ``on_train_start``, before the first update);
 ``on_train_batch_start``  ``ParamScheduler`` sets its values once per optimizer update;
-``on_train_epoch_end``    ``LossBalance`` reads the logged loss terms.
+``on_train_epoch_end``    ``LossBalance`` reads the logged loss terms;
+``on_validation_end``     ``TrialReporter`` reports the monitored metric to its Optuna trial (or Ray
+                     Tune) and stops the fit when the trial is pruned.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from hpcallbacks import schedules as S
 from hpcallbacks import torch as HT
 from hpcallbacks.advice import HyperparameterWarning
 from hpcallbacks.params import ParamSchedule, param_schedules
+from hpcallbacks.search import TrialReporterBase
 from hpcallbacks.torch import gan as TG
 from hpcallbacks.torch import microbatch as HTM
 
@@ -906,6 +909,61 @@ class MicroBatchFinderMixin:
             self.result, self._loaded = B.MicroBatch.from_config(saved), True
 
 
+# ----------------------------------------------------------------------------------------------
+# hyperparameter search (handbook H8)
+class TrialReporterMixin(TrialReporterBase):
+    """Report the monitored metric to an Optuna trial or Ray Tune after each validation; stop when pruned.
+
+    ``trial`` is an ``optuna.trial.Trial``, ``"ray"`` (inside a Ray Tune function trainable) or
+    ``None``; ``monitor`` a metric of ``trainer.callback_metrics`` (default ``"val_loss"``). At
+    ``on_validation_end`` (not during the sanity check) it reports ``monitor`` at step
+    ``trainer.current_epoch`` (:class:`hpcallbacks.search.Reporter`: ``trial.report`` then the
+    study's pruner); when the pruner says so it sets ``trainer.should_stop = True``: the epoch ends
+    and ``fit`` returns. After ``fit``, :meth:`raise_if_pruned` raises ``optuna.TrialPruned`` so the
+    study records the trial as pruned: the objective's two lines are ``trainer.fit(...)`` and
+    ``reporter.raise_if_pruned()``::
+
+        import optuna, lightning.pytorch as L
+        from hpcallbacks_lightning import TrialReporter
+
+        def objective(trial):
+            model = Net(lr=trial.suggest_float("lr", 1e-4, 1e-1, log=True))  # logs "val_loss"
+            reporter = TrialReporter(trial, monitor="val_loss")
+            trainer = L.Trainer(max_epochs=10, callbacks=[reporter])
+            trainer.fit(model, train_loader, val_loader)
+            reporter.raise_if_pruned()
+            return trainer.callback_metrics["val_loss"].item()
+
+        optuna.create_study(pruner=optuna.pruners.MedianPruner()).optimize(objective, n_trials=20)
+
+    Under DDP (``strategy="ddp"``: every rank runs the objective) only rank 0 talks to its trial;
+    its decision reaches every rank through ``trainer.strategy.broadcast`` (each rank reports at
+    each validation, so none waits in a collective the others skipped), and every rank stops at
+    the same epoch. For every rank to train with rank 0's sampled values, read them through
+    :func:`hpcallbacks.search.shared_params` inside ``fit``, e.g. in the module's ``setup``::
+
+        def setup(self, stage):
+            self.params = shared_params(self.params, lambda obj: self.trainer.strategy.broadcast(obj, src=0))
+
+    (and build what depends on them there, or in ``configure_optimizers``). ``.pruned``,
+    ``.pruned_step`` (the epoch) and ``.message`` say what happened, on every rank.
+    """
+
+    def __init__(self, trial: Any, monitor: str | None = None) -> None:
+        self._init_reporter(trial, monitor)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        main = bool(trainer.is_global_zero)
+        broadcast = (lambda obj: trainer.strategy.broadcast(obj, src=0)) if int(trainer.world_size) > 1 else None
+        self._start(main, broadcast)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking:
+            return
+        if self._report(trainer.callback_metrics, int(trainer.current_epoch)):
+            trainer.should_stop = True
+
+
 #: Every public mixin of this module by the callback name it becomes.
 MIXINS: dict[str, type] = {
     "GradientAccumulation": GradientAccumulationMixin,
@@ -919,6 +977,7 @@ MIXINS: dict[str, type] = {
     "LossBalance": LossBalanceMixin,
     "LRFinder": LRFinderMixin,
     "MicroBatchFinder": MicroBatchFinderMixin,
+    "TrialReporter": TrialReporterMixin,
 }
 
 

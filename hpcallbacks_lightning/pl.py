@@ -47,5 +47,6 @@ HyperparameterAdvisor = _classes["HyperparameterAdvisor"]
 LossBalance = _classes["LossBalance"]
 LRFinder = _classes["LRFinder"]
 MicroBatchFinder = _classes["MicroBatchFinder"]
+TrialReporter = _classes["TrialReporter"]
 
 __all__ = sorted([*_classes, "HyperparameterWarning"])

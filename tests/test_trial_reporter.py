@@ -1,0 +1,326 @@
+"""TrialReporter (handbook H8): the monitored metric to an Optuna trial, a clean stop when pruned.
+
+Per adapter, a real Optuna study (in-memory storage) on a tiny model: two good trials, then a bad
+one (a loss offset: its validation loss is far above the others') that ``MedianPruner`` prunes at
+its first check (step 1, ``n_warmup_steps=1``): its training stops right there, after 2 of 4
+epochs, and the study records it as pruned. Then the distributed runs (``@pytest.mark.slow``):
+Lightning ``strategy="ddp"`` on 2 CPU processes and HF under ``torchrun --nproc_per_node=2``, where
+every rank trains with rank 0's sampled values (:func:`hpcallbacks.search.shared_params`) and a
+pruner that always prunes at step 1 stops both ranks after the same epoch (a timeout would catch a
+hang). Last, ``Trainer.hyperparameter_search`` with ``GradientAccumulation(8)`` and the per-device
+batch in the search space: every trial keeps the effective batch of 8.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpcallbacks.search import Reporter, TrialReporterBase, shared_params
+
+optuna = pytest.importorskip("optuna")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+EPOCHS = 4
+#: The study: two good trials (no offset), then a bad one; the pruner's first check is at step 1.
+OFFSETS = (0.0, 0.0, 5.0)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_with_bad_trial() -> optuna.Study:
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    for offset in OFFSETS:
+        study.enqueue_trial({"offset": offset})
+    return study
+
+
+def check_study(study: optuna.Study, epochs_trained: list[int]) -> None:
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED], states
+    assert epochs_trained == [EPOCHS, EPOCHS, 2]  # the pruned trial stopped after its epoch 1
+    assert sorted(study.trials[0].intermediate_values) == list(range(EPOCHS))
+    assert sorted(study.trials[2].intermediate_values) == [0, 1]  # reported at epochs 0 and 1, pruned at 1
+
+
+class Prunes(optuna.pruners.BasePruner):
+    """Prunes every trial at step 1 (and never before)."""
+
+    def prune(self, study, trial):
+        return max(trial.intermediate_values, default=-1) >= 1
+
+
+# -- the core ---------------------------------------------------------------------------------------------------
+def test_shared_params_is_rank_zeros_dict():
+    assert shared_params({"lr": 0.1}) == {"lr": 0.1}
+    assert shared_params({"lr": 0.2}, broadcast=lambda obj: {"lr": 0.1}) == {"lr": 0.1}  # rank 1 gets rank 0's
+    sent = []
+    assert shared_params({"lr": 0.1}, broadcast=lambda obj: sent.append(obj) or obj) == {"lr": 0.1}
+    assert sent == [{"lr": 0.1}]
+    with pytest.raises(ValueError, match="params must be the dict"):
+        shared_params(None)
+    with pytest.raises(ValueError, match="broadcast must be a callable"):
+        shared_params({}, broadcast=3)
+
+
+def test_base_follows_rank_zero_and_counts_only_logged_values():
+    class Trial:
+        number = 0
+
+        def __init__(self):
+            self.values = {}
+
+        def report(self, value, step):
+            self.values[step] = value
+
+        def should_prune(self):
+            return 1 in self.values
+
+    base = TrialReporterBase()
+    base._init_reporter(Trial(), None)
+    assert base.monitor == "val_loss" and isinstance(base.reporter, Reporter)
+    base._start(is_main=False, broadcast=lambda obj: True)  # rank 1: rank 0 says stop
+    assert base._report({"val_loss": 1.0}, 0) and base.pruned and base.pruned_step == 0
+    assert base.trial.values == {}  # rank 1 never reports to a trial
+    base._start(is_main=True)
+    with pytest.warns(UserWarning, match="monitor 'val_loss' was not logged"):
+        assert base._report({"loss": 1.0}, 0) is False
+    assert not base._report({"val_loss": 2.0}, 0) and base._report({"val_loss": 1.0}, 1)
+    assert "pruned at epoch 1" in base.message
+    with pytest.raises(optuna.TrialPruned):
+        base.raise_if_pruned()
+    with pytest.raises(ValueError, match="trial must be an Optuna trial"):
+        TrialReporterBase()._init_reporter(object(), None)
+
+
+# -- Lightning --------------------------------------------------------------------------------------------------
+def lightning_loaders(torch):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=g)
+    data = torch.utils.data.TensorDataset(x, x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]))
+    return torch.utils.data.DataLoader(data, batch_size=16), torch.utils.data.DataLoader(data, batch_size=32)
+
+
+def test_lightning_study_prunes_the_bad_trial_at_its_epoch():
+    torch = pytest.importorskip("torch")
+    L = pytest.importorskip("lightning.pytorch")
+    import hpcallbacks_lightning as HL
+
+    class Net(L.LightningModule):
+        def __init__(self, offset):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net, self.offset = torch.nn.Linear(4, 1), offset
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]) + self.offset)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    class Epochs(L.Callback):
+        count = 0
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.count += 1
+
+    trained = []
+
+    def objective(trial):
+        reporter, epochs = HL.TrialReporter(trial, monitor="val_loss"), Epochs()
+        trainer = L.Trainer(max_epochs=EPOCHS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                            callbacks=[reporter, epochs])
+        trainer.fit(Net(trial.suggest_float("offset", 0.0, 10.0)), *lightning_loaders(torch))
+        trained.append(epochs.count)
+        assert reporter.pruned == (epochs.count < EPOCHS)
+        reporter.raise_if_pruned()
+        return trainer.callback_metrics["val_loss"].item()
+
+    study = study_with_bad_trial()
+    study.optimize(objective, n_trials=len(OFFSETS))
+    check_study(study, trained)
+
+
+def test_lightning_reports_to_ray_tune(monkeypatch):
+    torch = pytest.importorskip("torch")
+    L = pytest.importorskip("lightning.pytorch")
+    tune = pytest.importorskip("ray.tune")
+    import hpcallbacks_lightning as HL
+
+    reports = []
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+
+    class Net(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    reporter = HL.TrialReporter("ray")
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[reporter])
+    trainer.fit(Net(), *lightning_loaders(torch))
+    assert [sorted(r) for r in reports] == [["step", "val_loss"]] * 2  # not the sanity check's
+    assert [r["step"] for r in reports] == [0, 1] and not reporter.pruned
+    reporter.raise_if_pruned()  # Ray's scheduler stops a trial itself: nothing to raise
+
+
+# -- Keras ------------------------------------------------------------------------------------------------------
+def test_keras_study_prunes_the_bad_trial_at_its_epoch():
+    keras = pytest.importorskip("keras")
+    import numpy as np
+
+    import hpcallbacks_keras as HK
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype("float32")
+    y = x @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")
+    trained = []
+
+    def objective(trial):
+        offset = trial.suggest_float("offset", 0.0, 10.0)
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.05), loss=lambda t, p: keras.ops.mean((t - p) ** 2) + offset)
+        reporter = HK.TrialReporter(trial, monitor="val_loss")
+        history = model.fit(x, y, batch_size=16, epochs=EPOCHS, validation_data=(x, y), callbacks=[reporter],
+                            verbose=0)
+        trained.append(len(history.history["loss"]))
+        reporter.raise_if_pruned()
+        return history.history["val_loss"][-1]
+
+    study = study_with_bad_trial()
+    study.optimize(objective, n_trials=len(OFFSETS))
+    check_study(study, trained)
+
+
+# -- HF ---------------------------------------------------------------------------------------------------------
+def hf_parts():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+
+    class Net(torch.nn.Module):
+        def __init__(self, offset=0.0):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net, self.offset = torch.nn.Linear(4, 1), offset
+
+        def forward(self, x, y=None):
+            return {"loss": torch.nn.functional.mse_loss(self.net(x), y) + self.offset}
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+    data = [{"x": x[i], "y": y[i]} for i in range(16)]
+    return transformers, Net, data
+
+
+def hf_arguments(transformers, tmp_path, **kwargs):
+    base = dict(output_dir=str(tmp_path), use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True,
+                logging_strategy="no", per_device_train_batch_size=8, num_train_epochs=EPOCHS, learning_rate=0.05,
+                lr_scheduler_type="constant", optim="sgd", seed=0, dataloader_num_workers=0,
+                eval_strategy="epoch", per_device_eval_batch_size=16, label_names=["y"])
+    return transformers.TrainingArguments(**{**base, **kwargs})
+
+
+def test_hf_study_prunes_the_bad_trial_at_its_evaluation(tmp_path):
+    transformers, Net, data = hf_parts()
+    import hpcallbacks_hf as H
+
+    trained = []
+
+    def objective(trial):
+        reporter = H.TrialReporter(trial)
+        trainer = transformers.Trainer(model=Net(trial.suggest_float("offset", 0.0, 10.0)),
+                                       args=hf_arguments(transformers, tmp_path), train_dataset=data,
+                                       eval_dataset=data, callbacks=[reporter])
+        trainer.train()
+        trained.append(round(trainer.state.epoch))
+        reporter.raise_if_pruned()
+        return trainer.evaluate()["eval_loss"]  # not reported: outside train()
+
+    study = study_with_bad_trial()
+    study.optimize(objective, n_trials=len(OFFSETS))
+    check_study(study, trained)
+
+
+def test_hf_search_keeps_the_effective_batch_of_gradient_accumulation(tmp_path):
+    transformers, Net, data = hf_parts()
+    import hpcallbacks_hf as H
+
+    runs = []
+
+    class Record(transformers.TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            runs.append((args.per_device_train_batch_size, args.gradient_accumulation_steps, state.max_steps,
+                         state.global_step))
+
+    trainer = transformers.Trainer(model_init=lambda trial: Net(), train_dataset=data, eval_dataset=data,
+                                   args=hf_arguments(transformers, tmp_path, num_train_epochs=1),
+                                   callbacks=[H.GradientAccumulation(8), Record()])
+    space = {"per_device_train_batch_size": [2, 4]}
+    best = trainer.hyperparameter_search(
+        hp_space=lambda trial: {"per_device_train_batch_size": trial.suggest_categorical(
+            "per_device_train_batch_size", space["per_device_train_batch_size"])},
+        backend="optuna", n_trials=2, direction="minimize", sampler=optuna.samplers.GridSampler(space))
+    assert best is not None
+    # 16 samples, effective batch 8: 2 updates of 4 x 2 or 2 x 4 micro-batches, in both trials
+    assert sorted(runs) == [(2, 4, 2, 2), (4, 2, 2, 2)], runs
+
+
+# -- distributed ------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_ranks(tmp_path: Path) -> None:
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    zero, one = ranks
+    assert len(zero["trials"]) == len(one["trials"]) == 2
+    for mine, other in zip(zero["trials"], one["trials"]):
+        assert mine["params"] == other["params"] == mine["sampled"]  # rank 0's draw, on both ranks
+        assert mine["sampled"] != other["sampled"]  # rank 1 drew something else itself
+        assert mine["lr_used"] == other["lr_used"] == next(iter(mine["sampled"].values()))  # the optimizers' LR
+        assert mine["epochs"] == other["epochs"] == 2  # both stopped after epoch 1 (the forced prune)
+        assert mine["pruned_step"] == other["pruned_step"] == 1
+    assert zero["states"] == ["PRUNED", "PRUNED"]
+
+
+@pytest.mark.slow
+def test_lightning_ddp_ranks_share_params_and_stop_together(tmp_path):
+    pytest.importorskip("lightning.pytorch")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "_ddp_trial_run.py"), "lightning", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_ranks(tmp_path)
+
+
+@pytest.mark.slow
+def test_hf_torchrun_ranks_share_params_and_stop_together(tmp_path):
+    pytest.importorskip("transformers")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           str(ROOT / "tests" / "_ddp_trial_run.py"), "hf", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_ranks(tmp_path)
