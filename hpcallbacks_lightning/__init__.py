@@ -26,8 +26,8 @@ except ImportError:  # pragma: no cover - only pytorch_lightning installed
 
 from hpcallbacks.advice import HyperparameterWarning as HyperparameterWarning
 
-from .extras import build as _build_extras
 from .callbacks import build as _build
+from .extras import build as _build_extras
 
 _classes = {**_build(_Callback, __name__), **_build_extras(_Callback, __name__)}
 

@@ -8,8 +8,8 @@ from pytorch_lightning import Callback as _Callback
 
 from hpcallbacks.advice import HyperparameterWarning as HyperparameterWarning
 
-from .extras import build as _build_extras
 from .callbacks import build as _build
+from .extras import build as _build_extras
 
 _classes = {**_build(_Callback, __name__), **_build_extras(_Callback, __name__)}
 
