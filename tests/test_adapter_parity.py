@@ -121,3 +121,16 @@ def test_one_warning_class_for_every_adapter():
 
     assert HF.HyperparameterWarning is HK.HyperparameterWarning is HL.HyperparameterWarning is HyperparameterWarning
     assert FromLightning is HyperparameterWarning
+
+
+def test_the_adapters_list_the_same_public_modules():
+    """One layout: each adapter package has the same public modules (the rest is private, ``_name``).
+
+    ``hpcallbacks_lightning.pl`` is not a module of callbacks but the same callbacks again on the
+    ``pytorch_lightning`` namespace (Lightning ships under two package names)."""
+    import pkgutil
+
+    public = {name: sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+              for name, pkg in ADAPTERS.items()}
+    public["lightning"].remove("pl")
+    assert public["keras"] == public["lightning"] == public["hf"] == ["callbacks", "extras"], public
