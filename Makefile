@@ -11,6 +11,8 @@ export TRANSFORMERS_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 # torch is pinned to the CPU build that pip finds locally; an unpinned torch pulls a CUDA build.
 TORCH   ?= torch==2.13.0
+# test files run in parallel, one process per core (each file in one process: imports shared)
+WORKERS ?= 2
 TEST_SET := tensorflow-cpu==2.21.0 keras==3.15.1 lightning==2.6.6 pytorch-lightning==2.6.6
 
 .PHONY: demo test lint bench clean
@@ -26,14 +28,14 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q $(TEST_SET) -e ".[all,test]"
+	$(BIN)/pip install -q $(TEST_SET) jax==0.10.2 jaxlib==0.10.2 -e ".[all,test]"
 	touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo
 	$(BIN)/hpcallbacks demo $(ARGS)
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile $(ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check .
