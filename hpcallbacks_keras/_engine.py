@@ -50,6 +50,7 @@ update and no weight decay at exactly the updates the plan says.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -71,7 +72,8 @@ try:  # Keras 3: what its saving walks (layers, optimizers, metrics)
 except ImportError:  # pragma: no cover - another Keras: the state then lives only in memory
     _Saveable = object  # type: ignore[assignment,misc]
 
-_PATCHED = ("_backend_apply_gradients", "_backend_update_step", "_apply_weight_decay")
+_PATCHED = ("_backend_apply_gradients", "_backend_update_step", "_apply_weight_decay", "stateless_apply")
+_JAX = keras.backend.backend() == "jax"
 _ENGINE_ATTR = "_hpcallbacks_engine"
 _STATE_PROPERTY = "_hpcallbacks_state"
 _WINDOW_MIN = 64
@@ -83,6 +85,42 @@ def inner_optimizer(optimizer: Any) -> Any:
     while hasattr(optimizer, "inner_optimizer"):
         optimizer = optimizer.inner_optimizer
     return optimizer
+
+
+def variable_scope(model: Any) -> Any:
+    """The context every variable hpcallbacks creates for ``model`` is created in: the model's
+    ``tf.distribute`` strategy's scope (MirroredStrategy, MultiWorkerMirroredStrategy) when the model
+    was built under one and the caller is not inside a strategy scope already; nothing otherwise
+    (JAX's ``keras.distribution`` lays out new variables itself)."""
+    if keras.backend.backend() != "tensorflow":
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    strategy = getattr(model, "_distribute_strategy", None)
+    if strategy is None or tf.distribute.has_strategy():
+        return contextlib.nullcontext()
+    return strategy.scope()
+
+
+def replicas(model: Any) -> int:
+    """The number of replicas ``model`` trains on (1 outside a ``tf.distribute`` strategy)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    strategy = getattr(model, "_distribute_strategy", None)
+    return int(getattr(strategy, "num_replicas_in_sync", 1) or 1) if strategy is not None else 1
+
+
+def check_distributed_execution(model: Any, who: str) -> None:
+    """Refuse what Keras itself cannot run under a ``tf.distribute`` strategy, before Keras fails
+    with a graph error that names nothing the user wrote."""
+    spe = int(getattr(model, "steps_per_execution", 1) or 1)
+    strategy = getattr(model, "_distribute_strategy", None)
+    if spe > 1 and strategy is not None and keras.backend.backend() == "tensorflow":
+        raise ValueError(
+            f"{who}: the model was compiled with steps_per_execution={spe} under {type(strategy).__name__}: Keras "
+            f"{keras.__version__} cannot run more than one step per execution under a tf.distribute strategy here "
+            "(its multi-step train function fails with 'You must feed a value for placeholder tensor'; keras "
+            "issues #19504, #19245, #18627, tensorflow #72686, #37834); compile with steps_per_execution=1")
 
 
 def _to_int(value: Any) -> int:
@@ -282,10 +320,11 @@ class _Trace:
     starts: Any = None
     masks: Any = None
     params: tuple[Param, ...] = ()
+    frozen: frozenset[int] = frozenset()  # JAX: variables the optimizer holds that are frozen now (no update)
 
     @property
     def grouped(self) -> bool:
-        return bool(self.var_group) and (bool(self.gated) or any(f != 1.0 for f in self.factors))
+        return bool(self.frozen) or (bool(self.var_group) and (bool(self.gated) or any(f != 1.0 for f in self.factors)))
 
 
 def _name(owner: Any) -> str:
@@ -315,6 +354,8 @@ class Engine:
         # the table in-graph.
         self.host_sets_lr = keras.backend.backend() == "torch"
         self.host_lr: float | None = None
+        self.jax_held: dict[int, Any] = {}  # JAX: the non-trainable values of the step being traced
+        self.jax_step: Any = None  # JAX: the model's own train_step while the engine wraps it
 
     # -- attachment ----------------------------------------------------------------------------
     @classmethod
@@ -594,6 +635,7 @@ class Engine:
         the optimizer and the :class:`RunState`): each callback's run facts, the table, the patches."""
         fit = self.fit
         fit.started = True
+        check_distributed_execution(self.model, _name(fit.callbacks[0]))
         opt = self.optimizer
         self.acc = self.accumulation
         self.micro = _to_int(opt._iterations)
@@ -610,11 +652,13 @@ class Engine:
             remaining = (steps * self.epochs() - u) if steps else 4 * 1024
             spe = int(getattr(self.model, "steps_per_execution", 1) or 1)
             self.window = int(min(_WINDOW_MAX, max(_WINDOW_MIN, remaining + spe + 2)))
-            self.offset = keras.Variable(0, trainable=False, dtype="int32", name="hpcallbacks_offset")
-            if self.table_mode:
-                self.table = self._window_variable("hpcallbacks_lr_table")
-            for param in fit.params:
-                self._prepare_param(param)
+            with variable_scope(self.model):
+                self.offset = keras.Variable(0, trainable=False, dtype="int32", name="hpcallbacks_offset",
+                                             aggregation="only_first_replica")
+                if self.table_mode:
+                    self.table = self._window_variable("hpcallbacks_lr_table")
+                for param in fit.params:
+                    self._prepare_param(param)
             self.fill(u)
             for param in fit.params:  # the first update's value, before its forward pass
                 if param.kind != "float":
@@ -634,14 +678,21 @@ class Engine:
         if fit.plan is None:
             self.apply_flags(None)
 
+    def param_now(self, param: Param) -> float:
+        """A scheduled parameter's value at the last update done (its first before any)."""
+        last = max(self.micro // self.acc - 1, 0)
+        i = last - self.window_start
+        return float(param.host[i]) if param.host is not None and 0 <= i < self.window else param.fn(last)
+
     def _window_variable(self, name: str) -> Any:
-        return keras.Variable(np.zeros((self.window,), "float32"), trainable=False, dtype="float32", name=name)
+        return keras.Variable(np.zeros((self.window,), "float32"), trainable=False, dtype="float32", name=name,
+                              aggregation="only_first_replica")
 
     def _prepare_param(self, param: Param) -> None:
         if param.kind == "hyper":  # a graph backend reads optimizer floats at trace time: a variable stands in
             param.variable = keras.Variable(float(getattr(param.obj, param.attr)), trainable=False, dtype="float32",
-                                            name=f"hpcallbacks_{param.attr}")
-            stand_in = _Hyperparameter(param.variable)
+                                            name=f"hpcallbacks_{param.attr}", aggregation="only_first_replica")
+            stand_in = _Hyperparameter(param.variable, functools.partial(self.param_now, param) if _JAX else None)
             stand_in.nonzero = float(getattr(param.obj, param.attr)) != 0
             object.__setattr__(param.obj, param.attr, stand_in)
             if "get_config" not in param.obj.__dict__:  # ModelCheckpoint may save the model while fit runs
@@ -671,6 +722,8 @@ class Engine:
                 param.table.assign(param.host.astype("float32"))
         self.window_start = start
         self.offset.assign(start)
+        if _JAX:  # JAX reads variables outside the train state as constants of the trace: trace again
+            self.need_retrace = True
 
     def refill(self) -> None:
         """After a plateau reduction: the table from the next update on, and the rate it shows."""
@@ -731,11 +784,15 @@ class Engine:
             union, gates = None, frozenset()
         if self.need_retrace or union != self.traced_union or not gates <= self.traced_gates:
             if union != self.traced_union or self.need_retrace:
+                if _JAX and getattr(self.model, "_jax_state", None):
+                    self.model.jax_state_sync()  # the values of the old trainable set go back to the variables
                 self.apply_flags(union)
             self.traced_union = union
             self.traced_gates = gates
             self.need_retrace = False
             self.trace = self._snapshot(gates)
+            if _JAX and self.jax_step is not None:
+                self.fresh_jax_step()
             self.model.make_train_function(force=True)
             self.retraces += 1
         self.micro += n
@@ -826,12 +883,28 @@ class Engine:
                            functools.partial(_update_step, self, originals["_backend_update_step"]))
         object.__setattr__(opt, "_apply_weight_decay",
                            functools.partial(_weight_decay, self, opt, originals["_apply_weight_decay"]))
+        if _JAX:
+            object.__setattr__(opt, "stateless_apply",
+                               functools.partial(_stateless_apply, self, opt, originals["stateless_apply"]))
+            model = self.model
+            model.__dict__.pop("train_step", None)
+            self.jax_step = model.train_step
+            self.fresh_jax_step()
 
-    @staticmethod
-    def unpatch(opt: Any) -> None:
-        for name in _PATCHED:
-            if name in opt.__dict__:
+    def fresh_jax_step(self) -> None:
+        """JAX: a new train-step callable, so ``jax.jit`` traces again (it caches a trace per function:
+        the tables it reads as constants, or the trainable set, changed)."""
+        object.__setattr__(self.model, "train_step", functools.partial(_jax_train_step, self, self.jax_step))
+
+    def unpatch(self, opt: Any) -> None:
+        for name in _PATCHED:  # the engine's wrappers go; another one (replicated accumulation) stays
+            current = opt.__dict__.get(name)
+            if isinstance(current, functools.partial) and current.func in _ENGINE_WRAPPERS:
                 object.__delattr__(opt, name)
+        step = self.model.__dict__.get("train_step")
+        if isinstance(step, functools.partial) and step.func is _jax_train_step:
+            object.__delattr__(self.model, "train_step")
+        self.jax_step = None
 
 
 # -- what runs inside the train step ----------------------------------------------------------
@@ -847,6 +920,8 @@ def _active(tr: _Trace, opt: Any, g: int) -> Any:
 def _buckets(tr: _Trace, grads: Sequence[Any] | None, variables: Sequence[Any]) -> dict[int, tuple[list, list]]:
     out: dict[int, tuple[list, list]] = {}
     for i, v in enumerate(variables):
+        if id(v) in tr.frozen:
+            continue  # JAX: held by the optimizer, frozen now: no update, no weight decay, slots kept
         g = tr.var_group.get(id(v), -1)
         gs, vs = out.setdefault(g, ([], []))
         if grads is not None:
@@ -889,7 +964,10 @@ def _apply_gradients(engine: Engine, opt: Any, original: Callable, grads: Any, v
         for param in tr.params:
             if not param.forward:
                 param.variable.assign(ops.take(param.table, index))
-    result = original(grads, variables)
+    if _replicated_accumulation(opt):
+        result = _accumulate_replicated(opt, grads, variables)
+    else:
+        result = original(grads, variables)
     if tr.table is not None:  # the next update's rate, as Keras' own schedules show it
         acc = int(getattr(opt, "gradient_accumulation_steps", None) or 1)
         following = ops.floor_divide(ops.cast(opt._iterations, "int32") + 1, acc)
@@ -897,7 +975,7 @@ def _apply_gradients(engine: Engine, opt: Any, original: Callable, grads: Any, v
         opt._learning_rate.assign(ops.cast(ops.take(tr.table, index), opt._learning_rate.dtype))
     elif engine.host_sets_lr and engine.host_table is not None and engine.fit is not None:
         _fill_lr(opt, engine.host_lr_at(engine.micro // engine.acc))  # eager: the host knows the next update
-    forward = [param for param in tr.params if param.forward]
+    forward = [] if _JAX else [param for param in tr.params if param.forward]
     if forward:  # the next micro-batch's update: its forward pass reads the value
         acc = int(getattr(opt, "gradient_accumulation_steps", None) or 1)
         following = ops.floor_divide(ops.cast(opt._iterations, "int32") + 1, acc)
@@ -905,6 +983,73 @@ def _apply_gradients(engine: Engine, opt: Any, original: Callable, grads: Any, v
         for param in forward:
             param.variable.assign(ops.cast(ops.take(param.table, index), param.variable.dtype))
     return result
+
+
+def _replicated_accumulation(opt: Any) -> bool:
+    """Gradient accumulation inside a ``tf.distribute`` replica context with more than one replica."""
+    if keras.backend.backend() != "tensorflow" or not getattr(opt, "gradient_accumulation_steps", None) \
+            or getattr(opt, "use_ema", False):
+        return False
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    return ctx is not None and ctx.num_replicas_in_sync > 1
+
+
+def _accumulate_replicated(opt: Any, grads: Sequence[Any], variables: Sequence[Any]) -> None:
+    """Keras' accumulating ``_backend_apply_gradients`` for several replicas.
+
+    Keras runs the update in one branch of an ``ops.cond`` and the update all-reduces the gradients
+    and calls ``merge_call``, which TensorFlow refuses inside a replica's control flow. Here every
+    micro-batch runs the update unconditionally on the accumulated mean (the same arithmetic as
+    Keras), and one ``merge_call`` then keeps, on every device, the new values at an update step
+    and the old ones (model, slots) otherwise, and sets the accumulators (zero after an update, the
+    running sum otherwise)."""
+    import tensorflow as tf
+
+    steps = int(opt.gradient_accumulation_steps)
+    is_update = tf.equal(tf.math.floormod(tf.cast(opt._iterations, "int64") + 1, steps), 0)
+    accumulators = [opt._accumulated_gradients[opt._get_variable_index(v)] for v in variables]
+    summed = [tf.convert_to_tensor(g) + tf.convert_to_tensor(a.value) for g, a in zip(grads, accumulators)]
+    skip = {id(a) for a in accumulators} | {id(opt._iterations)}
+    watched = list(variables) + [v for v in opt.variables if id(v) not in skip]
+    before = [tf.identity(tf.convert_to_tensor(v.value)) for v in watched]
+    mean = opt._clip_gradients([s / steps for s in summed])
+    opt._apply_weight_decay(variables)
+    opt._backend_update_step(mean, variables, opt.learning_rate)
+
+    def keep(var: Any, old: Any, update: Any) -> Any:
+        return var.assign(tf.where(update, tf.convert_to_tensor(var), old))
+
+    def accumulate(var: Any, total: Any, update: Any) -> Any:
+        return var.assign(tf.where(update, tf.zeros_like(total), total))
+
+    def merged(distribution: Any, update: Any, before: Any, summed: Any) -> None:
+        for v, old in zip(watched, before):
+            distribution.extended.update(v.value, keep, args=(old, update), group=False)
+        for a, total in zip(accumulators, summed):
+            distribution.extended.update(a.value, accumulate, args=(total, update), group=False)
+
+    tf.distribute.get_replica_context().merge_call(merged, args=(is_update, before, summed))
+
+
+def _replicated_apply(opt: Any, original: Callable, grads: Any, variables: Any) -> Any:
+    if _replicated_accumulation(opt):
+        return _accumulate_replicated(opt, grads, variables)
+    return original(grads, variables)
+
+
+def install_replicated_accumulation(opt: Any) -> None:
+    """Give ``opt`` (TensorFlow backend) gradient accumulation that runs under a ``tf.distribute``
+    strategy with several replicas (:func:`_accumulate_replicated`), in every fit, with or without
+    the engine; elsewhere Keras' own."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    current = opt.__dict__.get("_backend_apply_gradients")
+    if isinstance(current, functools.partial) and current.func is _replicated_apply:
+        return
+    object.__setattr__(opt, "_backend_apply_gradients",
+                       functools.partial(_replicated_apply, opt, opt._backend_apply_gradients))
 
 
 def _float_config(original: Callable[[], dict], *args: Any) -> dict:
@@ -917,9 +1062,10 @@ class _Hyperparameter:
     ``if self.momentum != 0`` tests (their answer cannot change within a fit: a schedule that
     reaches 0 is refused for such a hyperparameter)."""
 
-    def __init__(self, variable: Any) -> None:
+    def __init__(self, variable: Any, host: Callable[[], float] | None = None) -> None:
         self.variable = variable
         self.nonzero = True
+        self.host = host  # JAX: the value on the host (the variable's in-graph value stays in the train step)
 
     def __bool__(self) -> bool:
         return self.nonzero
@@ -940,7 +1086,12 @@ class _Hyperparameter:
         return ops.convert_to_tensor(self.variable)
 
     def __float__(self) -> float:
+        if self.host is not None:
+            return float(self.host())
         return float(ops.convert_to_numpy(self.variable))
+
+    def __jax_array__(self) -> Any:  # JAX: jnp.asarray / ops.cast while the train step is traced
+        return self.variable.value
 
     def __add__(self, other: Any) -> Any:
         return self._value() + other
@@ -996,7 +1147,7 @@ def _update_step(engine: Engine, original: Callable, grads: Any, variables: Any,
             original(gs, vs, lr)
 
         if g in tr.gated:
-            ops.cond(_active(tr, opt, g), run, lambda: None)
+            _gate(tr, opt, g, run, vs)
         else:
             run()
     return None
@@ -1020,10 +1171,95 @@ def _weight_decay(engine: Engine, opt: Any, original: Callable, variables: Any) 
             lr_var.assign(base)
 
         if g in tr.gated:
-            ops.cond(_active(tr, opt, g), run, lambda: None)
+            _gate(tr, opt, g, run, vs)
         else:
             run()
     return None
 
 
-__all__ = ["Engine", "Param", "inner_optimizer"]
+def _gate(tr: _Trace, opt: Any, g: int, run: Callable[[], None], vs: Sequence[Any]) -> None:
+    """Run group ``g``'s update only at the updates where the plan has it active."""
+    active = _active(tr, opt, g)
+    if not _JAX:
+        ops.cond(active, run, lambda: None)
+        return
+    # JAX: a variable assigned inside a traced branch leaks its tracer; run the update and keep, for
+    # every variable it may touch (the group's and the optimizer's), the old value where inactive
+    watched = list(vs) + list(opt.variables)
+    before = [v.value for v in watched]
+    run()
+    for v, old in zip(watched, before):
+        v.assign(ops.where(active, v.value, old))
+
+
+def _stateless_apply(engine: Engine, opt: Any, original: Callable, optimizer_variables: Any, grads: Any,
+                     trainable_variables: Any) -> Any:
+    """JAX: the optimizer is built on every variable the plan trains, the train state holds the ones
+    trainable now. The frozen ones go in with their values and zero gradients and get no update
+    (:func:`_buckets`); the update of the trainable ones comes back in the model's order."""
+    built = list(opt._trainable_variables)
+    current = list(engine.model.trainable_variables)
+    if len(trainable_variables) == len(built) or len(current) != len(trainable_variables):
+        return original(optimizer_variables, grads, trainable_variables)
+    given = {id(v): i for i, v in enumerate(current)}
+    held = engine.jax_held
+    values, full_grads, frozen = [], [], set()
+    for v in built:
+        i = given.get(id(v))
+        if i is None:
+            value = held.get(id(v))
+            if value is None:
+                value = v.value
+            values.append(value)
+            full_grads.append(ops.zeros_like(value))
+            frozen.add(id(v))
+        else:
+            values.append(trainable_variables[i])
+            full_grads.append(grads[i])
+    saved = engine.trace.frozen
+    engine.trace.frozen = frozenset(frozen)
+    try:
+        new_values, new_opt = original(optimizer_variables, full_grads, values)
+    finally:
+        engine.trace.frozen = saved
+    out = list(trainable_variables)
+    for v, value in zip(built, new_values):
+        i = given.get(id(v))
+        if i is not None:
+            out[i] = value
+    return out, new_opt
+
+
+def _jax_train_step(engine: Engine, original: Callable, state: Any, data: Any) -> Any:
+    """JAX: the train step sees the state as arguments. Keep the frozen variables' values for
+    :func:`_stateless_apply`, and give each forward-pass parameter (ParamScheduler) the value of
+    this micro-batch's update in the state the forward pass reads."""
+    if not isinstance(state, (tuple, list)) or len(state) != 4:
+        return original(state, data)
+    trainable, non_trainable, optimizer_values, metrics = state
+    model = engine.model
+    nts = list(model.non_trainable_variables)
+    forward = [p for p in engine.trace.params if p.forward]
+    if forward and engine.trace.offset is not None:
+        from keras.src.backend.common.stateless_scope import StatelessScope
+
+        non_trainable = list(non_trainable)
+        where = {id(v): k for k, v in enumerate(nts)}
+        opt = engine.model.optimizer
+        with StatelessScope(state_mapping=list(zip(opt.variables, optimizer_values))):
+            index = ops.clip(_iteration(inner_optimizer(opt)) - engine.trace.offset, 0, engine.trace.window - 1)
+            for param in forward:
+                k = where.get(id(param.variable))
+                if k is not None:
+                    non_trainable[k] = ops.cast(ops.take(param.table, index), param.variable.dtype)
+    engine.jax_held = {id(v): value for v, value in zip(nts, non_trainable)}
+    try:
+        return original((trainable, non_trainable, optimizer_values, metrics), data)
+    finally:
+        engine.jax_held = {}
+
+
+_ENGINE_WRAPPERS = (_apply_gradients, _update_step, _weight_decay, _stateless_apply)
+
+__all__ = ["Engine", "Param", "check_distributed_execution", "inner_optimizer", "install_replicated_accumulation",
+           "replicas", "variable_scope"]

@@ -45,7 +45,7 @@ from keras import ops
 from hpcallbacks import _checks as check
 from hpcallbacks import gan as G
 
-from ._engine import _to_int, inner_optimizer
+from ._engine import _to_int, inner_optimizer, variable_scope
 from .callbacks import keras_only
 
 __all__ = ["InstanceNoise", "LabelSmoothing", "LabelFlip"]
@@ -87,9 +87,12 @@ class _GanSchedule(keras.callbacks.Callback):
         window = (int(steps) + spe + 2) * self.updates_per_batch
         if self.table is None or window > self.window:
             self.window = max(64, window)
-            self.table = keras.Variable(np.zeros((self.window, self.columns), "float32"), trainable=False,
-                                        dtype="float32", name=f"hpcallbacks_{type(self).__name__.lower()}")
-            self.offset = keras.Variable(0, trainable=False, dtype="int32", name="hpcallbacks_gan_offset")
+            with variable_scope(self.model):
+                self.table = keras.Variable(np.zeros((self.window, self.columns), "float32"), trainable=False,
+                                            dtype="float32", name=f"hpcallbacks_{type(self).__name__.lower()}",
+                                            aggregation="only_first_replica")
+                self.offset = keras.Variable(0, trainable=False, dtype="int32", name="hpcallbacks_gan_offset",
+                                             aggregation="only_first_replica")
         self._fill(_to_int(opt.iterations))
         self._opt = opt
 

@@ -15,6 +15,8 @@ import keras
 
 from hpcallbacks.norms import NormSwap
 
+from ._engine import variable_scope
+
 __all__ = ["FrozenBatchNormalization", "swap_norms", "layers_to_swap", "skip_entries", "unskipped"]
 
 
@@ -189,15 +191,18 @@ def swap_norms(model: Any, to: str = "group", skip: Sequence[Any] = (), groups: 
         return layer(*args, **kwargs)
 
     extra = {} if isinstance(model, keras.Sequential) else {"call_function": call}
-    new_model = keras.models.clone_model(model, clone_function=clone, recursive=True, **extra)
-    for old, new in pairs:
-        if not old.weights:
-            continue
-        if isinstance(old, keras.layers.BatchNormalization) and isinstance(new, keras.layers.GroupNormalization):
-            if old.gamma is not None:
-                new.gamma.assign(old.gamma)
-            if old.beta is not None:
-                new.beta.assign(old.beta)
-        else:
-            new.set_weights(old.get_weights())
+    # under a tf.distribute strategy the copy's variables are made in the strategy's scope, whether or
+    # not the caller is inside it (so fit and a synchronised BatchNorm see the model's replicas)
+    with variable_scope(model):
+        new_model = keras.models.clone_model(model, clone_function=clone, recursive=True, **extra)
+        for old, new in pairs:
+            if not old.weights:
+                continue
+            if isinstance(old, keras.layers.BatchNormalization) and isinstance(new, keras.layers.GroupNormalization):
+                if old.gamma is not None:
+                    new.gamma.assign(old.gamma)
+                if old.beta is not None:
+                    new.beta.assign(old.beta)
+            else:
+                new.set_weights(old.get_weights())
     return new_model

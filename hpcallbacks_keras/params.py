@@ -115,6 +115,12 @@ class ParamScheduler(HPCallback):
             current = getattr(obj, attr)
             if isinstance(current, keras.Variable):
                 kind = "variable"
+                if keras.backend.backend() == "jax" and not is_opt and not any(
+                        v is current for v in self.model.non_trainable_variables):
+                    raise ValueError(
+                        f"ParamScheduler: {ps.name!r}: on JAX the train step reads the model's variables as its "
+                        "state; schedule a non-trainable keras.Variable the model tracks (an attribute of the model "
+                        "or of one of its layers, created with trainable=False)")
             elif isinstance(current, (int, float)) and not isinstance(current, bool):
                 if is_opt and attr in ("momentum", "rho") and float(current) == 0:
                     raise ValueError(f"ParamScheduler: {ps.name!r}: the optimizer was compiled with {attr}=0, so it "

@@ -47,9 +47,9 @@ class TraceCountingModel(keras.Sequential):
 
     traces = 0
 
-    def train_step(self, data):
+    def train_step(self, *args):  # (data) on TF and torch, (state, data) on JAX
         self.traces += 1
-        return super().train_step(data)
+        return super().train_step(*args)
 
 
 def scenario_data(s: Scenario):

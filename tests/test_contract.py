@@ -1,8 +1,8 @@
 """The contract table (tests/contract.py), every row through every adapter.
 
 Lightning and HF run in this process; Keras runs here on the backend of this process (TensorFlow)
-and once more on the torch backend in a subprocess (``KERAS_BACKEND=torch``), as the other Keras
-tests do.
+and once more on the torch and on the JAX backend, each in a subprocess (``KERAS_BACKEND=torch``,
+``KERAS_BACKEND=jax``), as the other Keras tests do.
 """
 from __future__ import annotations
 
@@ -57,6 +57,20 @@ def test_keras_torch_backend_leg():
     pytest.importorskip("keras")
     pytest.importorskip("torch")
     env = dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2",
+               HPCALLBACKS_CONTRACT="keras")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "test_contract.py"),
+               "-k", "test_row"]
+    proc = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "keras" not in FRAMEWORKS,
+                    reason="the main process runs the TensorFlow leg; this test starts the JAX leg")
+def test_keras_jax_backend_leg():
+    pytest.importorskip("keras")
+    pytest.importorskip("jax")
+    env = dict(os.environ, KERAS_BACKEND="jax", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2",
                HPCALLBACKS_CONTRACT="keras")
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "test_contract.py"),
                "-k", "test_row"]
