@@ -5,7 +5,11 @@
 """
 from __future__ import annotations
 
+from ._finder import LRFinder
+from ._gan import InstanceNoise, LabelFlip, LabelSmoothing
 from ._groups import Group, discover_groups, resolve_groups
+from ._norms import FrozenBatchNormalization, swap_norms
+from ._params import ParamScheduler
 from .callbacks import (
     BatchRamp,
     Constant,
@@ -45,10 +49,6 @@ from .extras import (
     TrialReporter,
     UpdateCountSchedule,
 )
-from .finder import LRFinder
-from .gan import InstanceNoise, LabelFlip, LabelSmoothing
-from .norms import FrozenBatchNormalization, swap_norms
-from .params import ParamScheduler
 
 # every public callback: given to a Lightning or HF loop it raises TypeError naming the import to
 # use, and a wrong keyword is an ArgumentError (hpcallbacks.run.guard_hooks, hpcallbacks._checks);

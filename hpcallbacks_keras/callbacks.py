@@ -546,7 +546,7 @@ class FreezeBatchNorm(HPCallback):
     def __init__(self, skip: Sequence[Any] = (), freeze_affine: bool = False,
                  layers: Sequence[Any] | None = None) -> None:
         super().__init__()
-        from .norms import skip_entries
+        from ._norms import skip_entries
 
         skip_entries(skip)  # check the entries now
         if not isinstance(freeze_affine, bool):
@@ -562,7 +562,7 @@ class FreezeBatchNorm(HPCallback):
     _role = "bn"
 
     def prepare(self, engine: Engine) -> None:
-        from .norms import unskipped
+        from ._norms import unskipped
 
         if self.layers is None:
             found = batch_norm_layers(self.model)
@@ -615,7 +615,7 @@ class SwapNorm(keras.callbacks.Callback):
         self.to, self.skip, self.groups, self.eps, self.reuse_params = to, skip, groups, eps, reuse_params
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        from .norms import layers_to_swap
+        from ._norms import layers_to_swap
 
         left = [layer.name for layer in layers_to_swap(self.model, self.to, self.skip, self.groups, self.eps)]
         if left:

@@ -38,7 +38,8 @@ from ._engine import Engine, _to_int, inner_optimizer, install_replicated_accumu
 from .callbacks import HPCallback, keras_only
 
 __all__ = ["GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
-           "HyperparameterWarning", "UpdateCountSchedule", "MicroBatchFinder", "TrialReporter"]
+           "HyperparameterWarning", "UpdateCountSchedule", "MicroBatchFinder", "TrialReporter", "LRFinder",
+           "InstanceNoise", "LabelFlip", "LabelSmoothing", "FrozenBatchNormalization", "swap_norms", "ParamScheduler"]
 
 log = logging.getLogger("hpcallbacks")
 _BACKEND = keras.backend.backend()
@@ -438,7 +439,7 @@ class MicroBatchFinder(keras.callbacks.Callback):
     :func:`hpcallbacks.batch.fit_micro_batch`: among the divisors of ``target_batch_size /
     replicas``, at most ``max_micro_batch``, the largest ``n`` for which a trial step fits; then
     ``accumulation = target / (n x replicas)``). Keras gives callbacks no data (see
-    :mod:`hpcallbacks_keras.finder`), so the probing is a call before ``fit``, like ``LRFinder``'s::
+    :mod:`hpcallbacks_keras._finder`), so the probing is a call before ``fit``, like ``LRFinder``'s::
 
         finder = MicroBatchFinder(64)
         batch_size = finder.run(model, x, y, callbacks=callbacks)   # 8 when 8 fits and 16 does not
@@ -483,7 +484,7 @@ class MicroBatchFinder(keras.callbacks.Callback):
 
         ``callbacks``: those of the coming ``fit`` (a ``StagedUnfreeze`` there widens the probes).
         """
-        from .finder import _Batches, _build, _Snapshot, _step_function
+        from ._finder import _Batches, _build, _Snapshot, _step_function
 
         if not isinstance(model, keras.Model) or getattr(model, "optimizer", None) is None \
                 or not getattr(model, "compiled", False):
@@ -592,3 +593,11 @@ class TrialReporter(TrialReporterBase, keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._report(logs or {}, int(epoch)):
             self.model.stop_training = True
+
+
+# The extras that live in their own private modules (Keras mechanics of their own), listed here as in
+# the torch adapters' extras modules.
+from ._finder import LRFinder  # noqa: E402
+from ._gan import InstanceNoise, LabelFlip, LabelSmoothing  # noqa: E402
+from ._norms import FrozenBatchNormalization, swap_norms  # noqa: E402
+from ._params import ParamScheduler  # noqa: E402

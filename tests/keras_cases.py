@@ -1007,9 +1007,6 @@ def test_lr_finder_restores_everything_and_suggests_what_the_core_suggests(tmp_p
     assert_same_state(state_of(model), again)
 
 
-@pytest.mark.xfail(BACKEND == "jax", strict=True, raises=ValueError,
-                   reason="hpcallbacks_keras/finder.py _align: ops.zeros_like(<keras.Variable>) fails on JAX; "
-                   "ops.zeros(g.shape, g.dtype) fixes it (finder.py is not this change's file)")
 def test_lr_finder_restores_adam_slots_accumulators_and_rngs_and_the_run_goes_on_as_if_untested():
     from hpcallbacks_keras import LRFinder
 

@@ -534,7 +534,7 @@ def test_keras_finds_the_micro_batch_and_runs_as_if_set_by_hand(target, expected
     if __import__("keras").backend.backend() == "torch":
         # Keras' torch trainer draws the global RNG once when fit builds an unbuilt model; run() built it (as
         # LRFinder.run does), so the run set by hand is built before fit too
-        from hpcallbacks_keras.finder import _build
+        from hpcallbacks_keras._finder import _build
 
         _build(hand, (x[:8], y[:8]))
     hand_weights, hand_history = keras_fit(hand, expected[0], [])

@@ -258,7 +258,7 @@ def _align(opt: Any, acc: int) -> None:
     if acc > 1 and micro % acc:
         opt._iterations.assign(micro - micro % acc)
         for g in opt._accumulated_gradients:
-            g.assign(ops.zeros_like(g))
+            g.assign(ops.zeros(g.shape, g.dtype))
 
 
 def _set_lr(opt: Any, lr: float) -> None:
