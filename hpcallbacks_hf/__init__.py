@@ -24,53 +24,15 @@ advisor and the LR range test are in :mod:`hpcallbacks_hf.extras`.
 """
 from __future__ import annotations
 
-from .callbacks import (  # one callback per core schedule family
-    FAMILIES,
-    Constant,
-    CosineDecay,
-    CosineRestart,
-    Cyclic,
-    DiscriminativeLR,
-    ExponentialDecay,
-    FreezeBatchNorm,
-    HPCallback,
-    InverseSqrt,
-    InverseTimeDecay,
-    LearningRateSchedule,
-    LinearCosineDecay,
-    MultiStepDecay,
-    NoisyLinearCosineDecay,
-    OneCycle,
-    PiecewiseConstantDecay,
-    PolynomialDecay,
-    ReduceOnPlateau,
-    SlantedTriangular,
-    StagedUnfreeze,
-    StepDecay,
-    SwapNorm,
-    Warmup,
-    WarmupStableDecay,
-    public_callback,
-)
-from .extras import (
-    BatchRamp,
-    GradientAccumulation,
-    HyperparameterAdvisor,
-    HyperparameterWarning,
-    InstanceNoise,
-    LabelFlip,
-    LabelSmoothing,
-    LossBalance,
-    LRFinder,
-    MicroBatchFinder,
-    ParamScheduler,
-    ScaleLearningRate,
-    TrialReporter,
-)
+from . import extras as _extras
+from .callbacks import *  # noqa: F403 - the names in its __all__
+from .callbacks import public_callback as _public_callback
+from .extras import *  # noqa: F403 - the names in its __all__
 
 # the exported callbacks not derived from HPCallback: the same guards, argument checks and place in the Trainer
-for _cls in (ParamScheduler, InstanceNoise, LabelSmoothing, LabelFlip, HyperparameterAdvisor):
-    public_callback(_cls)
+for _cls in (_extras.ParamScheduler, _extras.InstanceNoise, _extras.LabelSmoothing, _extras.LabelFlip,
+             _extras.HyperparameterAdvisor):
+    _public_callback(_cls)
 del _cls
 
 __all__ = [

@@ -5,55 +5,16 @@
 """
 from __future__ import annotations
 
-from ._finder import LRFinder
-from ._gan import InstanceNoise, LabelFlip, LabelSmoothing
+from . import extras as _extras
 from ._groups import Group, discover_groups, resolve_groups
-from ._norms import FrozenBatchNormalization, swap_norms
-from ._params import ParamScheduler
-from .callbacks import (
-    BatchRamp,
-    Constant,
-    CosineDecay,
-    CosineRestart,
-    Cyclic,
-    DiscriminativeLR,
-    ExponentialDecay,
-    FreezeBatchNorm,
-    HPCallback,
-    InverseSqrt,
-    InverseTimeDecay,
-    LearningRateSchedule,
-    LinearCosineDecay,
-    MultiStepDecay,
-    NoisyLinearCosineDecay,
-    OneCycle,
-    PiecewiseConstantDecay,
-    PolynomialDecay,
-    ReduceOnPlateau,
-    SlantedTriangular,
-    StagedUnfreeze,
-    StepDecay,
-    SwapNorm,
-    Warmup,
-    WarmupStableDecay,
-)
+from .callbacks import *  # noqa: F403 - the names in its __all__
 from .callbacks import keras_only as _keras_only
-from .extras import (
-    LARS,
-    GradientAccumulation,
-    HyperparameterAdvisor,
-    HyperparameterWarning,
-    LossBalance,
-    MicroBatchFinder,
-    ScaleLearningRate,
-    TrialReporter,
-    UpdateCountSchedule,
-)
+from .extras import *  # noqa: F403 - the names in its __all__
 
 # every public callback: given to a Lightning or HF loop it raises TypeError naming the import to
 # use, and a wrong keyword is an ArgumentError (hpcallbacks.run.guard_hooks, hpcallbacks._checks);
 # the HPCallback subclasses, SwapNorm, BatchRamp and the GAN helpers get both where they are defined
-for _cls in (GradientAccumulation, HyperparameterAdvisor, LossBalance, LRFinder):
+for _cls in (_extras.GradientAccumulation, _extras.HyperparameterAdvisor, _extras.LossBalance, _extras.LRFinder):
     _keras_only(_cls)
 del _cls
 

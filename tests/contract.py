@@ -33,9 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpcallbacks import FreezePlan, LRFactors
+from hpcallbacks import ArgumentError, FreezePlan, LRFactors
 from hpcallbacks import schedules as S
-from hpcallbacks import ArgumentError
 from hpcallbacks.advice import HyperparameterWarning
 from hpcallbacks.run import RunWarning
 
