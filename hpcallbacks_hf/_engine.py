@@ -562,9 +562,10 @@ class Run:
         if base is None:
             if self.schedule is not None:  # computed ahead, a stretch at a time: a list read per update
                 i = step - self._table_start
-                if not 0 <= i < len(self._table):
+                if not 0 <= i < len(self._table):  # the rest of the run (4,096 at most)
+                    n = max(1, min(4096, int(self.ctx.total_updates) - step + 1))
                     self._table_start, i = step, 0
-                    self._table = [self._base(h, t) for t in range(step, step + 4096)]
+                    self._table = [self._base(h, t) for t in range(step, step + n)]
                 base = self._table[i]
             else:
                 base = self._base(h, step)

@@ -271,9 +271,11 @@ class _ScheduleBase:
             if not self._tabled:
                 lr = self._lr_at(step)
                 i = -1
-            else:  # the whole stretch at once, after every on_train_start (modifiers are ready by now)
+            else:  # the rest of the run at once (4,096 at most), after every on_train_start (modifiers are ready)
+                total = self._facts.total_steps if self._facts is not None else None
+                n = self._TABLE if total is None else max(1, min(self._TABLE, total - step + 1))
                 self._table_start, i = step, 0
-                self._table = [self._lr_at(t) for t in range(step, step + self._TABLE)]
+                self._table = [self._lr_at(t) for t in range(step, step + n)]
         lr = self._lr = self._table[i] if i >= 0 else lr
         key = (len(trainer.optimizers), lr)
         if key != self._written:
