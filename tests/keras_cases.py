@@ -1119,3 +1119,17 @@ def test_lr_finder_takes_the_torch_adapters_arguments_and_refuses_bad_runs():
     with pytest.raises(ValueError, match="the range test has not run.*finder.run"):
         finder_net().fit(x, y, epochs=1, verbose=0, callbacks=[LRFinder()])
     assert finder.result is None
+
+
+def test_readme_keras_example_runs_on_this_backend(tmp_path, monkeypatch):
+    """The README's Keras example, as written, on the backend of this run (TF here; torch and JAX in the
+    subprocess legs)."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "hpcallbacks_keras" in b]
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        exec(compile(code, "README.md[keras]", "exec"), {"__name__": "__readme__"})
