@@ -335,16 +335,8 @@ class ReduceOnPlateau(HPCallback):
                  cooldown: int = 0, min_lr: float = 0.0, convention: str = "keras",
                  threshold_mode: str | None = None, *, verbose: int = 0) -> None:
         super().__init__()
-        if isinstance(schedule, str):
-            raise ValueError(f"ReduceOnPlateau: schedule must be a hpcallbacks schedule, a number or None; got "
-                             f"{schedule!r}. The monitored metric is the second argument, as in every adapter: "
-                             f"ReduceOnPlateau(monitor={schedule!r})")
-        if isinstance(schedule, dict):
-            schedule = S.deserialize(schedule)
-        self.schedule = None if schedule is None else S.as_schedule(schedule, "schedule")
-        self.plateau = S.ReduceOnPlateau(monitor=monitor, factor=factor, patience=patience, mode=mode,
-                                         min_delta=min_delta, cooldown=cooldown, min_lr=min_lr,
-                                         convention=convention, threshold_mode=threshold_mode)
+        self.schedule, self.plateau = R.plateau_arguments(schedule, monitor, factor, patience, mode, min_delta,
+                                                          cooldown, min_lr, convention, threshold_mode)
         if isinstance(verbose, bool) or not isinstance(verbose, int) or verbose < 0:
             raise ValueError(f"verbose must be 0 (silent) or a positive int (print each reduction); got {verbose!r}")
         self.verbose = verbose

@@ -52,25 +52,12 @@ def test_every_point_of_the_contract_issue_has_a_row():
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "keras" not in FRAMEWORKS,
-                    reason="the main process runs the TensorFlow leg; this test starts the torch leg")
-def test_keras_torch_backend_leg():
+                    reason="the main process runs the TensorFlow leg; this test starts the other backends' legs")
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_keras_backend_leg(backend):
     pytest.importorskip("keras")
-    pytest.importorskip("torch")
-    env = dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2",
-               HPCALLBACKS_CONTRACT="keras")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "test_contract.py"),
-               "-k", "test_row"]
-    proc = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout
-
-
-@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "keras" not in FRAMEWORKS,
-                    reason="the main process runs the TensorFlow leg; this test starts the JAX leg")
-def test_keras_jax_backend_leg():
-    pytest.importorskip("keras")
-    pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2",
+    pytest.importorskip(backend)
+    env = dict(os.environ, KERAS_BACKEND=backend, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2",
                HPCALLBACKS_CONTRACT="keras")
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "test_contract.py"),
                "-k", "test_row"]
