@@ -16,10 +16,14 @@ When things happen in a ``Trainer.fit`` (Lightning 2.6):
 ``on_train_start``   after the checkpoint's loop state is restored (``trainer.global_step`` is the
                      resumed update count) and the data is set up (steps per epoch known): plans
                      and default schedule lengths resolved, the stage of ``global_step`` applied;
-``on_train_batch_start``  per micro-batch, one integer comparison; on the first micro-batch of
-                     each optimizer update the LR (and, at a stage boundary, the trainable set)
-                     is set for that update, so with ``accumulate_grad_batches=k`` it changes
-                     once per update, never per micro-batch;
+``on_train_epoch_start``  (after every callback's ``on_train_start``) the LR of the epoch's
+                     first update is set;
+``on_train_batch_end``  per micro-batch, one integer comparison; after the micro-batch that
+                     completed an optimizer update, the LR (and, at a stage boundary, the
+                     trainable set) of the next update is set, so with
+                     ``accumulate_grad_batches=k`` it changes once per update, never per
+                     micro-batch, and the optimizer shows the next update's LR as torch's
+                     schedulers do;
 ``on_before_optimizer_step``  logging, every ``log_every_n_steps`` updates.
 """
 from __future__ import annotations
@@ -43,9 +47,9 @@ from hpcallbacks.torch import (
     discover_groups,
     frozen_batch_norms,
     hold_batch_norms,
+    lr_writer,
     regroup_lr_scheduler,
     regroup_optimizer,
-    set_group_lrs,
     swap_norms,
 )
 
@@ -66,6 +70,41 @@ def _run_lengths(trainer: Any) -> tuple[int | None, float]:
     acc = max(1, int(trainer.accumulate_grad_batches))
     spe = None if batches == float("inf") else max(1, math.ceil(batches / acc))
     return spe, trainer.estimated_stepping_batches
+
+
+class _GlobalStep:
+    """``trainer.global_step`` behind a ``completed`` attribute: the fallback of :func:`updates`."""
+
+    __slots__ = ("trainer",)
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    @property
+    def completed(self) -> int:
+        return int(self.trainer.global_step)
+
+
+def updates(trainer: Any) -> Any:
+    """An object whose ``completed`` is ``trainer.global_step``, cheap to read in per-update hooks.
+
+    ``trainer.global_step`` goes through three properties (1-3 us a read, several reads per
+    update); behind them is Lightning's optimizer-step progress tracker, whose ``completed`` is a
+    plain attribute (updated in place, also when a checkpoint's loop state is loaded). It is taken
+    at train start and checked against ``global_step`` there; the property is the fallback.
+    """
+    try:
+        loop = trainer.fit_loop.epoch_loop
+        module = trainer.lightning_module
+        if module is None or module.automatic_optimization:
+            tracker = loop.automatic_optimization.optim_progress.optimizer.step.total
+        else:
+            tracker = loop.manual_optimization.optim_step_progress.total
+        if isinstance(tracker.completed, int) and tracker.completed == trainer.global_step:
+            return tracker
+    except AttributeError:  # another Lightning layout
+        pass
+    return _GlobalStep(trainer)
 
 
 def _is_ddp(trainer: Any) -> bool:
@@ -178,7 +217,9 @@ class _ScheduleBase:
         self._multipliers: list[Any] = []
         self._table: list[float] = []  # the LRs of updates _table_start .. (the hot path reads them)
         self._table_start = 0
-        self._written: tuple[int, float] | None = None  # (optimizers, lr) last written
+        self._written: float | None = None  # the LR last written
+        self._write: Any = None  # lr_writer of the run's optimizers (made at train start and epoch start)
+        self._updates: Any = None  # updates(trainer): the update count, read per update
 
     # subclasses: the schedule of this run from the optimizer's LR and the run's lengths
     def _make_schedule(self, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
@@ -228,6 +269,7 @@ class _ScheduleBase:
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._last_step = -1
+        self._updates = updates(trainer)
         self._every = _log_every(trainer, self.log_lr and self._owns_lr())
         self._multipliers = sorted((cb for cb in _peers(trainer, _ScheduleBase) if cb._is_modifier()),
                                    key=lambda cb: cb._order)
@@ -262,6 +304,7 @@ class _ScheduleBase:
         """Drop the LRs computed ahead (a new schedule, a plateau reduction): the next update recomputes them."""
         self._table = []
         self._written = None
+        self._write = None
 
     def _set_lr(self, trainer: Any, step: int) -> None:
         """Per update: a table read and, when the LR changed, one write per param group."""
@@ -277,25 +320,27 @@ class _ScheduleBase:
                 self._table_start, i = step, 0
                 self._table = [self._lr_at(t) for t in range(step, step + n)]
         lr = self._lr = self._table[i] if i >= 0 else lr
-        key = (len(trainer.optimizers), lr)
-        if key != self._written:
-            self._written = key
-            for opt in trainer.optimizers:
-                set_group_lrs(opt, lr)
+        if lr != self._written or self._write is None:
+            if self._write is None:
+                self._write = lr_writer(trainer.optimizers)
+            self._written = lr
+            self._write(lr)
 
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
-        if step != self._last_step and self.schedule is not None:
-            self._set_lr(trainer, step)
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        # the LR of the epoch's first update, after every on_train_start (the modifiers are ready);
+        # the param groups are read again (groups added between epochs get their LRs too)
+        self._write = None
+        if self.schedule is not None:
+            self._set_lr(trainer, self._updates.completed)
 
+    # per micro-batch: an integer comparison, and the LR writes once an update was done
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         # after an update the optimizer shows the next update's LR, as torch schedulers and Keras do
-        step = trainer.global_step
-        if step != self._last_step and self.schedule is not None:
-            self._set_lr(trainer, step)
+        if self.schedule is not None and self._updates.completed != self._last_step:
+            self._set_lr(trainer, self._updates.completed)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if self._every and trainer.global_step % self._every == 0:
+        if self._every and self._updates.completed % self._every == 0:
             pl_module.log("lr", self._lr, **_LOG_KW)
 
     def state_dict(self) -> dict[str, Any]:
@@ -515,7 +560,8 @@ class StagedUnfreezeMixin:
         self.resolved: ResolvedPlan | None = None
         self._effective_plan = self.plan
         self._saved: dict[str, Any] | None = None
-        self._next = 0
+        self._next: float = math.inf  # the first update of the next stage
+        self._updates: Any = None
         self._stage = -1
         self._names: list[str] = []
         self._group_index: list[int] = []
@@ -577,6 +623,7 @@ class StagedUnfreezeMixin:
             index = {id(p): i for i, g in enumerate(opt.param_groups) for p in g["params"]}
             self._group_index = [index.get(id(g.params[0]), -1) for g in self.groups]
         self._stage = -1
+        self._updates = updates(trainer)
         self._every = _log_every(trainer, self.log_lr)
         self._apply(trainer, trainer.global_step)
 
@@ -595,12 +642,13 @@ class StagedUnfreezeMixin:
         log.info("StagedUnfreeze: update %d, stage %d: %d/%d groups trainable (%s)", step, stage,
                  len(trainable), len(self.groups), ", ".join(trainable))
 
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step >= self._next:
-            self._apply(trainer, trainer.global_step)
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # an integer comparison until the next stage, applied once the update before it is done
+        if self._updates.completed >= self._next:
+            self._apply(trainer, self._updates.completed)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if not self._every or trainer.global_step % self._every:
+        if not self._every or self._updates.completed % self._every:
             return
         groups = optimizer.param_groups
         for name, i in zip(self._names, self._group_index, strict=False):

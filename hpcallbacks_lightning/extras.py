@@ -53,6 +53,7 @@ from .callbacks import (
     _peers,
     _run_lengths,
     _ScheduleBase,
+    updates,
 )
 
 log = logging.getLogger("hpcallbacks")
@@ -335,6 +336,7 @@ class BatchRampMixin(_ScheduleBase):
             self.batch_size = self.ramp.epoch_batch(self.progress, self.batch_size, epoch)
         trainer.accumulate_grad_batches = self._set = self.batch_size // self.ramp.unit
         self._last_step = -1  # the LR uses the new batch from the next update on
+        super().on_train_epoch_start(trainer, pl_module)  # which it sets now
 
     def _lr_at(self, step: int) -> float:
         lr = self.ramp.schedule(self.progress) * self.batch_size / self.ramp.base_batch_size
@@ -407,16 +409,17 @@ class ParamSchedulerMixin:
         self._last_step = -1
         self._values = [0.0] * len(self.schedules)
         self._every = _log_every(trainer, self.log_values)
+        self._updates = updates(trainer)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
+        step = self._updates.completed
         if step == self._last_step:
             return
         self._last_step = step
         self._values = HT.set_params(self.schedules, self._targets, step)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if self._every and trainer.global_step % self._every == 0:
+        if self._every and self._updates.completed % self._every == 0:
             for p, v in zip(self.schedules, self._values, strict=True):
                 pl_module.log(f"param/{p.name}", v, **_LOG_KW)
 
@@ -484,10 +487,11 @@ class _LoggedGanMixin(_GanMixin):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._every = _log_every(trainer, self.log_value)
+        self._updates = updates(trainer)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self._every and trainer.global_step % self._every == 0:
+        if self._every and self._updates.completed % self._every == 0:
             name, attribute = self._LOG  # type: ignore[misc]
             pl_module.log(name, getattr(self, attribute), **_LOG_KW)
 

@@ -7,7 +7,7 @@ these calls:
 * :func:`regroup_optimizer` once at fit start (every parameter in the optimizer from the
   beginning, one named param group per layer group x hyperparameter group, carrying its LR
   factor), :func:`regroup_lr_scheduler` for a torch scheduler built before it;
-* :func:`set_group_lrs` per optimizer update (floats only);
+* :func:`set_group_lrs` per optimizer update (floats only), :func:`lr_writer` for the hot path;
 * :func:`apply_trainable` when a plan's stage changes (``requires_grad`` + BatchNorm policy);
 * :func:`swap_norms` / :class:`FrozenBatchNorm2d` before the optimizer and DDP exist;
 * :class:`LARS`, a torch optimizer;
@@ -29,7 +29,7 @@ from .gan import add_instance_noise, flip_labels, flip_mask, gan_targets, smooth
 from .groups import BLOCK_LIST_NAMES, LayerGroup, discover_groups
 from .lars import LARS
 from .norms import FrozenBatchNorm2d, swap_norms
-from .optim import LR_KEYS, param_group_index, regroup_lr_scheduler, regroup_optimizer, set_group_lrs
+from .optim import LR_KEYS, lr_writer, param_group_index, regroup_lr_scheduler, regroup_optimizer, set_group_lrs
 from .params import (
     OPTIMIZER_KEYS,
     ParamTarget,
@@ -43,7 +43,7 @@ from .snapshot import Batches, Snapshot, range_test, rng_state, set_base_lr, set
 
 __all__ = [
     "LayerGroup", "discover_groups", "BLOCK_LIST_NAMES",
-    "regroup_optimizer", "regroup_lr_scheduler", "set_group_lrs", "param_group_index", "LR_KEYS",
+    "regroup_optimizer", "regroup_lr_scheduler", "set_group_lrs", "lr_writer", "param_group_index", "LR_KEYS",
     "apply_trainable", "batch_norm_layers", "keep_eval", "is_kept_eval", "frozen_batch_norms", "hold_batch_norms",
     "swap_norms", "FrozenBatchNorm2d",
     "LARS",

@@ -10,7 +10,7 @@ float assignments.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -183,6 +183,27 @@ def set_group_lrs(optimizer: torch.optim.Optimizer, lr: float) -> None:
             current.fill_(value)
         else:
             group["lr"] = value
+
+
+def lr_writer(optimizers: Sequence[torch.optim.Optimizer]) -> Callable[[float], None]:
+    """``write(lr)``: :func:`set_group_lrs` on every optimizer, with the groups and factors read once.
+
+    For the per-update hot path: the param groups and their ``lr_factor`` are looked up when the
+    writer is made, so a write is one multiplication and one store per group. Make a new writer
+    when the param groups change (a regrouped optimizer, a new run).
+    """
+    groups = [g for opt in optimizers for g in opt.param_groups]
+    if any(isinstance(g["lr"], torch.Tensor) for g in groups):  # capturable/fused: in-place fills
+        def write_tensors(lr: float) -> None:
+            for opt in optimizers:
+                set_group_lrs(opt, lr)
+        return write_tensors
+    pairs = [(g, float(g.get("lr_factor", 1.0))) for g in groups]
+
+    def write(lr: float) -> None:
+        for group, factor in pairs:
+            group["lr"] = lr * factor
+    return write
 
 
 def param_group_index(optimizer: torch.optim.Optimizer, param: torch.nn.Parameter) -> int:
