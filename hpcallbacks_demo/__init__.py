@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                         "keras (a small CNN pretrained on digits 0-4, fine-tuned on 5-9)")
     p.add_argument("--quick", action="store_true", help="a one-minute variant (fewer examples and epochs)")
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per run (default: lightning 6, hf 4, keras 20; --quick: 2, 2, 10)")
+                   help="epochs per run (default: lightning 6, hf 4, keras 20; --quick: 2, 2, 6)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="hpcallbacks-demo", help="folder for the PNGs and results.json")
     p.add_argument("--runs", default=None,

@@ -6,7 +6,7 @@ small: a 3-block CNN (Conv-BatchNorm-ReLU x 3, global pooling, a 64-unit dense l
 parameters) trained from scratch inside the demo on scikit-learn's digits 0-4 (all 901 images,
 8x8, 12 epochs). That network, with a new 5-way head, is then fine-tuned on a *small* set of
 digits 5-9 (25 images per class, 125 in all), validated on 400 other images of 5-9, for 20 epochs
-(``--quick``: 6 pretraining epochs, 10 fine-tuning epochs).
+(``--quick``: 4 pretraining epochs, 6 fine-tuning epochs).
 
 Three runs from the same pretrained weights, same new head, epochs, batch 16 and seed:
 
@@ -46,7 +46,7 @@ BATCH_SIZE = 16
 NAIVE_LR = 1e-3  # Adam's default, for every weight
 RECIPE_LR = 3e-3  # the new head's LR, inside H2's Adam range [1e-3, 1e-2]
 GUIDE_LRS = (1e-3, 1e-5)  # the Keras guide: the head with Adam(), then everything with Adam(1e-5)
-PRETRAIN_EPOCHS = (12, 6)  # per --quick
+PRETRAIN_EPOCHS = (12, 4)  # per --quick
 PER_CLASS = 25  # fine-tuning images per class of 5-9
 VALIDATION = 400
 GROUPS = [["conv1", "bn1"], ["conv2", "bn2"], ["conv3", "bn3"], ["fc"], ["head"]]
@@ -57,7 +57,7 @@ LABELS = {
     "two_phase": "(b) Keras guide: head, then all",
     "recipe": "(c) hpcallbacks recipe",
 }
-EPOCHS = (20, 10)
+EPOCHS = (20, 6)
 CURVE_TITLE = "Keras CNN pretrained here on digits 0-4, fine-tuned on 125 images of 5-9"
 
 

@@ -48,7 +48,7 @@ def load_digits_images(seed: int, quick: bool):
     x = (x - mean) / std
     idx_train, idx_val = train_test_split(range(len(y)), test_size=0.2, random_state=seed, stratify=y.numpy())
     if quick:
-        idx_train, idx_val = idx_train[:512], idx_val[:256]
+        idx_train, idx_val = idx_train[:256], idx_val[:128]
     return (x[idx_train], y[idx_train]), (x[idx_val], y[idx_val])
 
 
