@@ -321,6 +321,11 @@ class Outcome:
     logged: set[str] = field(default_factory=set)
     lr_key: str = "lr/{group}"
     error: BaseException | None = None
+    weights: list[list[Any]] = field(default_factory=list)  # final weights of each run (arrays), where recorded
+    reference: Outcome | None = None  # the same row on one device, for a leg under a distribution strategy
+
+
+WEIGHTS_ATOL = 1e-5  # a distributed leg's final weights against the reference's, absolute
 
 
 def check(row: Row, out: Outcome, adapter: str, rel: float = 1e-6) -> None:
@@ -377,10 +382,27 @@ def check(row: Row, out: Outcome, adapter: str, rel: float = 1e-6) -> None:
         others = [w for w in caught if issubclass(w.category, RunWarning)
                   and not any(issubclass(w.category, c) and re.search(p, str(w.message)) for c, p in expected)]
         assert not others, f"{row.id}: run {run}: unexpected {[str(w.message) for w in others]}"
+    if out.reference is not None:
+        _check_reference(row, out, out.reference)
     if row.logged:
         names = row.names
         want = {out.lr_key.format(group=n) for n in names} | {"trainable_groups"}
         assert want <= out.logged, f"{row.id}: a consumer listed first got {sorted(out.logged)}, missing {want}"
+
+
+def _check_reference(row: Row, out: Outcome, ref: Outcome) -> None:
+    """The final weights of each run equal the reference run's (one device) within WEIGHTS_ATOL."""
+    if ref.error is not None:
+        raise AssertionError(f"{row.id}: the reference run (one device) failed") from ref.error
+    assert len(out.weights) == len(ref.weights) == len(out.records), (
+        f"{row.id}: weights of {len(out.weights)} runs, {len(ref.weights)} in the reference")
+    for run, (got, want) in enumerate(zip(out.weights, ref.weights)):
+        assert len(got) == len(want), f"{row.id}: run {run}: {len(got)} weights, {len(want)} in the reference"
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert a.shape == b.shape, f"{row.id}: run {run}, weight {i}: shape {a.shape} != {b.shape}"
+            diff = float(abs(a - b).max()) if a.size else 0.0
+            assert diff <= WEIGHTS_ATOL, (
+                f"{row.id}: run {run}, weight {i}: differs from one device's by {diff:.3g} > {WEIGHTS_ATOL}")
 
 
 assert len(ROWS) >= 40
