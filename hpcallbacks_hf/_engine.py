@@ -252,6 +252,7 @@ class Run:
         self.updates = 0
         self.skipped = 0
         self.stage = -1
+        self._next_stage: float = -1  # the update at which apply_stage has something to do (-1: not configured)
         self.mask: tuple[bool, ...] | None = None
         self.adopted = False
         self.composition: R.Composition | None = None
@@ -618,8 +619,11 @@ class Run:
 
     def apply_stage(self) -> None:
         if self.resolved is None:
+            self._next_stage = math.inf
             return
+        starts = self.resolved.starts
         stage = self.resolved.stage_at(self.updates)
+        self._next_stage = starts[stage + 1] if stage + 1 < len(starts) else math.inf
         if stage == self.stage:
             return
         self.stage = stage
@@ -630,12 +634,16 @@ class Run:
 
     # -- per-update events (called by the driver only) ------------------------------------------------
     def step_begin(self) -> None:
-        if not self.configured:
-            self.configure()
-        elif self.resolved is not None:
-            self.apply_stage()
+        """Per update: an integer comparison; the stage is applied when its first update comes."""
+        if self.updates >= self._next_stage:
+            if not self.configured:
+                self.configure()
+            else:
+                self.apply_stage()
 
     def optimizer_step(self, optimizer: Any) -> None:
+        if not self.configured:
+            self.configure()
         if getattr(optimizer, "step_was_skipped", False):
             self.skipped += 1
         else:

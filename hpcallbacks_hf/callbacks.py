@@ -160,6 +160,7 @@ class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
     role: str = ""
     #: Whether the callback keeps state across a checkpoint (read back at on_train_begin).
     restorable: bool = True
+    _drives = 0  # id() of the TrainerState whose per-update events this callback forwards to its run (0: none)
 
     def __init__(self) -> None:
         self.skipped_updates = 0
@@ -207,6 +208,7 @@ class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
         ctx = run.ctx or E.make_context(args, state, kwargs, type(self).__name__)
         self._run = run
         run.attach(self, ctx)
+        self._drives = id(state) if run.driver is self else 0  # (an id: no reference that keeps a finished run)
 
     def _driving(self, state) -> E.Run | None:
         run = self._run
@@ -214,16 +216,14 @@ class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
             return None
         return run
 
+    # per update, an identity check: the run's first member (its driver) forwards the events of its state
     def on_step_begin(self, args, state, control, **kwargs):
-        run = self._driving(state)
-        if run is not None:
-            run.step_begin()
+        if self._drives == id(state):
+            self._run.step_begin()  # type: ignore[union-attr]
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        run = self._driving(state)
-        if run is not None:
-            run.ensure()
-            run.optimizer_step(kwargs.get("optimizer"))
+        if self._drives == id(state):
+            self._run.optimizer_step(kwargs.get("optimizer"))  # type: ignore[union-attr]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         run = self._driving(state)

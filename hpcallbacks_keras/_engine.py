@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import sys
 import weakref
 from collections.abc import Callable, Sequence
@@ -349,6 +350,9 @@ class Engine:
         self.traced_gates: frozenset[int] = frozenset()
         self.need_retrace = False
         self.retraces = 0
+        # micro-batches before which a block has nothing to decide (inside the table's window and the
+        # stage of the last block): block_begin only counts them; -1 after anything that changes that
+        self.quiet_until: float = -1
         # torch runs the train step eagerly, one micro-batch per block: the host knows the update
         # and sets the LR variable with one in-place fill (no device read); graph backends read
         # the table in-graph.
@@ -635,6 +639,7 @@ class Engine:
         the optimizer and the :class:`RunState`): each callback's run facts, the table, the patches."""
         fit = self.fit
         fit.started = True
+        self.quiet_until = -1
         check_distributed_execution(self.model, _name(fit.callbacks[0]))
         opt = self.optimizer
         self.acc = self.accumulation
@@ -721,6 +726,7 @@ class Engine:
             if param.table is not None:
                 param.table.assign(param.host.astype("float32"))
         self.window_start = start
+        self.quiet_until = -1
         self.offset.assign(start)
         if _JAX:  # JAX reads variables outside the train state as constants of the trace: trace again
             self.need_retrace = True
@@ -755,6 +761,9 @@ class Engine:
             self.start()
         steps, spe = self.steps, self.spe
         n = spe if steps is None else max(1, min(spe, steps - begin))
+        if self.micro + n <= self.quiet_until:  # the hot path: an integer comparison
+            self.micro += n
+            return
         first = self.micro // self.acc
         last = (self.micro + n - 1) // self.acc
         if self.window and (first < self.window_start or last >= self.window_start + self.window):
@@ -775,6 +784,7 @@ class Engine:
             key = (plan.stage_at(first), plan.stage_at(last))
             if key == self.stage_key and not self.need_retrace:
                 self.micro += n
+                self.quiet_until = self._quiet(key)
                 return  # the same stages as the previous block: nothing to decide
             self.stage_key = key
             masks = plan.masks[key[0]: key[1] + 1]
@@ -796,10 +806,25 @@ class Engine:
             self.model.make_train_function(force=True)
             self.retraces += 1
         self.micro += n
+        self.quiet_until = self._quiet(self.stage_key if plan is not None else None)
+
+    def _quiet(self, key: tuple[int, int] | None) -> float:
+        """The micro-batch count up to which the next blocks need no decision (see ``quiet_until``)."""
+        if self.need_retrace or (self.host_sets_lr and self.window):
+            return -1  # the host sets the LR of every block
+        limit = (self.window_start + self.window) * self.acc if self.window else math.inf
+        if key is not None:
+            if key[0] != key[1]:
+                return -1  # a block across a stage boundary: the next one is decided again
+            starts = self.plan.starts  # type: ignore[union-attr]
+            if key[1] + 1 < len(starts):
+                limit = min(limit, starts[key[1] + 1] * self.acc)
+        return limit
 
     def resync(self) -> None:
         """Read the device's update counter (once per epoch, only for data of unknown length)."""
         self.micro = _to_int(self.optimizer._iterations)
+        self.quiet_until = -1
 
     def _snapshot(self, gates: frozenset[int]) -> _Trace:
         groups = self._groups()
@@ -823,6 +848,7 @@ class Engine:
 
     def end(self) -> None:
         """After fit: the optimizer gets its own methods back; the next fit re-traces without them."""
+        self.quiet_until = -1
         self.unpatch(self.optimizer)
         for bn in self.fit.held_bn:
             release_inference(bn)
