@@ -209,7 +209,7 @@ def train(kind: str, args: argparse.Namespace, data: list[dict], evals: list[dic
         chosen = [H.StagedUnfreeze(FreezePlan.all_trainable())]
     if timer_for is not None:
         timer = timer_for(clock)
-        chosen = [timer.wrap(c) for c in chosen]
+        chosen = [wrapped for c in chosen for wrapped in timer.wrap_twin(c)]
     if kind == "with" and args.sync_debug:  # first and last: the window holds every hpcallbacks hook of the step
         chosen = [SyncGuard(True), *chosen, SyncGuard(False)]
     callbacks = [clock, *chosen] + ([recorder] if recorder is not None else [])
@@ -279,6 +279,7 @@ def main() -> None:
         train("plan without factors", args, data, evals, out_dir, updates=min(args.updates, 5))
     timer = timers[-1]
     hooks = timer.per_update(args.updates // 5, args.updates - 2)
+    floor = timer.control.per_update(args.updates // 5, args.updates - 2) if timer.control else None
 
     print(f"\ndevice={args.device} width={args.width} batch={args.batch} updates={args.updates} "
           f"repeats={args.repeats} logging_steps={args.logging_steps}{' extras' if args.extras else ''}"
@@ -292,6 +293,7 @@ def main() -> None:
     }
     report(results, described, groups, compared="with",
            hooks_us=(hooks[0] * 1e6, hooks[1] * 1e6),
+           floor_us=(floor[0] * 1e6, floor[1] * 1e6) if floor else None,
            plan_groups=(GROUPS["plan without factors"], 1),
            plain_note="plain has one param group and HF's constant schedule",
            notes=[f"LR per update and layer, with vs by hand: {lr_with.trace.compare(lr_hand.trace)}"
@@ -301,6 +303,8 @@ def main() -> None:
     print("hooks timed (those the callbacks' classes override, per step):")
     print("\n".join(timer.describe()))
     print("\n".join(timer.breakdown()))
+    if timer.control:
+        print("\n".join(timer.control.breakdown()[2:]))
     print(f"param groups with a plan without factors: StagedUnfreeze(FreezePlan.all_trainable()) leaves "
           f"{GROUPS['plan without factors']} param group(s); the user's optimizer has 1 "
           f"({'equal' if GROUPS['plan without factors'] == 1 else 'NOT equal'})")

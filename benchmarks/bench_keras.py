@@ -131,7 +131,7 @@ def run(kind: str, args, x, y, timer_for=None) -> float:
         chosen.append(HK.StagedUnfreeze(FreezePlan.all_trainable(factors=LRFactors.geometric())))
     if timer_for is not None:
         timer = timer_for(clock)
-        chosen = [timer.wrap(c) for c in chosen]
+        chosen = [wrapped for c in chosen for wrapped in timer.wrap_twin(c)]
     model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, shuffle=False, verbose=0,
               callbacks=[*chosen, clock])
     return statistics.median(clock.times[1:]) / args.updates
@@ -179,6 +179,7 @@ def main() -> None:
     run("with", args, x, y, timer_for=timer_for)  # after the timed runs: the hooks timed
     timer = timers[-1]
     hooks = timer.per_update(1, args.epochs - 1, updates_per_key=args.updates)
+    floor = timer.control.per_update(1, args.epochs - 1, updates_per_key=args.updates) if timer.control else None
     print(f"\nbackend={keras.backend.backend()} width={args.width} batch={args.batch_size} "
           f"steps_per_execution={args.steps_per_execution} jit={args.jit} updates/epoch={args.updates} "
           f"epochs={args.epochs} repeats={args.repeats}")
@@ -190,13 +191,16 @@ def main() -> None:
         "plain": "SGD(0.01), no schedule, no callback",
     }
     report(results, described, {}, compared="with", also=[("with, no factors", "by hand")],
-           hooks_us=(hooks[0] * 1e6, hooks[1] * 1e6), plain_note="plain has a constant LR",
+           hooks_us=(hooks[0] * 1e6, hooks[1] * 1e6),
+           floor_us=(floor[0] * 1e6, floor[1] * 1e6) if floor else None, plain_note="plain has a constant LR",
            notes=[f"LR schedule, by hand (CosineDecayRestarts) vs with (core CosineRestart): {schedule_check(args)}",
                   "like for like: 'with, no factors' / 'by hand' (one LR each); 'with' / 'by hand' adds one LR per "
                   "layer group, which Keras cannot do by hand"])
     print("hooks timed (those the callbacks' classes override, per batch):")
     print("\n".join(timer.describe()))
     print("\n".join(timer.breakdown()))
+    if timer.control:
+        print("\n".join(timer.control.breakdown()[2:]))
     print("param groups: Keras optimizers have none (StagedUnfreeze calls the update step once per layer group)")
     stages = len(RETRACE_PLAN.resolve(6, steps_per_epoch=20).starts)
     staged, plain = count_traces(True, args, x, y), count_traces(False, args, x, y)

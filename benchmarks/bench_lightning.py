@@ -147,7 +147,7 @@ def fit(kind: str, args: argparse.Namespace, data, *, timer_for=None, recorder: 
         chosen = [HL.StagedUnfreeze(FreezePlan.all_trainable())]
     if timer_for is not None:
         timer = timer_for(clock)
-        chosen = [timer.wrap(c) for c in chosen]
+        chosen = [wrapped for c in chosen for wrapped in timer.wrap_twin(c)]
     callbacks = [clock, *chosen] + ([recorder] if recorder is not None else [])
     trainer = L.Trainer(max_epochs=1, accelerator=args.device, devices=1, callbacks=callbacks, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -201,6 +201,7 @@ def main() -> None:
     fit("plan without factors", args, data, updates=min(args.updates, 5))
     timer = timers[-1]
     hooks = timer.per_update(args.updates // 5, args.updates - 2)
+    floor = timer.control.per_update(args.updates // 5, args.updates - 2) if timer.control else None
 
     print(f"\ndevice={args.device} width={args.width} batch={args.batch} updates={args.updates} "
           f"repeats={args.repeats}{' extras' if args.extras else ''}{' sync-debug' if args.sync_debug else ''}")
@@ -212,6 +213,7 @@ def main() -> None:
     }
     report(results, described, groups, compared="with",
            hooks_us=(hooks[0] * 1e6, hooks[1] * 1e6),
+           floor_us=(floor[0] * 1e6, floor[1] * 1e6) if floor else None,
            plan_groups=(GROUPS["plan without factors"], 1),
            notes=[f"LR per update and layer, with vs by hand: {lr_with.trace.compare(lr_hand.trace)}"
                   + (" (--extras changes the 'with' LRs: expected)" if args.extras else ""),
@@ -220,6 +222,8 @@ def main() -> None:
     print("hooks timed (those the callbacks' classes override, per step):")
     print("\n".join(timer.describe()))
     print("\n".join(timer.breakdown()))
+    if timer.control:
+        print("\n".join(timer.control.breakdown()[2:]))
     print(f"param groups with a plan without factors: StagedUnfreeze(FreezePlan.all_trainable()) leaves "
           f"{GROUPS['plan without factors']} param group(s); the user's optimizer has 1 "
           f"({'equal' if GROUPS['plan without factors'] == 1 else 'NOT equal'})")
