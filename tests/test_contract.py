@@ -1,8 +1,8 @@
 """The contract table (tests/contract.py), every row through every adapter.
 
 Lightning and HF run in this process; Keras runs here on the backend of this process (TensorFlow)
-and once more on the torch and on the JAX backend, each in a subprocess (``KERAS_BACKEND=torch``,
-``KERAS_BACKEND=jax``), as the other Keras tests do; and once more under
+and once more on the torch and on the JAX backend, each in a subprocess with the other Keras tests
+(``tests/test_keras_backends.py`` runs this file there with ``HPCALLBACKS_CONTRACT=keras``); and once more under
 ``tf.distribute.MirroredStrategy`` on two logical CPUs (``HPCALLBACKS_CONTRACT_STRATEGY=mirrored``,
 a subprocess: the devices are configured before TensorFlow initialises), the rows of
 ``contract_keras.MIRRORED_ROWS``, each also against the same row on one device (final weights).
@@ -59,20 +59,6 @@ def test_every_point_of_the_contract_issue_has_a_row():
 
 TF_LEG = (os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and "keras" in FRAMEWORKS
           and not os.environ.get("HPCALLBACKS_CONTRACT_STRATEGY"))
-
-
-@pytest.mark.skipif(not TF_LEG, reason="the main process runs the TensorFlow leg; this starts the other backends' legs")
-@pytest.mark.parametrize("backend", ["torch", "jax"])
-def test_keras_backend_leg(backend):
-    pytest.importorskip("keras")
-    pytest.importorskip(backend)
-    env = dict(os.environ, KERAS_BACKEND=backend, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2",
-               HPCALLBACKS_CONTRACT="keras")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "test_contract.py"),
-               "-k", "test_row"]
-    proc = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout
 
 
 @pytest.mark.skipif(not TF_LEG, reason="the main process runs the TensorFlow leg; this test starts the mirrored leg")

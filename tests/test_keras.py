@@ -1,12 +1,9 @@
 """Keras adapter tests: the backend-agnostic cases on this process' backend (TensorFlow), the
-TensorFlow-only ones (``steps_per_execution``, ``jit_compile``, trace counts, mixed precision),
-and the same cases once more on the torch backend and on the JAX backend, each in one subprocess."""
+TensorFlow-only ones (``steps_per_execution``, ``jit_compile``, trace counts, mixed precision). The
+same cases run once more on the torch and on the JAX backend in ``tests/test_keras_backends.py``."""
 from __future__ import annotations
 
 import doctest
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +27,7 @@ HERE = Path(__file__).parent
 
 
 # -- conformance on TF: steps_per_execution 1 and 4, with and without XLA -------------------------------
-CONFIGS = [(4, False), (1, True), (4, True)]  # (1, False) runs in keras_cases.test_conformance
+CONFIGS = [(4, False), (4, True)]  # (1, False) runs in keras_cases.test_conformance; XLA at 4 covers it at 1
 CASES = [(s, 1, spe, jit) for s in SCENARIOS for spe, jit in CONFIGS] + \
         [(s, 3, 4, True) for s in SCENARIOS]  # accumulation with both: the hardest combination
 
@@ -121,30 +118,6 @@ def test_docstring_examples():
     for module in (hpcallbacks_keras, callbacks):
         result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.failed == 0, module.__name__
-
-
-# -- the torch backend, once, in a subprocess --------------------------------------------------------------
-@pytest.mark.skipif(not TF, reason="the main process already runs another backend")
-def test_same_cases_on_the_torch_backend():
-    pytest.importorskip("torch")
-    env = dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE / "keras_cases.py")]
-    proc = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout
-
-
-@pytest.mark.skipif(not TF, reason="the main process already runs another backend")
-def test_same_cases_on_the_jax_backend():
-    pytest.importorskip("jax")
-    env = dict(os.environ, KERAS_BACKEND="jax", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    # the accumulation conformance cases run op by op there (run_scenario compiles with jit_compile=False:
-    # about 30 s each); the contract's JAX leg (tests/test_contract.py) runs accumulation under jit
-    slow = [f"--deselect=tests/keras_cases.py::test_conformance[{s.name}-3]" for s in SCENARIOS]
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/keras_cases.py", *slow]
-    proc = subprocess.run(command, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert " passed" in proc.stdout and " failed" not in proc.stdout  # (" xfailed": the known finder bug)
 
 
 @tf_only

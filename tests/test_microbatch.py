@@ -597,21 +597,3 @@ def test_keras_graph_mode_real_allocation_failure():
     x, y = keras_data()
     assert finder.run(model, x, y) == 8 and finder.result.probes == ((4, True), (8, True), (16, False))
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
-
-
-@pytest.mark.slow
-def test_keras_torch_backend(tmp_path):
-    """The Keras cases once more with ``KERAS_BACKEND=torch`` (a subprocess, ~30 s): ``torch.OutOfMemoryError``."""
-    import os
-    import subprocess
-    import sys
-
-    keras = pytest.importorskip("keras")
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("this is the run on the torch backend")
-    env = dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                           "keras and not graph_mode and not torch_backend"], env=env, capture_output=True,
-                          text=True, timeout=600, cwd=os.path.dirname(__file__))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "skipped" not in done.stdout.splitlines()[-1]
