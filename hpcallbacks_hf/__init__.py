@@ -24,24 +24,9 @@ advisor and the LR range test are in :mod:`hpcallbacks_hf.extras`.
 """
 from __future__ import annotations
 
+from . import callbacks as _callbacks
 from . import extras as _extras
 from .callbacks import *  # noqa: F403 - the names in its __all__
-from .callbacks import public_callback as _public_callback
 from .extras import *  # noqa: F403 - the names in its __all__
 
-# the exported callbacks not derived from HPCallback: the same guards, argument checks and place in the Trainer
-for _cls in (_extras.ParamScheduler, _extras.InstanceNoise, _extras.LabelSmoothing, _extras.LabelFlip,
-             _extras.HyperparameterAdvisor):
-    _public_callback(_cls)
-del _cls
-
-__all__ = [
-    "HPCallback", "LearningRateSchedule", "ReduceOnPlateau", "StagedUnfreeze", "DiscriminativeLR",
-    "FreezeBatchNorm", "SwapNorm", "FAMILIES",
-    "GradientAccumulation", "ScaleLearningRate", "BatchRamp", "ParamScheduler", "InstanceNoise", "LabelSmoothing",
-    "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder", "HyperparameterWarning",
-    "MicroBatchFinder", "TrialReporter",
-    "Constant", "CosineDecay", "CosineRestart", "Cyclic", "ExponentialDecay", "InverseSqrt", "InverseTimeDecay",
-    "LinearCosineDecay", "MultiStepDecay", "NoisyLinearCosineDecay", "OneCycle", "PiecewiseConstantDecay",
-    "PolynomialDecay", "SlantedTriangular", "StepDecay", "Warmup", "WarmupStableDecay",
-]
+__all__ = sorted({*_callbacks.__all__, *_extras.__all__})

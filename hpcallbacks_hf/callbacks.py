@@ -75,8 +75,6 @@ from . import _engine as E
 
 __all__ = [
     "HPCallback",
-    "add_logs",
-    "public_callback",
     "LearningRateSchedule",
     "ReduceOnPlateau",
     "StagedUnfreeze",
@@ -623,6 +621,19 @@ class _FamilyCallback(_ScheduleCallback):
     family: type[S.Schedule]
     __signature__: inspect.Signature
 
+    def __init_subclass__(cls, family: type[S.Schedule] | None = None, **kwargs: Any) -> None:
+        if family is not None:  # a public family: class CosineRestart(_FamilyCallback, family=S.CosineRestart)
+            core, family_name = family, family.__name__
+            cls.family = core
+            cls.__signature__ = D.callback_signature(family_name)
+            cls.__doc__ = (
+                f"The :class:`hpcallbacks.{family_name}` schedule as a Trainer callback (same arguments, same "
+                f"numbers).\n\nDefaults taken from the run (:mod:`hpcallbacks.defaults`): "
+                f"{D.describe(family_name)}.\n\n"
+                "See :class:`hpcallbacks_hf.LearningRateSchedule` for how it replaces HF's schedule.\n\n"
+                + (core.__doc__ or "").split(">>>")[0].rstrip() + "\n")
+        super().__init_subclass__(**kwargs)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
         name = self.family.__name__
@@ -666,33 +677,24 @@ class _FamilyCallback(_ScheduleCallback):
         return f"{type(self).__name__}({given})"
 
 
-def _family(name: str) -> type[_FamilyCallback]:
-    family = S.SCHEDULES[name]
-    doc = (f"The :class:`hpcallbacks.{name}` schedule as a Trainer callback (same arguments, same numbers).\n\n"
-           f"Defaults taken from the run (:mod:`hpcallbacks.defaults`): {D.describe(name)}.\n\n"
-           "See :class:`hpcallbacks_hf.LearningRateSchedule` for how it replaces HF's schedule.\n\n"
-           + (family.__doc__ or "").split(">>>")[0].rstrip() + "\n")
-    return type(name, (_FamilyCallback,), {"family": family, "__doc__": doc, "__module__": __name__,
-                                           "__qualname__": name, "__signature__": D.callback_signature(name)})
-
-
-Constant = _family("Constant")
-ExponentialDecay = _family("ExponentialDecay")
-PiecewiseConstantDecay = _family("PiecewiseConstantDecay")
-PolynomialDecay = _family("PolynomialDecay")
-InverseTimeDecay = _family("InverseTimeDecay")
-CosineDecay = _family("CosineDecay")
-CosineRestart = _family("CosineRestart")
-LinearCosineDecay = _family("LinearCosineDecay")
-NoisyLinearCosineDecay = _family("NoisyLinearCosineDecay")
-StepDecay = _family("StepDecay")
-MultiStepDecay = _family("MultiStepDecay")
-OneCycle = _family("OneCycle")
-Cyclic = _family("Cyclic")
-SlantedTriangular = _family("SlantedTriangular")
-InverseSqrt = _family("InverseSqrt")
-WarmupStableDecay = _family("WarmupStableDecay")
-Warmup = _family("Warmup")
+# one class per core family (the family's arguments and docstring: _FamilyCallback.__init_subclass__)
+class Constant(_FamilyCallback, family=S.Constant): ...
+class ExponentialDecay(_FamilyCallback, family=S.ExponentialDecay): ...
+class PiecewiseConstantDecay(_FamilyCallback, family=S.PiecewiseConstantDecay): ...
+class PolynomialDecay(_FamilyCallback, family=S.PolynomialDecay): ...
+class InverseTimeDecay(_FamilyCallback, family=S.InverseTimeDecay): ...
+class CosineDecay(_FamilyCallback, family=S.CosineDecay): ...
+class CosineRestart(_FamilyCallback, family=S.CosineRestart): ...
+class LinearCosineDecay(_FamilyCallback, family=S.LinearCosineDecay): ...
+class NoisyLinearCosineDecay(_FamilyCallback, family=S.NoisyLinearCosineDecay): ...
+class StepDecay(_FamilyCallback, family=S.StepDecay): ...
+class MultiStepDecay(_FamilyCallback, family=S.MultiStepDecay): ...
+class OneCycle(_FamilyCallback, family=S.OneCycle): ...
+class Cyclic(_FamilyCallback, family=S.Cyclic): ...
+class SlantedTriangular(_FamilyCallback, family=S.SlantedTriangular): ...
+class InverseSqrt(_FamilyCallback, family=S.InverseSqrt): ...
+class WarmupStableDecay(_FamilyCallback, family=S.WarmupStableDecay): ...
+class Warmup(_FamilyCallback, family=S.Warmup): ...
 
 #: Every family callback by name.
 FAMILIES: dict[str, type[_FamilyCallback]] = {

@@ -65,7 +65,7 @@ log = logging.getLogger("hpcallbacks")
 __all__ = [
     "GradientAccumulation", "ScaleLearningRate", "BatchRamp", "ParamScheduler", "InstanceNoise", "LabelSmoothing",
     "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder", "HyperparameterWarning", "MicroBatchFinder",
-    "TrialReporter", "broadcast_from_rank0",
+    "TrialReporter",
 ]
 
 
@@ -1173,3 +1173,9 @@ class TrialReporter(TrialReporterBase, TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self._training and self._report(metrics or {}, len(self.reporter.history)):
             control.should_training_stop = True
+
+
+# the exported callbacks not derived from HPCallback: the same guards, argument checks and place in the Trainer
+for _cls in (ParamScheduler, InstanceNoise, LabelSmoothing, LabelFlip, HyperparameterAdvisor):
+    public_callback(_cls)
+del _cls

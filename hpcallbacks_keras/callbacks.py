@@ -234,6 +234,24 @@ class _Family(LearningRateSchedule):
 
     family: str = ""
 
+    def __init_subclass__(cls, family: type[S.Schedule] | None = None, **kwargs: Any) -> None:
+        if family is not None:  # a public family: class CosineRestart(_Family, family=S.CosineRestart)
+            name = family.__name__
+            defaulted = D.run_defaults(name)
+            params = []
+            for f in dataclasses.fields(family):
+                if not f.init:
+                    continue
+                default = None if (f.name in defaulted or f.default is dataclasses.MISSING) else f.default
+                params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+            doc = (f"Callback for the core :class:`hpcallbacks.{name}`: same arguments, same numbers, the learning "
+                   f"rate set in-graph at every update.\n\nDefaults taken from the run: {D.describe(name)}.\n\n"
+                   "The core's description:\n\n" + inspect.cleandoc(family.__doc__ or ""))
+            cls.family = name
+            cls.__doc__ = doc.replace(">>>", "...")  # the core's examples are the core's doctests
+            cls.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        super().__init_subclass__(**kwargs)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         HPCallback.__init__(self)
         # the generated __signature__ is checked before this body (ArgumentError: checked_init)
@@ -268,39 +286,24 @@ class _Family(LearningRateSchedule):
         return f"{type(self).__name__}({given})"
 
 
-def _family(core: type[S.Schedule]) -> type[_Family]:
-    defaulted = D.run_defaults(core.__name__)
-    params = []
-    for f in dataclasses.fields(core):
-        if not f.init:
-            continue
-        default = None if (f.name in defaulted or f.default is dataclasses.MISSING) else f.default
-        params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
-    doc = (f"Callback for the core :class:`hpcallbacks.{core.__name__}`: same arguments, same numbers, the "
-           f"learning rate set in-graph at every update.\n\nDefaults taken from the run: "
-           f"{D.describe(core.__name__)}.\n\nThe core's description:\n\n" + inspect.cleandoc(core.__doc__ or ""))
-    doc = doc.replace(">>>", "...")  # the core's examples are the core's doctests
-    return type(core.__name__, (_Family,), {"family": core.__name__, "__doc__": doc, "__module__": __name__,
-                                            "__signature__": inspect.Signature(params)})
-
-
-Constant = _family(S.Constant)
-ExponentialDecay = _family(S.ExponentialDecay)
-PiecewiseConstantDecay = _family(S.PiecewiseConstantDecay)
-PolynomialDecay = _family(S.PolynomialDecay)
-InverseTimeDecay = _family(S.InverseTimeDecay)
-CosineDecay = _family(S.CosineDecay)
-CosineRestart = _family(S.CosineRestart)
-LinearCosineDecay = _family(S.LinearCosineDecay)
-NoisyLinearCosineDecay = _family(S.NoisyLinearCosineDecay)
-Warmup = _family(S.Warmup)
-StepDecay = _family(S.StepDecay)
-MultiStepDecay = _family(S.MultiStepDecay)
-OneCycle = _family(S.OneCycle)
-Cyclic = _family(S.Cyclic)
-SlantedTriangular = _family(S.SlantedTriangular)
-InverseSqrt = _family(S.InverseSqrt)
-WarmupStableDecay = _family(S.WarmupStableDecay)
+# one class per core family (the family's arguments and docstring: _Family.__init_subclass__)
+class Constant(_Family, family=S.Constant): ...
+class ExponentialDecay(_Family, family=S.ExponentialDecay): ...
+class PiecewiseConstantDecay(_Family, family=S.PiecewiseConstantDecay): ...
+class PolynomialDecay(_Family, family=S.PolynomialDecay): ...
+class InverseTimeDecay(_Family, family=S.InverseTimeDecay): ...
+class CosineDecay(_Family, family=S.CosineDecay): ...
+class CosineRestart(_Family, family=S.CosineRestart): ...
+class LinearCosineDecay(_Family, family=S.LinearCosineDecay): ...
+class NoisyLinearCosineDecay(_Family, family=S.NoisyLinearCosineDecay): ...
+class Warmup(_Family, family=S.Warmup): ...
+class StepDecay(_Family, family=S.StepDecay): ...
+class MultiStepDecay(_Family, family=S.MultiStepDecay): ...
+class OneCycle(_Family, family=S.OneCycle): ...
+class Cyclic(_Family, family=S.Cyclic): ...
+class SlantedTriangular(_Family, family=S.SlantedTriangular): ...
+class InverseSqrt(_Family, family=S.InverseSqrt): ...
+class WarmupStableDecay(_Family, family=S.WarmupStableDecay): ...
 
 
 # -- plateau ----------------------------------------------------------------------------------------

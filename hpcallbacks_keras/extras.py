@@ -601,3 +601,10 @@ from ._finder import LRFinder  # noqa: E402
 from ._gan import InstanceNoise, LabelFlip, LabelSmoothing  # noqa: E402
 from ._norms import FrozenBatchNormalization, swap_norms  # noqa: E402
 from ._params import ParamScheduler  # noqa: E402
+
+# every public callback: given to a Lightning or HF loop it raises TypeError naming the import to
+# use, and a wrong keyword is an ArgumentError (hpcallbacks.run.guard_hooks, hpcallbacks._checks);
+# the HPCallback subclasses, SwapNorm, BatchRamp and the GAN helpers get both where they are defined
+for _cls in (GradientAccumulation, HyperparameterAdvisor, LossBalance, LRFinder):
+    keras_only(_cls)
+del _cls

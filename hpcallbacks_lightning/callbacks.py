@@ -41,6 +41,12 @@ from hpcallbacks import run as R
 from hpcallbacks import schedules as S
 from hpcallbacks._checks import bind, checked_init
 from hpcallbacks.plans import BN_POLICIES, LRFactors, ResolvedPlan
+
+try:
+    from lightning.pytorch import Callback as _Callback
+except ImportError:  # pragma: no cover - only pytorch_lightning installed
+    from pytorch_lightning import Callback as _Callback
+
 from hpcallbacks.torch import (
     LayerGroup,
     apply_trainable,
@@ -772,18 +778,6 @@ class SwapNormMixin:
                    reuse_params=self.reuse_params)
 
 
-#: Every public mixin by the callback name it becomes.
-MIXINS: dict[str, type] = {
-    "LearningRateSchedule": LearningRateScheduleMixin,
-    **FAMILY_MIXINS,
-    "ReduceOnPlateau": ReduceOnPlateauMixin,
-    "StagedUnfreeze": StagedUnfreezeMixin,
-    "DiscriminativeLR": DiscriminativeLRMixin,
-    "FreezeBatchNorm": FreezeBatchNormMixin,
-    "SwapNorm": SwapNormMixin,
-}
-
-
 def _state_key(self: Any) -> str:
     """Lightning's key of the callback's checkpoint state (the class name, as Lightning's default).
 
@@ -799,19 +793,85 @@ def _state_key(self: Any) -> str:
     return type(self).__qualname__
 
 
-def build(callback_base: type, module: str, mixins: dict[str, type] | None = None) -> dict[str, type]:
-    """The public callback classes on ``callback_base`` (a namespace's ``Callback``), of ``mixins`` (default
-    :data:`MIXINS`)."""
+def finish(cls: type, mixin: type) -> type:
+    """What a public class gets beyond its mixin and ``Callback``: its arguments checked when it is
+    built (a wrong keyword is an :class:`hpcallbacks.ArgumentError`, as in every adapter), the mixin's
+    docstring and, for a schedule family, its signature."""
+    checked_init(mixin)
+    if cls.__doc__ is None:
+        cls.__doc__ = mixin.__doc__
+    if "__signature__" in mixin.__dict__:
+        cls.__signature__ = mixin.__dict__["__signature__"]  # type: ignore[attr-defined]
+    return cls
+
+
+def _guards() -> dict[str, Any]:
+    """The other frameworks' first hooks (each says which import to use) and Lightning's checkpoint key."""
+    return {**R.guard_hooks("lightning"), "state_key": property(_state_key)}
+
+
+class LightningCallback(_Callback):
+    """Base of the public callbacks: ``lightning.pytorch.Callback`` (``pytorch_lightning.Callback`` when
+    only ``pytorch_lightning`` is installed), the checkpoint key and the wrong-framework guards.
+
+    A public callback is its mixin (the behaviour) on this base, one class statement each:
+    ``class StagedUnfreeze(StagedUnfreezeMixin, LightningCallback)``. The ``pytorch_lightning``
+    namespace (:mod:`hpcallbacks_lightning.pl`) puts the same mixins on its own ``Callback``
+    (:func:`build`).
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        finish(cls, cls.__bases__[0])
+
+
+for _hook, _guard in _guards().items():
+    setattr(LightningCallback, _hook, _guard)
+del _hook, _guard
+
+
+def mixins_of(module: str) -> dict[str, type]:
+    """``{name: mixin}`` of the public classes a module defined on :class:`LightningCallback`."""
+    return {c.__name__: c.__bases__[0] for c in LightningCallback.__subclasses__() if c.__module__ == module}
+
+
+def build(callback_base: type, module: str) -> dict[str, type]:
+    """The public callback classes again on ``callback_base`` (another namespace's ``Callback``), from the
+    mixins of every class defined on :class:`LightningCallback`."""
     out: dict[str, type] = {}
-    guards = {**R.guard_hooks("lightning"), "state_key": property(_state_key)}
-    for name, mixin in (MIXINS if mixins is None else mixins).items():
-        checked_init(mixin)  # a wrong keyword is an ArgumentError, as in every adapter
-        cls = type(name, (mixin, callback_base), {"__module__": module, "__doc__": mixin.__doc__, **guards})
-        cls.__qualname__ = name
-        if "__signature__" in mixin.__dict__:
-            cls.__signature__ = mixin.__dict__["__signature__"]  # type: ignore[attr-defined]
-        out[name] = cls
+    base = type("LightningCallback", (callback_base,), {"__module__": module, "__doc__": LightningCallback.__doc__,
+                                                      **_guards()})
+    for owner in (__name__, __name__.rsplit(".", 1)[0] + ".extras"):
+        for name, mixin in mixins_of(owner).items():
+            cls = type(name, (mixin, base), {"__module__": module, "__qualname__": name})
+            out[name] = finish(cls, mixin)
     return out
 
 
-__all__ = ["MIXINS", "FAMILY_MIXINS", "build"]
+# -- the public classes: one line each -----------------------------------------------------------------------
+class LearningRateSchedule(LearningRateScheduleMixin, LightningCallback): ...
+class Constant(FAMILY_MIXINS["Constant"], LightningCallback): ...
+class ExponentialDecay(FAMILY_MIXINS["ExponentialDecay"], LightningCallback): ...
+class PiecewiseConstantDecay(FAMILY_MIXINS["PiecewiseConstantDecay"], LightningCallback): ...
+class PolynomialDecay(FAMILY_MIXINS["PolynomialDecay"], LightningCallback): ...
+class InverseTimeDecay(FAMILY_MIXINS["InverseTimeDecay"], LightningCallback): ...
+class CosineDecay(FAMILY_MIXINS["CosineDecay"], LightningCallback): ...
+class CosineRestart(FAMILY_MIXINS["CosineRestart"], LightningCallback): ...
+class LinearCosineDecay(FAMILY_MIXINS["LinearCosineDecay"], LightningCallback): ...
+class NoisyLinearCosineDecay(FAMILY_MIXINS["NoisyLinearCosineDecay"], LightningCallback): ...
+class Warmup(FAMILY_MIXINS["Warmup"], LightningCallback): ...
+class StepDecay(FAMILY_MIXINS["StepDecay"], LightningCallback): ...
+class MultiStepDecay(FAMILY_MIXINS["MultiStepDecay"], LightningCallback): ...
+class OneCycle(FAMILY_MIXINS["OneCycle"], LightningCallback): ...
+class Cyclic(FAMILY_MIXINS["Cyclic"], LightningCallback): ...
+class SlantedTriangular(FAMILY_MIXINS["SlantedTriangular"], LightningCallback): ...
+class InverseSqrt(FAMILY_MIXINS["InverseSqrt"], LightningCallback): ...
+class WarmupStableDecay(FAMILY_MIXINS["WarmupStableDecay"], LightningCallback): ...
+class ReduceOnPlateau(ReduceOnPlateauMixin, LightningCallback): ...
+class StagedUnfreeze(StagedUnfreezeMixin, LightningCallback): ...
+class DiscriminativeLR(DiscriminativeLRMixin, LightningCallback): ...
+class FreezeBatchNorm(FreezeBatchNormMixin, LightningCallback): ...
+class SwapNorm(SwapNormMixin, LightningCallback): ...
+
+
+__all__ = sorted(mixins_of(__name__))

@@ -48,17 +48,18 @@ from hpcallbacks.torch import microbatch as HTM
 from .callbacks import (
     _LOG_KW,
     DiscriminativeLRMixin,
+    LightningCallback,
     StagedUnfreezeMixin,
     _log_every,
     _peers,
     _run_lengths,
     _ScheduleBase,
+    mixins_of,
     updates,
 )
 
 log = logging.getLogger("hpcallbacks")
 
-__all__ = ["MIXINS", "build", "per_device_batch_size", "HyperparameterWarning"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -968,25 +969,19 @@ class TrialReporterMixin(TrialReporterBase):
             trainer.should_stop = True
 
 
-#: Every public mixin of this module by the callback name it becomes.
-MIXINS: dict[str, type] = {
-    "GradientAccumulation": GradientAccumulationMixin,
-    "ScaleLearningRate": ScaleLearningRateMixin,
-    "BatchRamp": BatchRampMixin,
-    "ParamScheduler": ParamSchedulerMixin,
-    "InstanceNoise": InstanceNoiseMixin,
-    "LabelSmoothing": LabelSmoothingMixin,
-    "LabelFlip": LabelFlipMixin,
-    "HyperparameterAdvisor": HyperparameterAdvisorMixin,
-    "LossBalance": LossBalanceMixin,
-    "LRFinder": LRFinderMixin,
-    "MicroBatchFinder": MicroBatchFinderMixin,
-    "TrialReporter": TrialReporterMixin,
-}
+# -- the public classes: one line each -----------------------------------------------------------------------
+class GradientAccumulation(GradientAccumulationMixin, LightningCallback): ...
+class ScaleLearningRate(ScaleLearningRateMixin, LightningCallback): ...
+class BatchRamp(BatchRampMixin, LightningCallback): ...
+class ParamScheduler(ParamSchedulerMixin, LightningCallback): ...
+class InstanceNoise(InstanceNoiseMixin, LightningCallback): ...
+class LabelSmoothing(LabelSmoothingMixin, LightningCallback): ...
+class LabelFlip(LabelFlipMixin, LightningCallback): ...
+class HyperparameterAdvisor(HyperparameterAdvisorMixin, LightningCallback): ...
+class LossBalance(LossBalanceMixin, LightningCallback): ...
+class LRFinder(LRFinderMixin, LightningCallback): ...
+class MicroBatchFinder(MicroBatchFinderMixin, LightningCallback): ...
+class TrialReporter(TrialReporterMixin, LightningCallback): ...
 
 
-def build(callback_base: type, module: str) -> dict[str, type]:
-    """This module's public callback classes on ``callback_base``."""
-    from .callbacks import build as _build
-
-    return _build(callback_base, module, MIXINS)
+__all__ = [*sorted(mixins_of(__name__)), "HyperparameterWarning"]

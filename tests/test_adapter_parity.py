@@ -11,6 +11,8 @@ process: the cost is shared with the other adapter tests of the suite.)
 from __future__ import annotations
 
 import inspect
+import re
+import sys
 
 import pytest
 
@@ -134,3 +136,25 @@ def test_the_adapters_list_the_same_public_modules():
               for name, pkg in ADAPTERS.items()}
     public["lightning"].remove("pl")
     assert public["keras"] == public["lightning"] == public["hf"] == ["callbacks", "extras"], public
+
+
+def test_public_classes_are_class_statements_in_the_callbacks_and_extras_modules():
+    """What ``help()``, IDEs and static tools need: every exported class is written as ``class Name(...)``
+    in the adapter's ``callbacks`` or ``extras`` module (or a private module of the adapter), not made
+    by ``type()``; and the package exports exactly what those two modules export, so a new callback
+    is added in one file per adapter (its module's ``__all__``)."""
+    import importlib
+
+    for adapter, package in ADAPTERS.items():
+        modules = [importlib.import_module(f"{package.__name__}.{m}") for m in ("callbacks", "extras")]
+        exported = set().union(*(m.__all__ for m in modules))
+        if adapter == "keras":
+            exported |= {"Group", "discover_groups", "resolve_groups"}  # Keras' layer groups (no torch modules)
+        assert set(package.__all__) == exported, adapter
+        for name in exported_classes(package):
+            cls = getattr(package, name)
+            if cls.__module__.startswith("hpcallbacks."):
+                continue  # the core's HyperparameterWarning, shared by every adapter
+            assert cls.__module__.startswith(package.__name__), (adapter, name, cls.__module__)
+            source = inspect.getsource(sys.modules[cls.__module__])
+            assert re.search(rf"^class {name}\b", source, re.M), (adapter, name, cls.__module__)
