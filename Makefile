@@ -35,7 +35,7 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/hpcallbacks demo $(ARGS)
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check .
