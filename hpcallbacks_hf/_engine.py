@@ -633,21 +633,25 @@ class Run:
             member.apply(self.ctx.model)
 
     # -- per-update events (called by the driver only) ------------------------------------------------
-    def step_begin(self) -> None:
-        """Per update: an integer comparison; the stage is applied when its first update comes."""
-        if self.updates >= self._next_stage:
-            if not self.configured:
-                self.configure()
-            else:
-                self.apply_stage()
+    def step_begin(self) -> bool:
+        """At the first step and a stage's first update: configure the run, apply the stage. Returns
+        whether the next step's start has work too (the driver asks again only then)."""
+        if not self.configured:
+            self.configure()
+        elif self.updates >= self._next_stage:
+            self.apply_stage()
+        return self.updates >= self._next_stage
 
-    def optimizer_step(self, optimizer: Any) -> None:
+    def optimizer_step(self, optimizer: Any) -> bool:
+        """After each optimizer step: count it (performed or skipped). Returns whether the next step's
+        start has work (a stage begins)."""
         if not self.configured:
             self.configure()
         if getattr(optimizer, "step_was_skipped", False):
             self.skipped += 1
         else:
             self.updates += 1
+        return self.updates >= self._next_stage
 
     def log_values(self) -> dict[str, float]:
         """Per-layer-group LR of the last update (named ``lr/<group>``) and the trainable-group count."""

@@ -159,6 +159,7 @@ class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
     #: Whether the callback keeps state across a checkpoint (read back at on_train_begin).
     restorable: bool = True
     _drives = 0  # id() of the TrainerState whose per-update events this callback forwards to its run (0: none)
+    _pending = False  # whether the next step's start has work (configuring the run, a new stage)
 
     def __init__(self) -> None:
         self.skipped_updates = 0
@@ -207,6 +208,7 @@ class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
         self._run = run
         run.attach(self, ctx)
         self._drives = id(state) if run.driver is self else 0  # (an id: no reference that keeps a finished run)
+        self._pending = True  # the first step configures the run
 
     def _driving(self, state) -> E.Run | None:
         run = self._run
@@ -214,14 +216,15 @@ class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
             return None
         return run
 
-    # per update, an identity check: the run's first member (its driver) forwards the events of its state
+    # per update: the run's first member (its driver) forwards the events of its state; the step's
+    # start has work only at the first step and at a stage's first update (``_pending``)
     def on_step_begin(self, args, state, control, **kwargs):
-        if self._drives == id(state):
-            self._run.step_begin()  # type: ignore[union-attr]
+        if self._pending and self._drives == id(state):
+            self._pending = self._run.step_begin()  # type: ignore[union-attr]
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         if self._drives == id(state):
-            self._run.optimizer_step(kwargs.get("optimizer"))  # type: ignore[union-attr]
+            self._pending = self._run.optimizer_step(kwargs.get("optimizer"))  # type: ignore[union-attr]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         run = self._driving(state)
