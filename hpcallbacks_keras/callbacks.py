@@ -23,7 +23,6 @@ continues in the same way.
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -237,19 +236,12 @@ class _Family(LearningRateSchedule):
     def __init_subclass__(cls, family: type[S.Schedule] | None = None, **kwargs: Any) -> None:
         if family is not None:  # a public family: class CosineRestart(_Family, family=S.CosineRestart)
             name = family.__name__
-            defaulted = D.run_defaults(name)
-            params = []
-            for f in dataclasses.fields(family):
-                if not f.init:
-                    continue
-                default = None if (f.name in defaulted or f.default is dataclasses.MISSING) else f.default
-                params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
             doc = (f"Callback for the core :class:`hpcallbacks.{name}`: same arguments, same numbers, the learning "
                    f"rate set in-graph at every update.\n\nDefaults taken from the run: {D.describe(name)}.\n\n"
                    "The core's description:\n\n" + inspect.cleandoc(family.__doc__ or ""))
             cls.family = name
             cls.__doc__ = doc.replace(">>>", "...")  # the core's examples are the core's doctests
-            cls.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+            cls.__signature__ = D.callback_signature(name)  # type: ignore[attr-defined]
         super().__init_subclass__(**kwargs)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
