@@ -81,9 +81,7 @@ __all__ = [
     "DiscriminativeLR",
     "FreezeBatchNorm",
     "SwapNorm",
-    "FAMILIES", "Constant", "ExponentialDecay", "PiecewiseConstantDecay", "PolynomialDecay", "InverseTimeDecay",
-    "CosineDecay", "CosineRestart", "LinearCosineDecay", "NoisyLinearCosineDecay", "StepDecay", "MultiStepDecay",
-    "OneCycle", "Cyclic", "SlantedTriangular", "InverseSqrt", "WarmupStableDecay", "Warmup",
+    "FAMILIES",  # and every family class, added where they are defined
 ]
 
 
@@ -699,10 +697,6 @@ class InverseSqrt(_FamilyCallback, family=S.InverseSqrt): ...
 class WarmupStableDecay(_FamilyCallback, family=S.WarmupStableDecay): ...
 class Warmup(_FamilyCallback, family=S.Warmup): ...
 
-#: Every family callback by name.
-FAMILIES: dict[str, type[_FamilyCallback]] = {
-    c.__name__: c for c in (Constant, ExponentialDecay, PiecewiseConstantDecay, PolynomialDecay, InverseTimeDecay,
-                            CosineDecay, CosineRestart, LinearCosineDecay, NoisyLinearCosineDecay, StepDecay,
-                            MultiStepDecay, OneCycle, Cyclic, SlantedTriangular, InverseSqrt, WarmupStableDecay,
-                            Warmup)
-}
+#: Every family callback by name (each class statement above adds one).
+FAMILIES: dict[str, type[_FamilyCallback]] = {c.__name__: c for c in _FamilyCallback.__subclasses__()}
+__all__ += list(FAMILIES)

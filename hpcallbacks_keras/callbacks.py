@@ -42,23 +42,6 @@ from ._groups import batch_norm_layers, resolve_groups
 __all__ = [
     "HPCallback",
     "LearningRateSchedule",
-    "Constant",
-    "ExponentialDecay",
-    "PiecewiseConstantDecay",
-    "PolynomialDecay",
-    "InverseTimeDecay",
-    "CosineDecay",
-    "CosineRestart",
-    "LinearCosineDecay",
-    "NoisyLinearCosineDecay",
-    "Warmup",
-    "StepDecay",
-    "MultiStepDecay",
-    "OneCycle",
-    "Cyclic",
-    "SlantedTriangular",
-    "InverseSqrt",
-    "WarmupStableDecay",
     "ReduceOnPlateau",
     "StagedUnfreeze",
     "DiscriminativeLR",
@@ -296,6 +279,8 @@ class Cyclic(_Family, family=S.Cyclic): ...
 class SlantedTriangular(_Family, family=S.SlantedTriangular): ...
 class InverseSqrt(_Family, family=S.InverseSqrt): ...
 class WarmupStableDecay(_Family, family=S.WarmupStableDecay): ...
+
+__all__ += [c.__name__ for c in _Family.__subclasses__()]  # every family class above
 
 
 # -- plateau ----------------------------------------------------------------------------------------
