@@ -687,15 +687,20 @@ def test_loss_balance():
         LossBalance(["a_loss"])
 
 
-def _plateau_run(tmp_path, interrupt_at=None):
+def _recorded_fit(callbacks, epochs, interrupt_at=None):
+    """The LR of each update (6 per epoch) of a fit of a fresh recording model with ``callbacks``,
+    interrupted at update ``interrupt_at`` when given."""
     model, opt = _recording_model(0.1)
-    callbacks = [LearningRateSchedule(hp.Constant(0.1)),
-                 ReduceOnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9),
-                 keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))]
     if interrupt_at is not None:
-        callbacks.append(Interrupt(interrupt_at))
-    model.fit(X, Y, batch_size=4, epochs=4, shuffle=False, verbose=0, callbacks=callbacks)
-    return ops.convert_to_numpy(opt.rec_lr)[:24, 0]
+        callbacks = [*callbacks, Interrupt(interrupt_at)]
+    model.fit(X, Y, batch_size=4, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
+    return ops.convert_to_numpy(opt.rec_lr)[:6 * epochs, 0]
+
+
+def _plateau_run(tmp_path, interrupt_at=None):
+    return _recorded_fit([LearningRateSchedule(hp.Constant(0.1)),
+                          ReduceOnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9),
+                          keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))], 4, interrupt_at)
 
 
 def test_reduce_on_plateau_state_survives_backup_and_restore(tmp_path):
@@ -708,12 +713,8 @@ def test_reduce_on_plateau_state_survives_backup_and_restore(tmp_path):
 
 
 def _decay_run(tmp_path, interrupt_at=None):
-    model, opt = _recording_model(0.1)
-    callbacks = [keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), CosineDecay()]  # listed first
-    if interrupt_at is not None:
-        callbacks.append(Interrupt(interrupt_at))
-    model.fit(X, Y, batch_size=4, epochs=3, shuffle=False, verbose=0, callbacks=callbacks)
-    return ops.convert_to_numpy(opt.rec_lr)[:18, 0]
+    # BackupAndRestore listed first
+    return _recorded_fit([keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), CosineDecay()], 3, interrupt_at)
 
 
 def test_backup_and_restore_resume_defaults_to_the_first_runs_learning_rate(tmp_path):
