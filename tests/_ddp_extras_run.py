@@ -1,6 +1,6 @@
-"""Two-process CPU DDP run for tests/test_lightning_extras.py::test_ddp_extras (Lightning relaunches it per rank).
+"""Lightning DDP scenario of tests/test_distributed.py (run by tests/_distributed_run.py, 2 CPU ranks).
 
-``python tests/_ddp_extras_run.py OUT_DIR``: one fit under ``strategy="ddp", accelerator="cpu",
+``main(OUT_DIR)``: one fit under ``strategy="ddp", accelerator="cpu",
 devices=2`` with ``GradientAccumulation(16)`` (per-device batch 4 x 2 ranks -> 2 micro-batches),
 ``LRFinder`` (its test runs through DDP, restores the weights) and ``LabelFlip``; each rank writes
 ``OUT_DIR/rank<r>.json``: the accumulation, the finder's suggestion and whether the weights were
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 
 import lightning.pytorch as L
@@ -66,7 +65,3 @@ def main(out: str) -> None:
               "flips": model.flips, "weights": weights, "global_step": trainer.global_step}
     with open(os.path.join(out, f"rank{trainer.global_rank}.json"), "w") as f:
         json.dump(result, f)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

@@ -1,51 +1,49 @@
-"""Two-process CPU DDP runs for tests/test_microbatch.py (the minimum over ranks).
+"""The micro-batch finder's scenarios of tests/test_distributed.py (run by tests/_distributed_run.py, 2 CPU ranks).
 
-``python tests/_ddp_microbatch_run.py OUT_DIR`` (Lightning relaunches it per rank): a fit under
+``main(OUT_DIR)`` (Lightning): a fit under
 ``strategy="ddp", accelerator="cpu", devices=2`` with ``MicroBatchFinder(64)`` on a model that runs
 out of memory above 8 samples per forward (-> 8 per rank x 4 micro-batches x 2 ranks), then one
 where rank 1 runs out above 4 (-> both ranks 4 x 8). Each rank writes ``OUT_DIR/rank<r>.json``.
 
-``python -m torch.distributed.run --nproc_per_node=2 tests/_ddp_microbatch_run.py OUT_DIR hf``: the
-same two runs with HF's ``Trainer`` (gloo).
+``hf(OUT_DIR)`` (under torchrun): the same two runs with HF's ``Trainer`` (gloo).
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 
-import lightning.pytorch as L
 import torch
 from torch import nn
-
-import hpcallbacks_lightning as HL
 
 warnings.filterwarnings("ignore")
 
 
-class Net(L.LightningModule):
-    def __init__(self, limits=(8, 8)) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-        self.limits = limits
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        limit = self.limits[self.global_rank]
-        if x.shape[0] > limit:
-            raise torch.OutOfMemoryError(f"CUDA out of memory (test model: {x.shape[0]} samples > {limit})")
-        return nn.functional.mse_loss(self.net(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    def on_train_start(self):
-        self.at_start = [p.detach().clone() for p in self.parameters()]  # after the probes
-
-
 def fit(limits):
+    import lightning.pytorch as L
+
+    import hpcallbacks_lightning as HL
+
+    class Net(L.LightningModule):
+        def __init__(self, limits=(8, 8)) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+            self.limits = limits
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            limit = self.limits[self.global_rank]
+            if x.shape[0] > limit:
+                raise torch.OutOfMemoryError(f"CUDA out of memory (test model: {x.shape[0]} samples > {limit})")
+            return nn.functional.mse_loss(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def on_train_start(self):
+            self.at_start = [p.detach().clone() for p in self.parameters()]  # after the probes
+
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 4, generator=g)
     data = torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True))
@@ -89,16 +87,6 @@ def hf(out: str) -> None:
                         args.world_size, args.per_device_train_batch_size]
     with open(os.path.join(out, f"rank{dist.get_rank()}.json"), "w") as f:
         json.dump(result, f)
-    _leave(dist)
-
-
-def _leave(dist) -> None:
-    """Leave without interpreter teardown, as tests/_hf_ddp_run.py does: gloo's threads sometimes abort
-    a torchrun process there ("terminate called without an active exception") after everything was written."""
-    dist.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def main(out: str) -> None:
@@ -111,7 +99,3 @@ def main(out: str) -> None:
               "weights": torch.cat([p.detach().flatten() for p in model.parameters()]).tolist()}
     with open(os.path.join(out, f"rank{trainer.global_rank}.json"), "w") as f:
         json.dump(result, f)
-
-
-if __name__ == "__main__":
-    (hf if sys.argv[2:] == ["hf"] else main)(sys.argv[1])

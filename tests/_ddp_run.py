@@ -1,6 +1,6 @@
-"""Two-process CPU DDP run for tests/test_lightning.py::test_ddp_* (Lightning relaunches this script per rank).
+"""Lightning DDP scenario of tests/test_distributed.py (run by tests/_distributed_run.py, 2 CPU ranks).
 
-``python tests/_ddp_run.py OUT_DIR``: fits the same backbone + head model twice under
+``main(OUT_DIR)`` fits the same backbone + head model twice under
 ``strategy="ddp", accelerator="cpu", devices=2``: once with Lightning's ``BackboneFinetuning`` (the
 anchor) and once with hpcallbacks (``SwapNorm`` + ``StagedUnfreeze`` + ``CosineRestart``). At the
 start of every update each rank all-gathers its flattened weights and records whether both ranks
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 
 import lightning.pytorch as L
@@ -94,7 +93,3 @@ def main(out: str) -> None:
                                 Check(out, "ours")],
                      logger=CSVLogger(out, name="logs"), log_every_n_steps=1, **common)
     ours.fit(Net(), torch.utils.data.DataLoader(data, batch_size=4))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

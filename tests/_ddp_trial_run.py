@@ -1,7 +1,7 @@
-"""Two-process CPU runs for tests/test_trial_reporter.py: TrialReporter under Lightning DDP and HF torchrun.
+"""TrialReporter under Lightning DDP and HF torchrun: scenarios of tests/test_distributed.py (2 CPU ranks).
 
-``python tests/_ddp_trial_run.py lightning OUT_DIR`` (Lightning relaunches it for rank 1, ``strategy="ddp"``,
-``devices=2``) or ``python -m torch.distributed.run --nproc_per_node=2 tests/_ddp_trial_run.py hf OUT_DIR``.
+``main("lightning", OUT_DIR)`` (``strategy="ddp"``, ``devices=2``) or ``main("hf", OUT_DIR)`` (under torchrun),
+run by tests/_distributed_run.py.
 Every rank runs the same Optuna study of 2 trials (in memory, its own ``RandomSampler(seed=rank)``, so the
 ranks draw different values) with a pruner that prunes every trial at step 1. Each trial shares rank 0's
 draw (:func:`hpcallbacks.search.shared_params`) and trains 4 epochs with ``TrialReporter``; rank 0's trial
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 
 import optuna
@@ -126,14 +125,3 @@ def main(kind: str, out: str) -> None:
         study.optimize(lambda trial: hf_trial(trial, record, out), n_trials=2)
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"trials": record, "states": [t.state.name for t in study.trials]}, f)
-    if kind == "hf":  # torchrun: leave without interpreter teardown, as tests/_hf_ddp_run.py does (gloo's
-        import torch.distributed as dist  # threads sometimes abort the process there after all was written)
-
-        dist.barrier()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])

@@ -1,6 +1,6 @@
-"""Two-process CPU DDP run for tests/test_hf_extras.py::test_ddp_accumulation_range_test_and_flips (torchrun).
+"""HF torchrun scenario of tests/test_distributed.py (run by tests/_distributed_run.py, 2 CPU ranks, gloo).
 
-``python -m torch.distributed.run --nproc_per_node=2 tests/_hf_ddp_extras_run.py OUT_DIR``: a small
+``main(OUT_DIR)``: a small
 regression trained with ``GradientAccumulation(16)`` (4 per device x 2 ranks x 2 micro-batches),
 ``LRFinder(num_steps=20)`` and ``LabelFlip(0.5, seed=3)`` (its targets of a vector of ones taken in
 ``compute_loss``). Each rank writes ``OUT_DIR/rank<r>.json``: the accumulation, world size and
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 
 import torch
@@ -77,13 +76,3 @@ def main(out: str) -> None:
                    "global_step": trainer.state.global_step, "suggestion": finder.suggestion,
                    "restored": all(torch.equal(p, q) for p, q in zip(before.seen[0], after.seen[0], strict=True)),
                    "weights": final, "flips": trainer.flips}, f)
-    # leave without interpreter teardown: gloo's threads sometimes abort the process there ("terminate called
-    # without an active exception") after everything was written
-    dist.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

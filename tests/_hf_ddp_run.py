@@ -1,6 +1,6 @@
-"""Two-process CPU DDP fine-tuning for tests/test_hf.py::test_ddp_staged_unfreeze (run under torchrun).
+"""HF torchrun scenario of tests/test_distributed.py (run by tests/_distributed_run.py, 2 CPU ranks, gloo).
 
-``python -m torch.distributed.run --nproc_per_node=2 tests/_hf_ddp_run.py OUT_DIR``: a tiny BERT
+``main(OUT_DIR)``: a tiny BERT
 (built from a config) whose encoder the user froze before building the Trainer, fine-tuned with
 ``StagedUnfreeze(FreezePlan.gradual(every_epochs=1, groups_per_stage=2))`` + ``CosineRestart()``.
 At the start of every update each rank all-gathers a fingerprint of its weights and records
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 
 import torch
@@ -74,13 +73,3 @@ def main(out: str) -> None:
     rank = dist.get_rank() if dist.is_initialized() else 0
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"rows": watch.rows, "world": dist.get_world_size()}, f)
-    # leave without interpreter teardown: gloo's threads sometimes abort the process there ("terminate called
-    # without an active exception") after everything was written
-    dist.barrier()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1])

@@ -11,10 +11,11 @@ counts as 0 and keeps its place. A stale figure only changes the order, never a 
 from __future__ import annotations
 
 SECONDS = {
-    "test_keras_backends.py": 170, "test_keras.py": 170, "test_contract.py": 164, "test_microbatch.py": 139,
-    "test_demo.py": 94, "test_hf.py": 72, "test_hf_extras.py": 68, "test_schedules.py": 61, "test_search.py": 54,
-    "test_schedules_reference.py": 48, "test_trial_reporter.py": 44, "test_keras_distributed.py": 26,
-    "test_readme.py": 24, "test_lightning.py": 23, "test_lightning_extras.py": 20, "test_cross_framework.py": 14,
+    "test_keras.py": 157, "test_contract.py": 150, "test_keras_backends.py": 143, "test_demo.py": 99,
+    "test_microbatch.py": 92, "test_hf.py": 87, "test_schedules.py": 56, "test_hf_extras.py": 44,
+    "test_schedules_reference.py": 40, "test_search.py": 37, "test_distributed.py": 35,
+    "test_keras_distributed.py": 23, "test_readme.py": 19, "test_trial_reporter.py": 11, "test_cross_framework.py": 8,
+    "test_lightning.py": 6, "test_lightning_extras.py": 3,
 }
 
 

@@ -631,34 +631,3 @@ def test_exported_states_rebuild_the_callbacks():
 
 
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.slow
-def test_ddp_accumulation_range_test_and_flips(tmp_path):
-    """torchrun, 2 CPU ranks (gloo, ~20 s): GradientAccumulation counts both ranks (16 = 4 x 2 ranks x 2), the
-    range test gives the same suggestion on both ranks and restores the weights (ranks identical at the end),
-    LabelFlip numbers the samples of the whole update across ranks and micro-batches."""
-    import json
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(root))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-           str(root / "tests" / "_hf_ddp_extras_run.py"), str(tmp_path)]
-    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    for r in ranks:
-        assert (r["accumulate"], r["world"], r["global_step"]) == (2, 2, 4) and r["restored"]
-    assert ranks[0]["suggestion"] == ranks[1]["suggestion"] and ranks[0]["suggestion"] > 0
-    assert ranks[0]["weights"] == ranks[1]["weights"]
-    core = G.LabelFlip(0.5, seed=3)
-    for update in range(4):  # micro-batch m of rank r holds samples (m * 2 + r) * 4 .. + 3 of the update
-        whole = core.targets(update, [1.0] * 16)
-        for m in range(2):
-            for r in range(2):
-                assert ranks[r]["flips"][2 * update + m] == whole[(m * 2 + r) * 4:(m * 2 + r + 1) * 4]

@@ -3,20 +3,13 @@
 Per adapter, a real Optuna study (in-memory storage) on a tiny model: two good trials, then a bad
 one (a loss offset: its validation loss is far above the others') that ``MedianPruner`` prunes at
 its first check (step 1, ``n_warmup_steps=1``): its training stops right there, after 2 of 4
-epochs, and the study records it as pruned. Then the distributed runs (``@pytest.mark.slow``):
-Lightning ``strategy="ddp"`` on 2 CPU processes and HF under ``torchrun --nproc_per_node=2``, where
-every rank trains with rank 0's sampled values (:func:`hpcallbacks.search.shared_params`) and a
-pruner that always prunes at step 1 stops both ranks after the same epoch (a timeout would catch a
-hang). Last, ``Trainer.hyperparameter_search`` with ``GradientAccumulation(8)`` and the per-device
+epochs, and the study records it as pruned. (The distributed runs, Lightning DDP and HF torchrun,
+where every rank trains with rank 0's draw and a prune stops both ranks, are in
+tests/test_distributed.py.) Last, ``Trainer.hyperparameter_search`` with ``GradientAccumulation(8)`` and the per-device
 batch in the search space: every trial keeps the effective batch of 8.
 """
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -286,41 +279,9 @@ def test_hf_search_keeps_the_effective_batch_of_gradient_accumulation(tmp_path):
 
 
 # -- distributed ------------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def check_ranks(tmp_path: Path) -> None:
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    zero, one = ranks
-    assert len(zero["trials"]) == len(one["trials"]) == 2
-    for mine, other in zip(zero["trials"], one["trials"]):
-        assert mine["params"] == other["params"] == mine["sampled"]  # rank 0's draw, on both ranks
-        assert mine["sampled"] != other["sampled"]  # rank 1 drew something else itself
-        assert mine["lr_used"] == other["lr_used"] == next(iter(mine["sampled"].values()))  # the optimizers' LR
-        assert mine["epochs"] == other["epochs"] == 2  # both stopped after epoch 1 (the forced prune)
-        assert mine["pruned_step"] == other["pruned_step"] == 1
-    assert zero["states"] == ["PRUNED", "PRUNED"]
 
 
-@pytest.mark.slow
-def test_lightning_ddp_ranks_share_params_and_stop_together(tmp_path):
-    pytest.importorskip("lightning.pytorch")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "_ddp_trial_run.py"), "lightning", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    check_ranks(tmp_path)
 
 
-@pytest.mark.slow
-def test_hf_torchrun_ranks_share_params_and_stop_together(tmp_path):
-    pytest.importorskip("transformers")
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           str(ROOT / "tests" / "_ddp_trial_run.py"), "hf", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    check_ranks(tmp_path)
