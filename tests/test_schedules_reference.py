@@ -40,9 +40,19 @@ def kschedules():
 
 
 def keras_values(schedule, n: int = N, dtype: str = "float32", vectorised: bool = True) -> np.ndarray:
+    """The schedule at steps ``0..n-1``: one call on the vector of steps, or (``vectorised=False``: a schedule
+    that branches with ``ops.cond``, which takes a scalar) one call per step, on TensorFlow through one traced
+    ``tf.function`` (the same ops, run as a graph instead of op by op)."""
     if vectorised:
         return np.asarray(schedule(np.arange(n, dtype=dtype)), dtype=np.float64)
-    return np.array([float(schedule(np.dtype(dtype).type(i))) for i in range(n)])
+    call = schedule
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        call = tf.function(schedule, reduce_retracing=True)
+    return np.array([float(call(np.dtype(dtype).type(i))) for i in range(n)])
 
 
 KERAS_CASES = [
@@ -211,8 +221,8 @@ def test_linear_cosine_matches_tf1(tf1, kwargs):
     lr = tf1.constant(kwargs["learning_rate"], dtype=tf1.float64)
     rest = {k: v for k, v in kwargs.items() if k != "learning_rate"}
     rest64 = tf1_float64_args(rest)
-    ref = [float(tf1.compat.v1.train.linear_cosine_decay(lr, tf1.constant(i, tf1.int64), **rest64)())
-           for i in range(N)]
+    steps = tf1.constant(np.arange(N), tf1.int64)  # TF1's formula is elementwise: every step in one call
+    ref = tf1.compat.v1.train.linear_cosine_decay(lr, steps, **rest64)().numpy()
     ours = S.LinearCosineDecay(kwargs["learning_rate"], **rest)
     assert_rel(ours.curve(N), ref, floor=1e-3 * kwargs["learning_rate"])
 
@@ -224,21 +234,20 @@ def test_noisy_linear_cosine_is_tf1_formula_with_the_same_noise(tf1, monkeypatch
 
     ours = S.NoisyLinearCosineDecay(kwargs["learning_rate"], seed=7,
                                     **{k: v for k, v in kwargs.items() if k != "learning_rate"})
-    current = {"step": 0}
+    noise = tf1.constant([ours.noise(i) for i in range(N)], tf1.float64)  # step i's draw, for every step
 
     class InjectedNoise:
         @staticmethod
         def random_normal(shape, stddev, **_):
-            return tf1.cast(stddev, tf1.float64) * ours.noise(current["step"])
+            assert tuple(shape) == (N,)
+            return tf1.cast(stddev, tf1.float64) * noise
 
     monkeypatch.setattr(tf_lrs, "random_ops", InjectedNoise)
     lr = tf1.constant(kwargs["learning_rate"], dtype=tf1.float64)
     rest = {k: v for k, v in kwargs.items() if k != "learning_rate"}
     rest64 = tf1_float64_args(rest, initial_variance=1.0, variance_decay=0.55)
-    ref = []
-    for i in range(N):
-        current["step"] = i
-        ref.append(max(0.0, float(tf1.compat.v1.train.noisy_linear_cosine_decay(lr, i, **rest64)())))
+    steps = tf1.constant(np.arange(N), tf1.int64)  # TF1's formula is elementwise: every step in one call
+    ref = np.maximum(0.0, tf1.compat.v1.train.noisy_linear_cosine_decay(lr, steps, **rest64)().numpy())
     assert_rel(ours.curve(N), ref, floor=1e-3 * kwargs["learning_rate"])
 
 
