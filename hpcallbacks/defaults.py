@@ -37,7 +37,7 @@ from typing import Any
 
 from . import schedules as S
 
-__all__ = ["RunFacts", "build", "check", "run_defaults", "describe", "FAMILIES", "callback_signature",
+__all__ = ["RunFacts", "build", "check", "run_defaults", "describe", "FAMILIES", "callback_signature", "callback_repr",
            "callback_arguments"]
 
 
@@ -230,3 +230,14 @@ def callback_arguments(family: str | type[S.Schedule], bound: inspect.BoundArgum
                  for k, v in bound.arguments.items()}
     check(name, {k: v for k, v in arguments.items() if k in {f.name for f in dataclasses.fields(S.SCHEDULES[name])}})
     return arguments
+
+
+def callback_repr(name: str, arguments: dict[str, Any]) -> str:
+    """How a family callback shows itself in every adapter: the arguments given, those left to the run
+    (``None``) omitted.
+
+    >>> callback_repr("CosineRestart", {"initial_learning_rate": None, "first_decay_steps": 500, "t_mul": 2.0})
+    'CosineRestart(first_decay_steps=500, t_mul=2.0)'
+    """
+    given = ", ".join(f"{k}={v!r}" for k, v in arguments.items() if v is not None)
+    return f"{name}({given})"

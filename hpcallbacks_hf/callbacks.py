@@ -73,16 +73,8 @@ from hpcallbacks.torch import discover_groups, frozen_batch_norms, hold_batch_no
 
 from . import _engine as E
 
-__all__ = [
-    "HPCallback",
-    "LearningRateSchedule",
-    "ReduceOnPlateau",
-    "StagedUnfreeze",
-    "DiscriminativeLR",
-    "FreezeBatchNorm",
-    "SwapNorm",
-    "FAMILIES",  # and every family class, added where they are defined
-]
+__all__ = ["HPCallback", "LearningRateSchedule", "ReduceOnPlateau", "StagedUnfreeze", "DiscriminativeLR",
+           "FreezeBatchNorm", "SwapNorm", "FAMILIES"]  # and every family class, added where they are defined
 
 
 #: The public callback classes of this adapter (and their subclasses): moved first in the Trainer's list.
@@ -674,8 +666,7 @@ class _FamilyCallback(_ScheduleCallback):
         return self.schedule
 
     def __repr__(self) -> str:
-        given = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items() if v is not None)
-        return f"{type(self).__name__}({given})"
+        return D.callback_repr(type(self).__name__, self.arguments)
 
 
 # one class per core family (the family's arguments and docstring: _FamilyCallback.__init_subclass__)

@@ -39,16 +39,8 @@ from hpcallbacks.plans import BN_POLICIES, LRFactors
 from ._engine import Engine, RunState, callback_list_of, foreign_controllers
 from ._groups import batch_norm_layers, resolve_groups
 
-__all__ = [
-    "HPCallback",
-    "LearningRateSchedule",
-    "ReduceOnPlateau",
-    "StagedUnfreeze",
-    "DiscriminativeLR",
-    "FreezeBatchNorm",
-    "SwapNorm",
-    "BatchRamp",
-]
+__all__ = ["HPCallback", "LearningRateSchedule", "ReduceOnPlateau", "StagedUnfreeze", "DiscriminativeLR",
+           "FreezeBatchNorm", "SwapNorm", "BatchRamp"]
 
 
 def _warn(message: str | None) -> None:
@@ -257,8 +249,7 @@ class _Family(LearningRateSchedule):
         return {k: (S.serialize(v) if isinstance(v, S.Schedule) else v) for k, v in self.arguments.items()}
 
     def __repr__(self) -> str:
-        given = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items() if v is not None)
-        return f"{type(self).__name__}({given})"
+        return D.callback_repr(type(self).__name__, self.arguments)
 
 
 # one class per core family (the family's arguments and docstring: _Family.__init_subclass__)

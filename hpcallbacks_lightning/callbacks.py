@@ -416,8 +416,7 @@ def family_mixin(name: str) -> type:
         return schedule, notice
 
     def __repr__(self: Any) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items() if v is not None)
-        return f"{name}({args})"
+        return D.callback_repr(name, self.arguments)
 
     doc = (f"The :class:`hpcallbacks.{name}` schedule as a callback setting the LR of every update.\n\n"
            f"Same arguments as the core schedule. Defaults taken from the run (:mod:`hpcallbacks.defaults`, the same "
