@@ -51,7 +51,7 @@ class HookTimer:
     per_step: tuple[str, ...]
     base: type
     seconds: dict[int, float] = field(default_factory=dict)
-    calls: dict[str, list[float]] = field(default_factory=dict)  # "Callback.hook" -> [calls, seconds]
+    calls: dict[str, list[float]] = field(default_factory=dict)  # "Callback.hook" -> seconds of each call
     wrapped: dict[str, list[str]] = field(default_factory=dict)  # callback -> hooks timed
     once: dict[str, list[str]] = field(default_factory=dict)  # callback -> framework hooks not per step
     foreign: dict[str, list[str]] = field(default_factory=dict)  # callback -> on_* names the framework never calls
@@ -66,7 +66,7 @@ class HookTimer:
         self.foreign[label] = [h for h in hooks if h not in self.per_step and not hasattr(self.base, h)]
         for name in self.wrapped[label]:
             hook = getattr(callback, name)
-            tally = self.calls.setdefault(f"{label}.{name}", [0, 0.0])
+            tally = self.calls.setdefault(f"{label}.{name}", [])
 
             def timed(*a, _hook=hook, _tally=tally, **k):
                 t = time.perf_counter()
@@ -74,8 +74,7 @@ class HookTimer:
                 spent = time.perf_counter() - t
                 key = self.position()
                 self.seconds[key] = self.seconds.get(key, 0.0) + spent
-                _tally[0] += 1
-                _tally[1] += spent
+                _tally.append(spent)
                 return out
 
             setattr(callback, name, timed)
@@ -117,10 +116,12 @@ class HookTimer:
         return lines
 
     def breakdown(self) -> list[str]:
-        """Each timed hook's calls and mean time per call over the whole run (the first calls included)."""
-        rows = [[name, calls, f"{seconds / calls * 1e6:.1f}" if calls else "-", f"{seconds * 1e3:.2f}"]
-                for name, (calls, seconds) in self.calls.items()]
-        return table(["hook", "calls", "us/call (mean)", "total ms"], rows).splitlines()
+        """Each timed hook's calls, the median and the mean time per call over the whole run (the mean
+        holds the first calls, which set the run up), and the total."""
+        rows = [[name, len(spent), f"{statistics.median(spent) * 1e6:.1f}" if spent else "-",
+                 f"{statistics.fmean(spent) * 1e6:.1f}" if spent else "-", f"{sum(spent) * 1e3:.2f}"]
+                for name, spent in self.calls.items()]
+        return table(["hook", "calls", "us/call (median)", "us/call (mean)", "total ms"], rows).splitlines()
 
 
 @dataclass

@@ -248,8 +248,7 @@ class Run:
         self.factors: tuple[float, ...] | None = None
         self.bn = "freeze_stats"
         self.bn_members: list[Any] = []
-        # per-update state
-        self.updates = 0
+        # per-update state (the performed updates: the ``updates`` property)
         self.skipped = 0
         self.stage = -1
         self._next_stage: float = -1  # the update at which apply_stage has something to do (-1: not configured)
@@ -266,6 +265,7 @@ class Run:
         self._pg_layer: list[int | None] = []
         self._sources: dict[int, Any] = {}
         self._bases: dict[int, float] = {}
+        self.may_skip = True  # whether an optimizer step can be skipped (read after each step); set by configure
 
     # -- attach: check everything, change nothing ------------------------------------------------
     @property
@@ -468,7 +468,7 @@ class Run:
                 pg["lr_factor"] = self.factors[g] if g is not None else 1.0
         else:
             self._pg_layer = [None] * len(inner.param_groups)
-        self.updates = max(int(ctx.state.global_step) - self.skipped, 0)
+        self.may_skip = may_skip(ctx.optimizer)
         self._adopt(rec)
         self.stage = -1
         self.apply_stage()
@@ -633,25 +633,30 @@ class Run:
             member.apply(self.ctx.model)
 
     # -- per-update events (called by the driver only) ------------------------------------------------
-    def step_begin(self) -> bool:
-        """At the first step and a stage's first update: configure the run, apply the stage. Returns
-        whether the next step's start has work too (the driver asks again only then)."""
+    @property
+    def updates(self) -> int:
+        """The optimizer updates performed so far: the Trainer's ``global_step`` (every step, performed or
+        skipped, outside ``on_optimizer_step``) less the skipped ones."""
+        state = self.ctx.state if self.ctx is not None else None
+        return max(int(state.global_step) - self.skipped, 0) if state is not None else 0
+
+    def step_begin(self) -> float:
+        """At the first step and a stage's first update: configure the run, apply the stage. Returns the
+        ``global_step`` at which the next step's start has work again (the driver compares, nothing more)."""
         if not self.configured:
             self.configure()
         elif self.updates >= self._next_stage:
             self.apply_stage()
-        return self.updates >= self._next_stage
+        return self._next_stage + self.skipped
 
-    def optimizer_step(self, optimizer: Any) -> bool:
-        """After each optimizer step: count it (performed or skipped). Returns whether the next step's
-        start has work (a stage begins)."""
+    def optimizer_step(self, optimizer: Any) -> float:
+        """After an optimizer step that can be skipped (:attr:`may_skip`): count a skipped one. Returns the
+        ``global_step`` of the next stage's first update, which a skipped step moves by one."""
         if not self.configured:
             self.configure()
         if getattr(optimizer, "step_was_skipped", False):
             self.skipped += 1
-        else:
-            self.updates += 1
-        return self.updates >= self._next_stage
+        return self._next_stage + self.skipped
 
     def log_values(self) -> dict[str, float]:
         """Per-layer-group LR of the last update (named ``lr/<group>``) and the trainable-group count."""
@@ -672,6 +677,18 @@ class Run:
         mask = self.mask if self.mask is not None else (True,) * len(self.groups)
         out["trainable_groups"] = float(sum(mask))
         return out
+
+
+def may_skip(optimizer: Any) -> bool:
+    """Whether the Trainer's optimizer can skip a step (``step_was_skipped``, which the update count must
+    read after every step): with a mixed-precision gradient scaler (an overflow skips the step), or any
+    optimizer other than accelerate's own wrapper (DeepSpeed's, a user's). accelerate's
+    ``AcceleratedOptimizer`` without a scaler always steps."""
+    try:
+        from accelerate.optimizer import AcceleratedOptimizer
+    except ImportError:  # pragma: no cover - transformers' Trainer requires accelerate
+        return True
+    return not (type(optimizer) is AcceleratedOptimizer and getattr(optimizer, "scaler", None) is None)
 
 
 def _type_name(args: Any) -> str:

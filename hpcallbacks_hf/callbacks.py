@@ -55,6 +55,7 @@ callback given to a Keras or Lightning loop raises ``TypeError`` naming the impo
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -149,7 +150,8 @@ class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
     #: Whether the callback keeps state across a checkpoint (read back at on_train_begin).
     restorable: bool = True
     _drives = 0  # id() of the TrainerState whose per-update events this callback forwards to its run (0: none)
-    _pending = False  # whether the next step's start has work (configuring the run, a new stage)
+    _stage_at: float = math.inf  # the global_step whose start has work (configuring the run, a new stage)
+    _counts_skips = False  # whether the step's end reads step_was_skipped (a scaler can skip a step)
 
     def __init__(self) -> None:
         self.skipped_updates = 0
@@ -197,8 +199,10 @@ class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
         ctx = run.ctx or E.make_context(args, state, kwargs, type(self).__name__)
         self._run = run
         run.attach(self, ctx)
-        self._drives = id(state) if run.driver is self else 0  # (an id: no reference that keeps a finished run)
-        self._pending = True  # the first step configures the run
+        drives = run.driver is self
+        self._drives = id(state) if drives else 0  # (an id: no reference that keeps a finished run)
+        self._stage_at = 0 if drives else math.inf  # the driver's first step configures the run
+        self._counts_skips = drives  # until the run is configured; it then says whether a step can be skipped
 
     def _driving(self, state) -> E.Run | None:
         run = self._run
@@ -207,14 +211,17 @@ class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
         return run
 
     # per update: the run's first member (its driver) forwards the events of its state; the step's
-    # start has work only at the first step and at a stage's first update (``_pending``)
+    # start has work only at the first step and at a stage's first update (``_stage_at``, a global step),
+    # the step's end only when a step can be skipped (a mixed-precision scaler): one comparison otherwise
     def on_step_begin(self, args, state, control, **kwargs):
-        if self._pending and self._drives == id(state):
-            self._pending = self._run.step_begin()  # type: ignore[union-attr]
+        if state.global_step >= self._stage_at and self._drives == id(state):
+            run = self._run
+            self._stage_at = run.step_begin()  # type: ignore[union-attr]
+            self._counts_skips = run.may_skip  # type: ignore[union-attr]
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        if self._drives == id(state):
-            self._pending = self._run.optimizer_step(kwargs.get("optimizer"))  # type: ignore[union-attr]
+        if self._counts_skips and self._drives == id(state):
+            self._stage_at = self._run.optimizer_step(kwargs.get("optimizer"))  # type: ignore[union-attr]
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         run = self._driving(state)

@@ -490,10 +490,15 @@ class SkipUpdates(TrainerCallback):
 
     Accelerate sets the flag inside ``optimizer.step()``, before any ``on_optimizer_step``: the
     simulation sets it just before the step (the hpcallbacks callbacks run first at every event).
+    Without a gradient scaler accelerate's optimizer never skips, and hpcallbacks does not read the
+    flag then: the simulation gives the Trainer's optimizer a subclass, as an optimizer that can skip.
     """
 
     def __init__(self, at: set[int]) -> None:
         self.at = at
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        optimizer.__class__ = type("MaySkip", (type(optimizer),), {})
 
     def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         optimizer._is_overflow = state.global_step in self.at
@@ -757,3 +762,19 @@ def test_every_family_callback_matches_the_core_rule(tmp_path, name):
     assert len(recorder.records) == 12
     for t, lrs, _ in recorder.records:
         assert lrs == pytest.approx((core(t),) * 3, rel=1e-12, abs=1e-15)
+
+
+def test_the_update_count_reads_step_was_skipped_only_where_a_step_can_be_skipped(tmp_path):
+    """accelerate's optimizer skips a step only with a mixed-precision gradient scaler; without one the
+    driver's step end has nothing to read (one comparison per update). Any other optimizer is asked."""
+    from hpcallbacks_hf._engine import may_skip
+
+    trainer = Trainer(model=Stack(2), args=arguments(tmp_path, num_train_epochs=1), train_dataset=regression(8),
+                      callbacks=[CosineRestart()])
+    trainer.train()
+    optimizer = trainer.optimizer
+    assert type(optimizer).__name__ == "AcceleratedOptimizer" and optimizer.scaler is None
+    assert not may_skip(optimizer)
+    assert may_skip(optimizer.optimizer)  # a torch optimizer that is not accelerate's: asked after every step
+    optimizer.scaler = torch.amp.GradScaler("cpu")
+    assert may_skip(optimizer)
