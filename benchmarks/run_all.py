@@ -110,12 +110,12 @@ def overhead_table(summary: list[tuple[Bench, int | str, float, list[str]]]) -> 
         groups = f.get("groups", "-").replace("by-hand", "hand")
         rows.append([b.name, _goal(f.get("with/by-hand"), RATIO_GOAL),
                      _goal(f.get("with-no-factors/by-hand"), RATIO_GOAL), f.get("with/plain", "-"),
-                     _goal(f.get("hooks_us"), HOOK_GOAL_US), f.get("hooks_median_us", "-"), groups,
+                     f.get("hooks_us", "-"), f.get("floor_us", "-"), _goal(f.get("net_us"), HOOK_GOAL_US), groups,
                      f.get("plan_without_factors_groups", "-")])
     if not rows:
         return None
-    return table(["benchmark", "with/by hand", "no factors/by hand", "with/plain", "hooks us (mean)",
-                  "hooks us (median)", "param groups", "plan w/o factors / user's"], rows)
+    return table(["benchmark", "with/by hand", "no factors/by hand", "with/plain", "hooks us",
+                  "twins us", "own work us", "param groups", "plan w/o factors / user's"], rows)
 
 
 def main() -> int:
