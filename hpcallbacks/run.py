@@ -44,6 +44,7 @@ __all__ = [
     "RunWarning", "Member", "Foreign", "Composition", "compose", "as_plan", "plan_for_run", "schedule_for_run",
     "ScheduleState", "fresh", "plan_notices", "short_run_notice", "single_group_notice", "LRRule",
     "wrong_framework", "guard_hooks", "ADAPTERS", "left_out_message", "plateau_arguments",
+    "REPEATABLE", "refuse_repeats",
 ]
 
 
@@ -131,6 +132,52 @@ def _one(members: Sequence[Member], role: str, what: str, hint: str) -> int | No
     if len(found) > 1:
         raise ValueError(f"callbacks holds {len(found)} {what} callbacks; keep one ({hint})")
     return found[0] if found else None
+
+
+#: Callback classes a run may hold more than once: each instance acts only on what it is given
+#: (``ParamScheduler``: its own hyperparameters; ``FreezeBatchNorm``: its own layers) and keeps no
+#: state of the run. Every other hpcallbacks callback class may appear once per run.
+REPEATABLE = frozenset({"ParamScheduler", "FreezeBatchNorm"})
+
+#: What to keep when a class is given twice (the message's hint); classes not named: "keep one".
+_KEEP_ONE = {
+    "StagedUnfreeze": "merge their plans into one FreezePlan",
+    "DiscriminativeLR": "one set of per-group factors",
+    "ReduceOnPlateau": "one plateau rule reduces the learning rate",
+    "GradientAccumulation": "one target batch size per run",
+    "MicroBatchFinder": "one target batch size per run",
+    "BatchRamp": "one ramp; give every step of it to one BatchRamp",
+    "ScaleLearningRate": "one scaling rule multiplies the learning rate",
+    "LRFinder": "one range test before training",
+    "TrialReporter": "one trial per run",
+    "SwapNorm": "one norm swap; a swap plan covers every layer it names",
+    "HyperparameterAdvisor": "one advisor checks every hyperparameter",
+    "LossBalance": "one balance check of the loss terms",
+}
+
+
+def refuse_repeats(names: Sequence[str]) -> None:
+    """Refuse a callback class given twice to one run: one ``ValueError`` in every adapter.
+
+    ``names``: the class names of the hpcallbacks callbacks of the run, in their order. Each
+    adapter calls this where it first sees the whole list (Keras at ``on_train_begin``, Lightning
+    when the ``Trainer`` checks its callbacks, HF at ``on_init_end``), before anything trains, so
+    two instances never both act (two accumulations multiplied, two range tests, two state keys).
+    Classes in :data:`REPEATABLE` may repeat.
+
+    >>> refuse_repeats(["CosineRestart", "ParamScheduler", "ParamScheduler", "GradientAccumulation"])
+    >>> refuse_repeats(["GradientAccumulation", "CosineRestart", "GradientAccumulation"])
+    Traceback (most recent call last):
+    ...
+    ValueError: callbacks holds 2 GradientAccumulation callbacks; keep one (one target batch size per run)
+    """
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    for name, count in seen.items():
+        if count > 1 and name not in REPEATABLE:
+            raise ValueError(f"callbacks holds {count} {name} callbacks; keep one ({_KEEP_ONE.get(name, 'keep one')})"
+                             .replace("(keep one)", "(two would both act on the same run)"))
 
 
 def compose(members: Sequence[Member], foreign: Sequence[Foreign] = ()) -> Composition:

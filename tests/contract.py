@@ -273,6 +273,13 @@ ROWS: list[Row] = [
         raises=(ValueError, r"callbacks holds 2 StagedUnfreeze callbacks")),
     Row("two-discriminative-refused", lambda A, o: [A.DiscriminativeLR(2.0), A.DiscriminativeLR(3.0)],
         raises=(ValueError, r"callbacks holds 2 DiscriminativeLR callbacks")),
+    # one instance per class (hpcallbacks.run.refuse_repeats): the contract's message, not the framework's own
+    # error (Lightning's stateful-callback RuntimeError) nor two instances acting silently (issue 20, defect 10)
+    Row("two-gradient-accumulations-refused", lambda A, o: [A.GradientAccumulation(8), A.GradientAccumulation(8)],
+        raises=(ValueError, r"callbacks holds 2 GradientAccumulation callbacks; keep one")),
+    Row("two-range-tests-refused",
+        lambda A, o: [A.LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=8), A.LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=8)],
+        raises=(ValueError, r"callbacks holds 2 LRFinder callbacks; keep one")),
     Row("plan-and-discriminative-different-factors-refused",
         lambda A, o: [A.StagedUnfreeze(FreezePlan.head_then_all(1, factors=LRFactors.geometric(2.0))),
                       A.DiscriminativeLR(3.0)],
