@@ -278,7 +278,7 @@ ROWS: list[Row] = [
     Row("two-gradient-accumulations-refused", lambda A, o: [A.GradientAccumulation(8), A.GradientAccumulation(8)],
         raises=(ValueError, r"callbacks holds 2 GradientAccumulation callbacks; keep one")),
     Row("two-range-tests-refused",
-        lambda A, o: [A.LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=8), A.LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=8)],
+        lambda A, o: [A.LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=8) for _ in range(2)],
         raises=(ValueError, r"callbacks holds 2 LRFinder callbacks; keep one")),
     Row("plan-and-discriminative-different-factors-refused",
         lambda A, o: [A.StagedUnfreeze(FreezePlan.head_then_all(1, factors=LRFactors.geometric(2.0))),
