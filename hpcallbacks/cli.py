@@ -86,9 +86,18 @@ def cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """A count flag below 1 is refused naming the flag (not the schedule argument it turns into)."""
+    for name in names:
+        value = getattr(args, name)
+        if value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plot import plot_schedule
 
+    _at_least_one(args, "steps")
     schedule = _schedule(args.name, args.set, args.steps)
     _print_values(schedule, args.steps)
     path = plot_schedule(schedule, args.steps, args.output)
@@ -99,6 +108,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_plot_plan(args: argparse.Namespace) -> int:
     from .plot import plot_plan
 
+    _at_least_one(args, "steps_per_epoch", "epochs", "groups")
     length = args.steps_per_epoch * (1 if args.schedule == "CosineRestart" else args.epochs)
     schedule = _schedule(args.schedule, args.set, length)
     kwargs = _settings(args.plan_set, "--plan-set")

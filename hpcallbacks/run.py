@@ -60,7 +60,11 @@ class RunWarning(UserWarning):
 ADAPTERS = {"keras": "hpcallbacks_keras", "lightning": "hpcallbacks_lightning", "hf": "hpcallbacks_hf"}
 
 #: Roles a callback plays in the learning-rate rule and the freeze plan.
-ROLES = ("schedule", "plateau", "modifier", "plan", "factors", "bn", "other")
+ROLES = ("schedule", "plateau", "modifier", "plan", "factors", "bn", "other", "recipe")
+
+#: ``"recipe"`` (``FineTune``) is a schedule and a plan at once: it owns the learning rate of every
+#: update, the freeze plan and the per-group factors, so it is refused beside any of those.
+RECIPE_CONFLICTS = {"plan": "StagedUnfreeze", "factors": "DiscriminativeLR"}
 
 
 # -- composition ---------------------------------------------------------------------------------------
@@ -71,7 +75,8 @@ class Member:
     ``role``: ``"schedule"`` (a schedule callback: it gives the LR of every update), ``"plateau"``
     (``ReduceOnPlateau``; ``has_schedule`` when built with ``schedule=``), ``"modifier"`` (a factor
     of the update count multiplying the schedule: ``ScaleLearningRate``), ``"plan"``
-    (``StagedUnfreeze``), ``"factors"`` (``DiscriminativeLR``), ``"bn"``, ``"other"``.
+    (``StagedUnfreeze``), ``"factors"`` (``DiscriminativeLR``), ``"bn"``, ``"other"``, ``"recipe"``
+    (``FineTune``: a schedule and a plan with its factors at once).
     ``factors``: the per-group factors it gives (a plan's or ``DiscriminativeLR``'s);
     ``groups``: the ``groups=`` it was given (``None``: discovered).
     """
@@ -192,8 +197,18 @@ def compose(members: Sequence[Member], foreign: Sequence[Foreign] = ()) -> Compo
     ValueError: callbacks holds 2 learning-rate schedules (CosineRestart, OneCycle); keep one (run schedules one \
 after another with hpcallbacks.Join, or warm up with hpcallbacks.Warmup)
     """
+    recipes = [i for i, m in enumerate(members) if m.role == "recipe"]
+    if len(recipes) > 1:
+        raise ValueError(f"callbacks holds {len(recipes)} FineTune callbacks; keep one")
+    for r in recipes:  # FineTune owns the plan and the factors: a second source of either is refused
+        for m in members:
+            if m.role in RECIPE_CONFLICTS:
+                what = "a freeze plan" if m.role == "plan" else "per-group factors"
+                raise ValueError(f"{members[r].name} applies the whole fine-tuning recipe (its freeze plan, per-group "
+                                 f"factors and schedule) and {m.name} gives {what} too; keep one: drop {m.name}, or "
+                                 f"drop {members[r].name} to build the run by hand")
     schedules = [i for i, m in enumerate(members)
-                 if m.role == "schedule" or (m.role == "plateau" and m.has_schedule)]
+                 if m.role in ("schedule", "recipe") or (m.role == "plateau" and m.has_schedule)]
     plateau = _one(members, "plateau", "ReduceOnPlateau", "one plateau rule reduces the learning rate")
     if len(schedules) > 1:
         with_schedule = [i for i in schedules if members[i].role == "plateau"]
@@ -205,6 +220,8 @@ after another with hpcallbacks.Join, or warm up with hpcallbacks.Warmup)
         raise ValueError(f"callbacks holds {len(schedules)} learning-rate schedules ({names}); keep one (run "
                          "schedules one after another with hpcallbacks.Join, or warm up with hpcallbacks.Warmup)")
     plan = _one(members, "plan", "StagedUnfreeze", "merge their plans into one FreezePlan")
+    if recipes:
+        plan = recipes[0]
     dlr = _one(members, "factors", "DiscriminativeLR", "one set of per-group factors")
     modifiers = tuple(sorted((i for i, m in enumerate(members) if m.role == "modifier"),
                              key=lambda i: members[i].order))

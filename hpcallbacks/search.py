@@ -67,6 +67,13 @@ __all__ = [
     "DEFAULT_BATCH_SIZES",
     "Reporter",
     "TrialReporterBase",
+    "PRUNED_ATTR",
+    "missing_monitor_message",
+    "no_evaluation_message",
+    "never_reported_message",
+    "multi_objective_message",
+    "other_process_message",
+    "storage_is_shared",
     "rank_zero_decides",
     "shared_params",
     "pruned_message",
@@ -81,6 +88,11 @@ __all__ = [
     "TOY",
     "TrialRow",
     "open_storage",
+    "recover_stale_trials",
+    "stale_reason",
+    "HEARTBEAT_INTERVAL",
+    "GRACE_PERIOD",
+    "HEARTBEAT_ATTR",
     "run_optuna",
     "run_ray",
     "format_trials",
@@ -584,6 +596,89 @@ def pruned_message(who: str, monitor: str, value: float, step: int, trial: Any =
             f"the study records it as pruned")
 
 
+#: The user attribute a reporter that ran in another process than its objective's (Lightning ``ddp_spawn``)
+#: writes on its trial when pruned: ``{"step", "value", "message"}``; the objective's ``raise_if_pruned`` reads it.
+PRUNED_ATTR = "hpcallbacks_pruned"
+
+
+def missing_monitor_message(who: str, monitor: str, logged: Iterable[Any], unit: str = "epoch") -> str:
+    """What a reporter says when ``monitor`` is not among the ``logged`` keys at the end of an epoch or evaluation.
+
+    >>> missing_monitor_message("TrialReporter", "val_los", ["loss", "val_loss"])
+    "TrialReporter: monitor 'val_los' was not logged at this epoch's end (logged: loss, val_loss; did you mean \
+'val_loss'?): a trial that reports nothing can never be pruned. Pass monitor= one of the logged keys, or log it"
+    """
+    keys = sorted(str(k) for k in logged)
+    hint = check_arg.did_you_mean(monitor, keys)
+    extra = f"; {hint}" if hint else ""
+    if monitor.startswith("val_") and not any(k.startswith("val_") for k in keys):
+        extra = "; no validation metric at all: does the run get validation data?"
+    return (f"{who}: monitor {monitor!r} was not logged at this {unit}'s end (logged: {', '.join(keys) or 'nothing'}"
+            f"{extra}): a trial that reports nothing can never be pruned. Pass monitor= one of the logged keys, "
+            f"or log it")
+
+
+def no_evaluation_message(who: str, monitor: str, why: str, fix: str) -> str:
+    """What a reporter says at fit start when the run will evaluate nothing (``why``, and ``fix``: the adapter's facts).
+
+    >>> print(no_evaluation_message("TrialReporter", "eval_loss", 'eval_strategy="no"', 'pass eval_strategy="epoch"'))
+    TrialReporter: monitor 'eval_loss' can never be reported: this run evaluates nothing (eval_strategy="no"), so the \
+trial could never be pruned; pass eval_strategy="epoch"
+    """
+    return (f"{who}: monitor {monitor!r} can never be reported: this run evaluates nothing ({why}), so the trial "
+            f"could never be pruned; {fix}")
+
+
+def never_reported_message(who: str, monitor: str, unit: str = "epoch") -> str:
+    """The warning at the end of a run in which the reporter reported nothing (no evaluation ran)."""
+    return (f"{who}: monitor {monitor!r} was never reported in this run (no {unit} ended with an evaluation): "
+            f"the trial could not be pruned; evaluate at least once per epoch")
+
+
+def multi_objective_message(who: str) -> str:
+    """The warning when a reporter is given a trial of a multi-objective Optuna study."""
+    return (f"{who}: the trial's study is multi-objective, which Optuna's pruners do not handle (trial.report "
+            f"raises NotImplementedError): nothing is reported and training is never stopped, as HF's "
+            f"hyperparameter_search does. Prune a single-objective study, or drop the reporter")
+
+
+def _is_multi_objective(trial: Any) -> bool:
+    directions = getattr(getattr(trial, "study", None), "directions", None)
+    try:
+        return directions is not None and len(directions) > 1
+    except TypeError:
+        return False
+
+
+def storage_is_shared(storage: Any) -> bool:
+    """Whether several processes see the same Optuna ``storage``: not an ``InMemoryStorage`` (each process has its
+    own copy) nor an in-memory SQLite database; RDB files and servers, journal files and Redis, gRPC are."""
+    import optuna
+
+    if isinstance(storage, optuna.storages.InMemoryStorage):
+        return False
+    url = getattr(storage, "url", None) or getattr(getattr(storage, "_backend", None), "url", None)  # _CachedStorage
+    if isinstance(url, str) and url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") == "sqlite:"):
+        return False
+    return True
+
+
+def other_process_message(who: str, backend: str, storage: Any = None, pid: int | None = None,
+                          home: int | None = None) -> str:
+    """The refusal when a reporter's trial cannot reach the objective from the process the fit runs in."""
+    where = f" (process {pid}, the reporter was built in process {home})" if pid is not None else ""
+    if backend == "ray":
+        held = "Ray Tune's session lives in the trainable's process: the reports would go nowhere"
+    else:
+        held = (f"the trial's study is in memory ({type(storage).__name__}): a copy of it goes to the new process, so "
+                f"its reports and the prune would be lost")
+    return (f"{who}: this fit runs in another process than the objective's{where}, as Lightning's "
+            f"strategy='ddp_spawn', 'ddp_fork' and 'ddp_notebook' do, and {held}. Use strategy='ddp' (every rank "
+            f"runs your script: the objective's process is rank 0)"
+            + ("" if backend == "ray" else ", or a storage the processes share: optuna.create_study("
+               "storage='sqlite:///study.db') or a JournalStorage file"))
+
+
 def _is_ray(trial: Any) -> bool:
     return (isinstance(trial, str) and trial == "ray") or getattr(trial, "__name__", None) == "ray.tune"
 
@@ -605,10 +700,13 @@ class Reporter:
       :meth:`report` returns False.
     * Distributed (``broadcast`` given, :func:`rank_zero_decides`): every rank calls :meth:`report`;
       rank 0 (``is_main``) reports, and its decision is what every rank returns.
+    * A multi-objective Optuna study: Optuna cannot prune it (``trial.report`` raises
+      ``NotImplementedError``), so nothing is reported to it and :meth:`report` returns False, as
+      HF's own ``hyperparameter_search`` does; a warning says so when the reporter is built.
 
     When pruned, :attr:`pruned_step` is the step, :attr:`message` the :func:`pruned_message`, logged to
     the ``hpcallbacks`` logger on the main process. An adapter's callback is a few lines: at the end
-    of each epoch (or evaluation) read ``logs[monitor]`` (:meth:`value_from` says what is missing),
+    of each epoch (or evaluation) read ``logs[monitor]`` (:meth:`value_from`: a ``ValueError`` when missing),
     call :meth:`report`, and on True stop the framework's loop --- Lightning
     ``trainer.should_stop = True``, HF ``control.should_training_stop = True``, Keras
     ``model.stop_training = True`` --- and after ``fit`` call :meth:`raise_if_pruned` (an Optuna
@@ -624,8 +722,8 @@ class Reporter:
                                          is_main=trainer.is_global_zero)
 
             def on_validation_end(self, trainer, module):
-                value = self.reporter.value_from(trainer.callback_metrics)
-                if not trainer.sanity_checking and value is not None:
+                if not trainer.sanity_checking:  # value_from: a ValueError when the monitor was not logged
+                    value = self.reporter.value_from(trainer.callback_metrics)
                     trainer.should_stop = trainer.should_stop or self.reporter.report(value, trainer.current_epoch)
 
     >>> class Trial:  # the two methods of optuna.trial.Trial a reporter calls
@@ -638,7 +736,8 @@ class Reporter:
     """
 
     def __init__(self, trial: Any = None, monitor: str = "val_loss", *, broadcast: Callable[[Any], Any] | None = None,
-                 is_main: bool | None = None, who: str = "TrialReporter", unit: str = "epoch") -> None:
+                 is_main: bool | None = None, who: str = "TrialReporter", unit: str = "epoch",
+                 warn: bool = True) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be the name of a logged metric; got {monitor!r}")
         if broadcast is not None and not callable(broadcast):
@@ -658,7 +757,15 @@ class Reporter:
         self.pruned_step: int | None = None
         self.pruned_value: float | None = None
         self.message: str | None = None
-        self._warned = False
+        #: True where this process is not the one that holds the objective (the fit was started in another
+        #: process: Lightning's ``ddp_spawn``); a prune is then also written to the trial's storage.
+        self.remote = False
+        #: A multi-objective Optuna study: Optuna prunes single-objective studies only (``trial.report`` raises
+        #: ``NotImplementedError``), so nothing is reported and training never stops, as HF's own
+        #: ``hyperparameter_search`` does; a warning says so once, when the reporter is built.
+        self.multi_objective = self.backend == "optuna" and _is_multi_objective(trial)
+        if self.multi_objective and warn:
+            warnings.warn(multi_objective_message(who), UserWarning, stacklevel=3)
 
     @property
     def pruned(self) -> bool:
@@ -677,15 +784,13 @@ class Reporter:
                 return None
         return None
 
-    def value_from(self, logs: Mapping[str, Any]) -> float | None:
-        """``logs[monitor]`` as a float, or None (logged once as a warning) when it was not logged."""
-        if self.monitor in logs and logs[self.monitor] is not None:
-            return float(logs[self.monitor])
-        if not self._warned:
-            self._warned = True
-            warnings.warn(f"{self.who}: monitor {self.monitor!r} was not logged (logged: {sorted(logs)}); "
-                          "nothing is reported this time", stacklevel=2)
-        return None
+    def value_from(self, logs: Mapping[str, Any]) -> float:
+        """``logs[monitor]`` as a float; a ``ValueError`` (:func:`missing_monitor_message`: the monitor and the
+        keys that were logged) when it was not logged: a trial that never reports can never be pruned."""
+        value = logs.get(self.monitor) if isinstance(logs, Mapping) else None
+        if value is None:
+            raise ValueError(missing_monitor_message(self.who, self.monitor, logs or {}, self.unit))
+        return float(value)
 
     def report(self, value: float, step: int, *, checkpoint: Any = None, **metrics: Any) -> bool:
         """Report ``value`` (the monitored metric) at ``step``; True when training should stop now.
@@ -698,7 +803,7 @@ class Reporter:
         except (TypeError, ValueError):
             raise ValueError(f"value must be a number (the monitored {self.monitor!r}); got {value!r}") from None
         stop = False
-        if self.is_main and self.backend == "optuna":
+        if self.is_main and self.backend == "optuna" and not self.multi_objective:
             self.trial.report(value, step)
             stop = bool(self.trial.should_prune())
         elif self.is_main and self.backend == "ray":
@@ -712,6 +817,8 @@ class Reporter:
             self.message = pruned_message(self.who, self.monitor, value, step, self.trial_label, self.unit)
             if self.is_main:
                 _log.info(self.message)
+                if self.remote and self.backend == "optuna":  # the objective's process reads it back
+                    self.trial.set_user_attr(PRUNED_ATTR, {"step": step, "value": value, "message": self.message})
         return stop
 
     def raise_if_pruned(self) -> None:
@@ -728,10 +835,22 @@ class Reporter:
 class TrialReporterBase:
     """What every adapter's ``TrialReporter(trial, monitor=None)`` callback shares (see :class:`Reporter`).
 
-    The adapter calls :meth:`_init_reporter` in its ``__init__``, :meth:`_start` when training
-    begins (its rank and broadcast) and :meth:`_report` at each epoch end or evaluation; setting
-    the framework's stop flag on True is the adapter's. The user's objective calls
-    :meth:`raise_if_pruned` after training.
+    The adapter calls :meth:`_init_reporter` in its ``__init__``, :meth:`_start` when training begins
+    (its rank and broadcast), :meth:`_check_evaluates` with the run's facts when it can tell that
+    the run will evaluate nothing, :meth:`_report` at each epoch end or evaluation and :meth:`_end`
+    when training ends; setting the framework's stop flag on True is the adapter's. The user's
+    objective calls :meth:`raise_if_pruned` after training. Every decision and message is here:
+
+    * The monitor not logged at an epoch or evaluation end: ``ValueError`` naming the monitor and
+      the logged keys (:func:`missing_monitor_message`); a run that will evaluate nothing: a
+      ``ValueError`` at fit start (:func:`no_evaluation_message`); a run that ended without a
+      report: a warning (:func:`never_reported_message`).
+    * A multi-objective study: reports skipped, a warning when built (:func:`multi_objective_message`).
+    * The fit started in another process than the one that built the reporter (Lightning's
+      ``ddp_spawn``): refused when the trial's storage is in memory or the trial is Ray's
+      (:func:`other_process_message`; already when the reporter is pickled for the new process);
+      with a shared storage, rank 0 writes the prune to the trial (:data:`PRUNED_ATTR`) and
+      :meth:`raise_if_pruned` in the objective's process reads it back.
     """
 
     #: The metric reported when ``monitor`` is None: the framework's name of the validation loss.
@@ -743,36 +862,93 @@ class TrialReporterBase:
         self.trial = trial
         self.monitor = self.default_monitor if monitor is None else monitor
         self.reporter = Reporter(trial, self.monitor, unit=self.unit)  # the arguments checked now
+        self._home_pid = os.getpid()
+        self._started_here = False
 
     def _start(self, is_main: bool, broadcast: Callable[[Any], Any] | None = None) -> None:
         """A fresh :class:`Reporter` for a run: the trial on the main process only, the others follow it."""
+        remote = os.getpid() != getattr(self, "_home_pid", os.getpid())
+        if remote:
+            self._refuse_unshared(os.getpid())
+        else:
+            self._started_here = True
         self.reporter = Reporter(self.trial if is_main else None, self.monitor, broadcast=broadcast,
-                                 is_main=is_main, unit=self.unit)
+                                 is_main=is_main, unit=self.unit, warn=False)
+        self.reporter.remote = remote
+
+    def _refuse_unshared(self, pid: int | None = None) -> None:
+        backend = self.reporter.backend
+        storage = getattr(self.trial, "storage", None) if backend == "optuna" else None
+        if backend == "ray" or (backend == "optuna" and storage is not None and not storage_is_shared(storage)):
+            raise ValueError(other_process_message(type(self).__name__, backend, storage, pid,
+                                                   getattr(self, "_home_pid", None)))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled for another process (Lightning's ddp_spawn sends the Trainer, callbacks included, to its ranks):
+        # an in-memory study cannot follow, so refuse here, in the objective's process, before anything starts
+        reporter = self.__dict__.get("reporter")
+        if reporter is not None and reporter.backend == "optuna":
+            self._refuse_unshared()
+        return self.__dict__.copy()
+
+    def _check_evaluates(self, evaluates: bool, why: str, fix: str) -> None:
+        """Refuse at fit start a run that will evaluate nothing (``why``: the adapter's fact; ``fix``: what to pass)."""
+        if not evaluates:
+            raise ValueError(no_evaluation_message(type(self).__name__, self.monitor, why, fix))
 
     def _report(self, logs: Mapping[str, Any], step: int) -> bool:
-        """Report ``logs[monitor]`` at ``step``; True when training should stop (the same on every rank)."""
-        value = self.reporter.value_from(logs)
-        if value is None:  # not logged: every rank skips alike (the same logs keys on every rank)
-            return False
-        return self.reporter.report(value, step)
+        """Report ``logs[monitor]`` at ``step``; True when training should stop (the same on every rank).
+
+        The monitor missing from ``logs`` is a ``ValueError`` (the same keys on every rank: all raise alike)."""
+        return self.reporter.report(self.reporter.value_from(logs), step)
+
+    def _end(self) -> None:
+        """At the end of training: warn once when nothing was reported in the whole run."""
+        if not self.reporter.history and not self.reporter.multi_objective and self.reporter.is_main:
+            warnings.warn(never_reported_message(type(self).__name__, self.monitor, self.unit), UserWarning,
+                          stacklevel=3)
+
+    def _sync(self) -> None:
+        # The fit ran in another process (never started here): its rank 0 wrote the prune to the trial's storage.
+        if self._started_here or self.reporter.pruned or getattr(self, "_home_pid", None) != os.getpid():
+            return
+        if self.reporter.backend != "optuna" or not hasattr(self.trial, "study"):
+            return
+        number = getattr(self.trial, "number", None)
+        stored = [t for t in self.trial.study.get_trials(deepcopy=False) if t.number == number]
+        if not stored:
+            return
+        mark = stored[0].user_attrs.get(PRUNED_ATTR)
+        steps = stored[0].intermediate_values
+        self.reporter.history = [(int(k), float(v)) for k, v in sorted(steps.items())]
+        if isinstance(mark, Mapping):
+            self.reporter.pruned_step, self.reporter.pruned_value = int(mark["step"]), float(mark["value"])
+            self.reporter.message = str(mark.get("message") or pruned_message(
+                type(self).__name__, self.monitor, self.reporter.pruned_value, self.reporter.pruned_step, number,
+                self.unit))
 
     @property
     def pruned(self) -> bool:
-        """Whether the trial was pruned (on every rank)."""
+        """Whether the trial was pruned (on every rank; in the objective's process also when the fit ran in another)."""
+        self._sync()
         return self.reporter.pruned
 
     @property
     def pruned_step(self) -> int | None:
         """The step (epoch, or evaluation) at which the trial was pruned, or None."""
+        self._sync()
         return self.reporter.pruned_step
 
     @property
     def message(self) -> str | None:
         """What was said when the trial was pruned (:func:`pruned_message`), or None."""
+        self._sync()
         return self.reporter.message
 
     def raise_if_pruned(self) -> None:
-        """Raise ``optuna.TrialPruned`` when the trial was pruned (on the rank holding the Optuna trial)."""
+        """Raise ``optuna.TrialPruned`` when the trial was pruned (on the rank holding the Optuna trial, or in the
+        objective's process when the fit ran in processes of its own, as under Lightning's ``ddp_spawn``)."""
+        self._sync()
         self.reporter.raise_if_pruned()
 
 
@@ -977,29 +1153,210 @@ class TrialRow:
     note: str = ""
 
 
-def open_storage(spec: str | None, out: Path | str) -> Any:
+#: Seconds between two heartbeats of a running trial, and without one before the trial counts as dead.
+HEARTBEAT_INTERVAL, GRACE_PERIOD = 10, 30
+#: The user attribute a journal trial's heartbeat writes (``time.time()``); RDB storages keep Optuna's own.
+HEARTBEAT_ATTR = "hpcallbacks_heartbeat"
+#: Database drivers by the module SQLAlchemy imports, for the message when one is missing.
+DRIVERS = {"MySQLdb": "mysqlclient", "pymysql": "PyMySQL", "mysql": "mysql-connector-python", "mariadb": "mariadb",
+           "psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "pg8000": "pg8000", "asyncpg": "asyncpg",
+           "pyodbc": "pyodbc", "pymssql": "pymssql", "oracledb": "oracledb", "cx_Oracle": "cx_Oracle"}
+
+
+def _hide_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        user, _, host = rest.rpartition("@")
+        if ":" in user:
+            user = user.split(":", 1)[0] + ":***"
+        rest = f"{user}@{host}"
+    return scheme + sep + rest
+
+
+def open_storage(spec: str | None, out: Path | str, heartbeat: int = HEARTBEAT_INTERVAL,
+                 grace: int = GRACE_PERIOD) -> Any:
     """An Optuna storage from ``--storage``: None -> the SQLite file ``<out>/hpcallbacks-search.db`` (resumable);
     an URL with ``://`` -> an RDB storage (``sqlite:///...``, ``postgresql://...``, ``mysql://...``); anything
     else -> a journal file at that path (``JournalStorage(JournalFileBackend(path))``), which several
-    processes can share. RDB storages get a heartbeat: a trial whose process died (30 s without a
-    heartbeat) is marked failed and run again when the study resumes. A journal has no heartbeat: a
-    trial whose process was killed stays "running" (a Ctrl-C still marks it failed)."""
+    processes can share.
+
+    No trial is lost to a killed worker (:func:`recover_stale_trials`, run when a study resumes): RDB
+    storages get Optuna's heartbeat (``heartbeat_interval=heartbeat``, ``grace_period=grace``,
+    ``RetryHeartbeatStaleTrialCallback(max_retry=1)``); Optuna's journal storage has none, so each
+    trial of ``hpcallbacks search`` writes its own (:data:`HEARTBEAT_ATTR`, every ``heartbeat``
+    seconds). A database URL whose driver is not installed is a ``ValueError`` naming the package.
+    """
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+    heartbeat = check_arg.positive_int("heartbeat", heartbeat)
+    grace = check_arg.positive_int("grace", grace)
     if spec is None:
         path = Path(out).resolve() / "hpcallbacks-search.db"
         path.parent.mkdir(parents=True, exist_ok=True)
         spec = f"sqlite:///{path}"
     if "://" in spec:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                spec, heartbeat_interval=10, grace_period=30,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    spec, heartbeat_interval=heartbeat, grace_period=grace,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except ImportError as error:
+            cause = error.__cause__ if isinstance(error.__cause__, ImportError) else error
+            module = getattr(cause, "name", None) or "its driver"
+            package = DRIVERS.get(str(module).split(".")[0], str(module))
+            raise ValueError(f"--storage {_hide_password(spec)!r} needs the database driver {module}, which is not "
+                             f"installed: pip install {package} (or pass a sqlite:/// URL or a journal file)") from None
+        except Exception as error:
+            if type(error).__name__ in ("NoSuchModuleError", "ArgumentError"):  # SQLAlchemy: no such dialect / bad URL
+                raise ValueError(f"--storage {_hide_password(spec)!r} is not a database URL SQLAlchemy knows "
+                                 f"({error}); pass sqlite:///file.db, postgresql://..., mysql://... or a journal "
+                                 f"file path") from None
+            raise
     path = Path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _heartbeat_enabled(storage: Any) -> bool:
+    get = getattr(storage, "get_heartbeat_interval", None)
+    return callable(get) and get() is not None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: it exists
+        return True
+    try:  # a killed child not yet reaped (a zombie) is dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stale_reason(trial: Any, *, grace: float = GRACE_PERIOD, host: str | None = None, now: float | None = None,
+                 own_heartbeat: bool = True) -> str | None:
+    """Why the RUNNING ``trial`` (an Optuna ``FrozenTrial`` of ``hpcallbacks search``) is dead, or None.
+
+    The rule: its worker (the user attribute ``worker``, ``host:pid``) ran on this ``host`` and that
+    process is gone; or (``own_heartbeat``: a journal storage) its last heartbeat
+    (:data:`HEARTBEAT_ATTR`, else its start) is more than ``grace`` seconds old. An RDB storage's
+    heartbeat is Optuna's (``optuna.storages.fail_stale_trials``).
+    """
+    host = socket.gethostname() if host is None else host
+    now = time.time() if now is None else now
+    worker = trial.user_attrs.get("worker")
+    if isinstance(worker, str):
+        name, _, pid = worker.rpartition(":")
+        if name == host and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            return f"its worker process {worker} is gone"
+    if own_heartbeat:
+        beat = trial.user_attrs.get(HEARTBEAT_ATTR)
+        last = float(beat) if isinstance(beat, (int, float)) else (
+            trial.datetime_start.timestamp() if trial.datetime_start is not None else None)
+        if last is not None and now - last > grace:
+            return f"no heartbeat for {now - last:.0f} s (grace period {grace:g} s)"
+    return None
+
+
+def recover_stale_trials(study: Any, *, grace: float = GRACE_PERIOD, max_retry: int = 1) -> list[str]:
+    """Fail the trials of ``study`` left RUNNING by a dead worker and queue each again (once); say what was done.
+
+    Optuna's heartbeat first (RDB storages: ``optuna.storages.fail_stale_trials``, its
+    ``RetryHeartbeatStaleTrialCallback``), then :func:`stale_reason` for every trial still running
+    (a journal storage, or a worker on this machine that is gone before the grace period ends).
+    Each failed trial is queued again with its parameters
+    (``optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry)``). Returns one line per trial
+    found stale or still running, for the command line to print.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = study._storage  # Optuna 5.1: fail_stale_trials and the retry callback need the study's storage
+    own = not _heartbeat_enabled(storage)
+    running = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not running:
+        return []
+    lines: list[str] = []
+    if not own:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    for trial in study.get_trials(deepcopy=False):
+        if trial.number not in running:
+            continue
+        if trial.state == TrialState.FAIL:  # Optuna's heartbeat failed it (and its callback queued the retry)
+            lines.append(f"trial {trial.number}: left running by a worker without a heartbeat for more than the grace "
+                         f"period: marked failed{_retried_as(study, trial.number)}")
+            continue
+        if trial.state != TrialState.RUNNING:
+            continue
+        reason = stale_reason(trial, grace=grace, own_heartbeat=own)
+        if reason is None:
+            beat = trial.user_attrs.get(HEARTBEAT_ATTR)
+            seen = f", last heartbeat {time.time() - float(beat):.0f} s ago" if isinstance(beat, (int, float)) else ""
+            lines.append(f"trial {trial.number}: running (worker {trial.user_attrs.get('worker', '?')}{seen}): "
+                         f"left to its worker, counted as one of the trials")
+            continue
+        try:
+            failed = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another process finished or failed it meanwhile
+            continue
+        if failed is False:
+            continue
+        retry(study, storage.get_trial(trial._trial_id))
+        lines.append(f"trial {trial.number}: left running, {reason}: marked failed{_retried_as(study, trial.number)}")
+    return lines
+
+
+def _retried_as(study: Any, number: int) -> str:
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        history = t.system_attrs.get("retry_history") or []
+        if history and history[-1] == number:
+            return f", queued again as trial {t.number}"
+    return ", not queued again (retried once already)"
+
+
+class _Heartbeat:
+    """A thread that writes ``time.time()`` to the trial's :data:`HEARTBEAT_ATTR` every ``interval`` seconds
+    while the trial runs (a storage without Optuna's heartbeat: the journal); nothing when ``interval`` is None."""
+
+    def __init__(self, trial: Any, interval: float | None) -> None:
+        import threading
+
+        self.trial, self.interval = trial, interval
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="hpcallbacks-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        try:
+            self.trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+        except Exception as error:  # a storage hiccup must not end the trial: the next beat tries again
+            _log.debug("heartbeat of trial %s not written: %s", getattr(self.trial, "number", "?"), error)
+
+    def _run(self) -> None:
+        while not self.done.wait(self.interval):
+            self._beat()
+
+    def __enter__(self) -> _Heartbeat:
+        if self.interval is not None:
+            self._beat()
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.interval is not None:
+            self.done.set()
+            self.thread.join()
 
 
 def _optuna_quiet() -> None:
@@ -1009,26 +1366,23 @@ def _optuna_quiet() -> None:
 
 
 def _counts(study: Any) -> int:
-    """The trials of ``study`` finished (complete or pruned) or running; stale trials failed first."""
-    import optuna
+    """The trials of ``study`` finished (complete or pruned) or running."""
     from optuna.trial import TrialState
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for t in trials)
 
 
 def _objective(task: Task, s: SearchSpace, epochs: int, seed: int, worker: int,
-               progress: bool) -> Callable[[Any], float]:
+               progress: bool, heartbeat: float | None = None) -> Callable[[Any], float]:
     def objective(trial: Any) -> float:
         params = s.suggest(trial)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         reporter = Reporter(trial, task.monitor)
         start = time.perf_counter()
         try:
-            value = task.train(params, reporter, space=s, epochs=epochs, seed=seed + trial.number)
+            with _Heartbeat(trial, heartbeat):
+                value = task.train(params, reporter, space=s, epochs=epochs, seed=seed + trial.number)
         finally:
             trial.set_user_attr("epochs", len(reporter.history))
         if progress:
@@ -1042,14 +1396,18 @@ def _objective(task: Task, s: SearchSpace, epochs: int, seed: int, worker: int,
 
 def run_optuna(task: Task, s: SearchSpace, *, trials: int, epochs: int, storage: Any, study_name: str,
                seed: int = 0, worker: int = 0, enqueue_recipe: bool = True, progress: bool = True,
-               n_trials: int | None = None) -> Any:
+               n_trials: int | None = None, heartbeat: int = HEARTBEAT_INTERVAL, grace: int = GRACE_PERIOD,
+               say: Callable[[str], Any] | None = print) -> Any:
     """Run ``task`` on an Optuna study until it holds ``trials`` finished (or running) trials, in this process.
 
     The study (created or loaded: a stored study resumes) maximises or minimises ``task.monitor``
     with a TPE sampler (seeded by ``seed``, ``worker`` and the trials already there) and a
     ``MedianPruner`` (3 startup trials, no pruning in the first epoch); the recipe's configuration
     is its first trial. ``n_trials`` is the number this call runs instead (a worker's share).
-    Returns the study.
+    Before counting, a resumed study's trials left running by a dead worker are failed and queued
+    again (:func:`recover_stale_trials`, ``grace`` seconds without a heartbeat; not in a worker's
+    share), each line of what was found and done given to ``say``; on a storage without Optuna's
+    heartbeat (a journal) each trial writes one every ``heartbeat`` seconds. Returns the study.
     """
     import optuna
 
@@ -1063,12 +1421,19 @@ def run_optuna(task: Task, s: SearchSpace, *, trials: int, epochs: int, storage:
                                                n_startup_trials=min(10, max(3, trials // 3)))
     if enqueue_recipe and not study.get_trials(deepcopy=False):
         study.enqueue_trial(task.recipe_params(s), user_attrs={"recipe": True})
+    if n_trials is None:
+        found = recover_stale_trials(study, grace=grace)
+        if found and say is not None:
+            say(f"study {study_name!r} resumed: {len(found)} trial(s) were left running")
+            for line in found:
+                say("  " + line)
     done = _counts(study)
     todo = max(0, trials - done) if n_trials is None else n_trials
     if todo:
+        beat = None if _heartbeat_enabled(study._storage) else heartbeat
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(_objective(task, s, epochs, seed, worker, progress), n_trials=todo,
+            study.optimize(_objective(task, s, epochs, seed, worker, progress, beat), n_trials=todo,
                            catch=(ValueError, ArithmeticError))
     return study
 
@@ -1097,9 +1462,10 @@ def _optuna_rows(study: Any) -> list[TrialRow]:
     for t in study.get_trials(deepcopy=False):
         steps = t.intermediate_values
         value = t.value if t.state == TrialState.COMPLETE else (steps[max(steps)] if steps else None)
+        notes = (["recipe"] if t.user_attrs.get("recipe") else []) + (
+            [f"retry of {t.system_attrs['retry_history'][-1]}"] if t.system_attrs.get("retry_history") else [])
         rows.append(TrialRow(t.number, names.get(t.state, str(t.state)), value,
-                             int(t.user_attrs.get("epochs", len(steps))), dict(t.params),
-                             "recipe" if t.user_attrs.get("recipe") else ""))
+                             int(t.user_attrs.get("epochs", len(steps))), dict(t.params), ", ".join(notes)))
     return rows
 
 
@@ -1201,7 +1567,7 @@ def format_best(rows: Sequence[TrialRow], s: SearchSpace, recipe: Mapping[str, A
     best = _best(rows, direction)
     if best is None:
         return "no trial completed: no best configuration"
-    ran = [r for r in rows if r.note == "recipe" and r.state in ("complete", "pruned")]
+    ran = [r for r in rows if "recipe" in r.note.split(", ") and r.state in ("complete", "pruned")]
     recipe_value = (f"{ran[0].value:.4f}" + (" (pruned)" if ran[0].state == "pruned" else "")
                     if ran and ran[0].value is not None else "not run")
     lines = [f"best: trial {best.number}, {monitor} {best.value:.4f}; the recipe's: {recipe_value}",
@@ -1254,7 +1620,7 @@ def plot_trials(rows: Sequence[TrialRow], s: SearchSpace, path: str | Path, moni
             ax.scatter([x_of(best.params[d.name])], [best.value], marker="*", s=160, color="gold",
                        edgecolor="k", zorder=4, label="best")
         if recipe is not None and d.name in recipe:
-            ran = [r for r in shown if r.note == "recipe" and r.state in ("complete", "pruned")]
+            ran = [r for r in shown if "recipe" in r.note.split(", ") and r.state in ("complete", "pruned")]
             if ran:
                 ax.scatter([x_of(recipe[d.name])], [ran[0].value], marker="s", s=70, facecolor="none",
                            edgecolor="k", zorder=4, label="recipe")
@@ -1307,6 +1673,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None,
                    help="an Optuna storage URL (sqlite:///x.db, postgresql://...) or a journal file path shared by "
                         "several processes (default: sqlite <out>/hpcallbacks-search.db)")
+    p.add_argument("--heartbeat", type=int, default=HEARTBEAT_INTERVAL, metavar="SECONDS",
+                   help=f"seconds between a running trial's heartbeats (default {HEARTBEAT_INTERVAL})")
+    p.add_argument("--grace", type=int, default=GRACE_PERIOD, metavar="SECONDS",
+                   help=f"a trial left running without a heartbeat for this long counts as dead, is marked failed and "
+                        f"run again when the study resumes (default {GRACE_PERIOD}; a worker of this machine whose "
+                        f"process is gone: at once)")
     p.add_argument("--study-name", default=None, help="default: hpcallbacks-<task>-<optimizer>")
     p.add_argument("--workers", type=int, default=1, help="processes on the study (Ray: concurrent trials)")
     p.add_argument("--engine", choices=("optuna", "ray"), default="optuna")
@@ -1330,7 +1702,7 @@ def search_main(argv: Sequence[str]) -> int:
     argv = list(argv)
     parser = _parser()
     args = parser.parse_args(argv)
-    for name in ("trials", "workers"):
+    for name in ("trials", "workers", "heartbeat", "grace"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1; got {getattr(args, name)}")
     if args.epochs is not None and args.epochs < 1:
@@ -1357,26 +1729,32 @@ def search_main(argv: Sequence[str]) -> int:
             rows = run_ray(task, s, trials=args.trials, epochs=epochs, out=out, study_name=study_name,
                            workers=args.workers, seed=args.seed, progress=not args.quiet)
         else:
-            storage = open_storage(args.storage, out)
+            try:
+                storage = open_storage(args.storage, out, args.heartbeat, args.grace)
+            except ValueError as error:
+                print(f"hpcallbacks search: error: {error}", file=sys.stderr)
+                return 2
+            beats = {"heartbeat": args.heartbeat, "grace": args.grace}
             if args._worker is not None:  # one of --workers N: run its share, quietly
                 run_optuna(task, s, trials=args.trials, epochs=epochs, storage=storage, study_name=study_name,
                            seed=args.seed, worker=args._worker, progress=not args.quiet, n_trials=args._share,
-                           enqueue_recipe=False)
+                           enqueue_recipe=False, **beats)
                 return 0
-            where = args.storage or f"sqlite:///{(out / 'hpcallbacks-search.db').resolve()}"
+            where = _hide_password(args.storage) if args.storage else \
+                f"sqlite:///{(out / 'hpcallbacks-search.db').resolve()}"
             _header(task, s, args, epochs, f"Optuna, MedianPruner, storage {where}, study {study_name!r}")
             if args.workers == 1:
                 study = run_optuna(task, s, trials=args.trials, epochs=epochs, storage=storage,
-                                   study_name=study_name, seed=args.seed, progress=not args.quiet)
+                                   study_name=study_name, seed=args.seed, progress=not args.quiet, **beats)
             else:
                 study = run_optuna(task, s, trials=0, epochs=epochs, storage=storage, study_name=study_name,
-                                   seed=args.seed, progress=False)  # create it, the recipe first
+                                   seed=args.seed, progress=False, **beats)  # create it, the recipe first
                 done = _counts(study)
                 shares = _split(max(0, args.trials - done), args.workers)
                 print(f"{args.workers} worker processes: {shares} trials", flush=True)
                 worker_argv = list(argv)
                 if "--storage" not in argv:
-                    worker_argv += ["--storage", where]
+                    worker_argv += ["--storage", f"sqlite:///{(out / 'hpcallbacks-search.db').resolve()}"]
                 codes = _spawn_workers(worker_argv + ["--study-name", study_name, "--out", str(out)], shares)
                 if any(codes):
                     print(f"hpcallbacks search: error: a worker failed (exit codes {codes})", file=sys.stderr)

@@ -49,7 +49,7 @@ logger = logging.get_logger("hpcallbacks_hf")
 _SCHEDULER_LISTS = ("base_lrs", "_last_lr", "min_lrs", "max_lrs", "lr_lambdas", "base_momentums", "max_momentums")
 
 #: Member roles that set or change learning rates.
-LR_ROLES = ("schedule", "plateau", "plan", "factors", "modifier")
+LR_ROLES = ("schedule", "plateau", "plan", "factors", "modifier", "recipe")
 
 #: ``lr_scheduler_type`` values an hpcallbacks schedule replaces without a word: HF's default
 #: (``"linear"``) and ``"constant"``, both without warmup. Anything else is a second schedule.
@@ -314,7 +314,7 @@ class Run:
                                   fix="pass no lr_scheduler to Trainer(optimizers=...)")]
             replaceable = all(kind in REPLACEABLE_SCHEDULERS and not warmup for kind, warmup in kinds) \
                 and not args.lr_scheduler_kwargs
-            owned = any(m.role == "schedule" or (m.role == "plateau" and m.has_schedule) for m in members)
+            owned = any(m.role in ("schedule", "recipe") or (m.role == "plateau" and m.has_schedule) for m in members)
             if replaceable and owned:
                 return []  # an hpcallbacks schedule replaces HF's default
             return [R.Foreign(f"the Trainer's lr_scheduler_type={_type_name(args)!r} (warmup_steps="

@@ -49,6 +49,7 @@ from hpcallbacks import _checks as check
 from hpcallbacks import advice as A
 from hpcallbacks import batch as B
 from hpcallbacks import finder as F
+from hpcallbacks import run as R
 from hpcallbacks import schedules as S
 from hpcallbacks import torch as HT
 from hpcallbacks.advice import HyperparameterWarning
@@ -58,14 +59,14 @@ from hpcallbacks.torch import gan as TG
 from hpcallbacks.torch import microbatch as HTM
 
 from . import _engine as E
-from .callbacks import HPCallback, add_logs, public_callback
+from .callbacks import HPCallback, StagedUnfreeze, add_logs, public_callback
 
 log = logging.getLogger("hpcallbacks")
 
 __all__ = [
     "GradientAccumulation", "ScaleLearningRate", "BatchRamp", "ParamScheduler", "InstanceNoise", "LabelSmoothing",
     "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder", "HyperparameterWarning", "MicroBatchFinder",
-    "TrialReporter",
+    "TrialReporter", "FineTune",
 ]
 
 
@@ -1179,3 +1180,104 @@ class TrialReporter(TrialReporterBase, TrainerCallback):
 for _cls in (ParamScheduler, InstanceNoise, LabelSmoothing, LabelFlip, HyperparameterAdvisor):
     public_callback(_cls)
 del _cls
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole fine-tuning recipe (handbook H2, H3, H4, H5)
+class FineTune(StagedUnfreeze):
+    """The handbook's whole fine-tuning recipe in one callback (fastai's ``learn.fine_tune`` for HF ``Trainer``).
+
+    The same arguments and rule as Lightning's and Keras' ``FineTune``. At ``on_train_begin`` the
+    core :class:`hpcallbacks.recipe.Recipe` is computed from the run: the train data set's length
+    (or ``num_samples``), ``similar``, the layer groups (``groups``, as for ``StagedUnfreeze``;
+    default embeddings / each block / the head), the epochs and updates per epoch, the optimizer
+    (its H2 row), ``per_device_train_batch_size`` and whether the model has BatchNorm layers;
+    then it acts as the ``StagedUnfreeze`` (plan, per-group factors, BatchNorm policy ``bn``
+    unless given) and the schedule callback (a cosine per stage with a warm restart at each
+    unfreeze; it replaces HF's default ``lr_scheduler_type``) the recipe names. ``learning_rate``:
+    ``None`` (H2's rule for the optimizer: ``TrainingArguments.learning_rate`` is not used), a
+    number (the head's peak), or ``"range_test"`` (what an ``LRFinder(apply=True)`` in the same
+    Trainer finds). ``str(callback.recipe)`` explains every choice with its handbook section.
+
+    A schedule and a plan at once (role ``"recipe"`` of :mod:`hpcallbacks.run`): another schedule
+    callback, ``StagedUnfreeze``, ``DiscriminativeLR`` or a non-default ``lr_scheduler_type`` is
+    refused; ``GradientAccumulation``, ``MicroBatchFinder``, ``TrialReporter`` work beside it. The
+    recipe is a function of the run's facts, so ``resume_from_checkpoint`` continues it exactly.
+
+    >>> FineTune(similar=True).get_config()["similar"]
+    True
+    """
+
+    role = "recipe"
+
+    def __init__(self, similar: bool = False, learning_rate: float | str | None = None,
+                 num_samples: int | None = None, groups: Sequence[Any] | None = None, bn: str | None = None,
+                 head_epochs: float = 1.0, large_threshold: int = 10_000) -> None:
+        from hpcallbacks.plans import FreezePlan
+        from hpcallbacks.recipe import Recipe
+
+        super().__init__(FreezePlan.head_then_all(), groups, bn)
+        Recipe(num_samples=0 if num_samples is None else num_samples, num_groups=2, epochs=1, steps_per_epoch=1,
+               similar=similar, learning_rate=learning_rate, head_epochs=head_epochs, large_threshold=large_threshold)
+        self.similar, self.learning_rate, self.num_samples = similar, learning_rate, num_samples
+        self.head_epochs, self.large_threshold = head_epochs, large_threshold
+        self.recipe: Any = None
+
+    def get_config(self) -> dict[str, Any]:
+        from .callbacks import _groups_json
+
+        return {"similar": self.similar, "learning_rate": self.learning_rate, "num_samples": self.num_samples,
+                "groups": _groups_json(self.groups, self._model), "bn": self.bn, "head_epochs": self.head_epochs,
+                "large_threshold": self.large_threshold}
+
+    def _run_member(self) -> R.Member:
+        return R.Member("FineTune", "recipe", factors=self.plan.factors, groups=self.groups)
+
+    def build_schedule(self, ctx: E.Context) -> S.Schedule:
+        from hpcallbacks.recipe import RANGE_TEST
+
+        return self.recipe.schedule(ctx.base_lr if self.learning_rate == RANGE_TEST else None)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from hpcallbacks.recipe import RANGE_TEST, Recipe, optimizer_kind
+        from hpcallbacks.torch import discover_groups
+
+        from .callbacks import _handler
+
+        model = kwargs.get("model") or self._model
+        optimizer = kwargs.get("optimizer")
+        loader = kwargs.get("train_dataloader")
+        if model is None or optimizer is None:
+            raise ValueError("FineTune needs the Trainer's model and optimizer at on_train_begin")
+        if self.learning_rate == RANGE_TEST:
+            handler = _handler()
+            if handler is None or not any(isinstance(cb, LRFinder) and cb.apply for cb in handler.callbacks):
+                raise ValueError("FineTune(learning_rate='range_test') takes the rate an LRFinder(apply=True) finds: "
+                                 "add LRFinder(apply=True) to the Trainer's callbacks, or give learning_rate")
+        samples = self.num_samples
+        if samples is None:
+            try:
+                samples = len(loader.dataset)  # type: ignore[union-attr]
+            except (TypeError, AttributeError):
+                raise ValueError("FineTune: the number of training samples cannot be read from the train dataloader "
+                                 "(a data set without a length): pass num_samples=") from None
+        spe, known = E.steps_per_epoch(args, state, loader)
+        if not known:
+            raise ValueError("FineTune needs the updates per epoch: give the train data set a length")
+        try:
+            groups = discover_groups(model, self.groups)
+        except ValueError as error:
+            raise ValueError(f"FineTune(groups={self.groups!r}): {error}") from None
+        total = int(state.max_steps) if state.max_steps and state.max_steps > 0 else spe
+        inner = E.inner_optimizer(optimizer)
+        first = inner.param_groups[0]
+        kind = optimizer_kind(type(inner).__name__, float(first.get("momentum", 0.0) or 0.0),
+                              bool(first.get("nesterov", False)))
+        norms = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        self.recipe = Recipe(num_samples=samples, num_groups=len(groups), epochs=max(1, math.ceil(total / spe)),
+                             steps_per_epoch=spe, similar=self.similar, optimizer=kind,
+                             learning_rate=self.learning_rate, batch_size=int(args.per_device_train_batch_size),
+                             batch_norm=norms, large_threshold=self.large_threshold, head_epochs=self.head_epochs)
+        log.info("%s", self.recipe)
+        self.plan = self.recipe.plan
+        super().on_train_begin(args, state, control, **kwargs)

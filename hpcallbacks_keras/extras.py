@@ -36,10 +36,12 @@ from hpcallbacks.search import TrialReporterBase
 
 from ._engine import Engine, _to_int, inner_optimizer, install_replicated_accumulation, variable_scope
 from .callbacks import HPCallback, keras_only
+from .callbacks import StagedUnfreeze as _StagedUnfreeze
 
 __all__ = ["GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterAdvisor", "LossBalance",
            "HyperparameterWarning", "UpdateCountSchedule", "MicroBatchFinder", "TrialReporter", "LRFinder",
-           "InstanceNoise", "LabelFlip", "LabelSmoothing", "FrozenBatchNormalization", "swap_norms", "ParamScheduler"]
+           "InstanceNoise", "LabelFlip", "LabelSmoothing", "FrozenBatchNormalization", "swap_norms", "ParamScheduler",
+           "FineTune"]
 
 log = logging.getLogger("hpcallbacks")
 _BACKEND = keras.backend.backend()
@@ -608,3 +610,125 @@ from ._params import ParamScheduler  # noqa: E402
 for _cls in (GradientAccumulation, HyperparameterAdvisor, LossBalance, LRFinder):
     keras_only(_cls)
 del _cls
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole fine-tuning recipe (handbook H2, H3, H4, H5)
+def _fit_data(depth: int = 24) -> tuple[int | None, int | None]:
+    """(samples, batch size) of the arrays of the ``fit`` calling now: its ``epoch_iterator``'s data adapter
+    (Keras gives callbacks no handle on the data), or ``(None, None)`` (a dataset or generator)."""
+    import sys
+
+    frame = sys._getframe(1)
+    try:
+        for _ in range(depth):
+            if frame is None:
+                break
+            adapter = getattr(frame.f_locals.get("epoch_iterator"), "data_adapter", None)
+            if adapter is not None:
+                samples = getattr(adapter, "_num_samples", None)
+                batch = getattr(adapter, "_batch_size", None) or getattr(adapter, "batch_size", None)
+                return (int(samples) if isinstance(samples, int) else None,
+                        int(batch) if isinstance(batch, int) else None)
+            frame = frame.f_back
+        return None, None
+    finally:
+        del frame
+
+
+class FineTune(_StagedUnfreeze):
+    """The handbook's whole fine-tuning recipe in one callback (fastai's ``learn.fine_tune`` for Keras ``fit``).
+
+    The same arguments and rule as Lightning's and HF's ``FineTune``. At ``on_train_begin`` the
+    core :class:`hpcallbacks.recipe.Recipe` is computed from the fit: the number of samples of
+    ``fit``'s arrays (or ``num_samples``: required for a ``tf.data`` dataset or a generator),
+    ``similar``, the layer groups (``groups``, as for ``StagedUnfreeze``), the epochs and updates
+    per epoch, the optimizer (its H2 row), the batch size and whether the model has BatchNorm
+    layers; then it acts as the ``StagedUnfreeze`` (plan, per-group factors, BatchNorm policy
+    ``bn`` unless given) and the ``LearningRateSchedule`` (a cosine per stage with a warm restart
+    at each unfreeze) the recipe names. ``learning_rate``: ``None`` (H2's rule for the optimizer;
+    the compiled learning rate is not used), a number (the head's peak), or ``"range_test"`` (what
+    an ``LRFinder(apply=True)`` in the same fit finds). ``str(callback.recipe)`` explains each
+    choice with its handbook section.
+
+    A schedule and a plan at once (role ``"recipe"`` of :mod:`hpcallbacks.run`): another schedule
+    callback, ``StagedUnfreeze``, ``DiscriminativeLR`` or Keras' ``LearningRateScheduler`` is
+    refused; ``GradientAccumulation``, ``MicroBatchFinder``, ``TrialReporter`` work beside it. The
+    recipe is a function of the fit's facts, so ``BackupAndRestore`` and ``save_weights`` /
+    ``load_weights`` continue it exactly.
+
+    >>> FineTune(similar=True).get_config()["similar"]
+    True
+    """
+
+    _role = "recipe"
+
+    def __init__(self, similar: bool = False, learning_rate: float | str | None = None,
+                 num_samples: int | None = None, groups: Sequence[Any] | None = None, bn: str | None = None,
+                 head_epochs: float = 1.0, large_threshold: int = 10_000) -> None:
+        from hpcallbacks.plans import FreezePlan
+        from hpcallbacks.recipe import Recipe
+
+        super().__init__(FreezePlan.head_then_all(), groups, bn)
+        Recipe(num_samples=0 if num_samples is None else num_samples, num_groups=2, epochs=1, steps_per_epoch=1,
+               similar=similar, learning_rate=learning_rate, head_epochs=head_epochs, large_threshold=large_threshold)
+        self.similar, self.learning_rate, self.num_samples = similar, learning_rate, num_samples
+        self.head_epochs, self.large_threshold = head_epochs, large_threshold
+        self.recipe: Any = None
+        self._data: tuple[int | None, int | None] = (None, None)
+
+    def _member(self) -> Any:
+        from hpcallbacks import run as R
+
+        return R.Member("FineTune", "recipe", factors=self.plan.factors, groups=self.groups)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"similar": self.similar, "learning_rate": self.learning_rate, "num_samples": self.num_samples,
+                "groups": self.groups, "bn": self.bn, "head_epochs": self.head_epochs,
+                "large_threshold": self.large_threshold}
+
+    def set_params(self, params: Any) -> None:
+        self._data = _fit_data()  # fit's frame is on the stack while it builds its callback list
+        super().set_params(params)
+
+    def prepare(self, engine: Engine) -> None:
+        from hpcallbacks.recipe import Recipe, optimizer_kind
+
+        engine.require_variable_lr("FineTune")
+        samples, batch = self._data
+        if self.num_samples is not None:
+            samples = self.num_samples
+        if samples is None:
+            raise ValueError("FineTune: the number of training samples is unknown (fit was given a dataset or a "
+                             "generator, not arrays): pass num_samples=")
+        groups = self.resolve_groups(engine)
+        spe = engine.steps_per_epoch("FineTune")
+        opt = engine.optimizer
+        momentum = getattr(opt, "momentum", 0.0)
+        kind = optimizer_kind(type(opt).__name__, float(momentum) if isinstance(momentum, (int, float)) else 0.0,
+                              bool(getattr(opt, "nesterov", False)))
+        norms = any(isinstance(layer, keras.layers.BatchNormalization)
+                    for layer in self.model._flatten_layers(include_self=False))
+        self.recipe = Recipe(num_samples=samples, num_groups=len(groups), epochs=engine.epochs(), steps_per_epoch=spe,
+                             similar=self.similar, optimizer=kind, learning_rate=self.learning_rate, batch_size=batch,
+                             batch_norm=norms, large_threshold=self.large_threshold, head_epochs=self.head_epochs)
+        log.info("%s", self.recipe)
+        self.plan = self.recipe.plan
+        engine.fit.composition = None  # read again: the plan's factors are the recipe's now
+        super().prepare(engine)
+
+    def begin_run(self, engine: Engine, update: int, state: Any) -> None:
+        from hpcallbacks import run as R
+        from hpcallbacks.recipe import RANGE_TEST
+
+        super().begin_run(engine, update, state)
+        if self.learning_rate == RANGE_TEST and not any(
+                isinstance(cb, LRFinder) and cb.apply for cb in engine.fit.callbacks):
+            raise ValueError("FineTune(learning_rate='range_test') takes the rate an LRFinder(apply=True) finds: add "
+                             "LRFinder(apply=True) to fit's callbacks, or give learning_rate")
+        steps = engine.steps_per_epoch("FineTune", required=False)
+        lr = engine.initial_learning_rate("FineTune")
+        state.schedule = R.ScheduleState(lr, steps, engine.total_steps("FineTune")).to_dict()
+        schedule = self.recipe.schedule(lr if self.learning_rate == RANGE_TEST else None)
+        self.resolved_schedule = schedule
+        engine.set_schedule(self, schedule)

@@ -26,6 +26,7 @@ When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`.callback
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from hpcallbacks import _checks as check
 from hpcallbacks import advice as A
 from hpcallbacks import batch as B
 from hpcallbacks import finder as F
+from hpcallbacks import run as R
 from hpcallbacks import schedules as S
 from hpcallbacks import torch as HT
 from hpcallbacks.advice import HyperparameterWarning
@@ -969,6 +971,115 @@ class TrialReporterMixin(TrialReporterBase):
             trainer.should_stop = True
 
 
+# ----------------------------------------------------------------------------------------------
+# the whole fine-tuning recipe (handbook H2, H3, H4, H5)
+def _samples(trainer: Any, given: int | None) -> int:
+    """The train data set's length (the data is loaded now if needed), or ``given``."""
+    if given is not None:
+        return given
+    if trainer.train_dataloader is None:
+        trainer.fit_loop.setup_data()
+    loader = trainer.train_dataloader
+    try:
+        return len(loader.dataset)  # type: ignore[union-attr]
+    except (TypeError, AttributeError):
+        raise ValueError("FineTune: the number of training samples cannot be read from the train dataloader (several "
+                         "loaders, or a data set without a length): pass num_samples=") from None
+
+
+class FineTuneMixin(StagedUnfreezeMixin, _ScheduleBase):
+    """The handbook's whole fine-tuning recipe in one callback (fastai's ``learn.fine_tune`` for Lightning).
+
+    At fit start the core :class:`hpcallbacks.recipe.Recipe` is computed from the run: the train data
+    set's length (or ``num_samples``), ``similar``, the layer groups (``groups``, as for
+    ``StagedUnfreeze``), the epochs and optimizer updates per epoch, the optimizer (its H2 row),
+    the per-device batch size and whether the module has BatchNorm layers; then it acts as the
+    ``StagedUnfreeze`` (plan, per-group factors, BatchNorm policy ``bn`` unless given) and the
+    ``LearningRateSchedule`` (a cosine per stage with a warm restart at each unfreeze) the recipe
+    names. ``learning_rate``: ``None`` (H2's rule for the optimizer), a number (the head's peak) or
+    ``"range_test"`` (the rate an ``LRFinder(apply=True)`` of the same Trainer finds).
+    ``str(callback.recipe)`` explains every choice with its handbook section.
+
+    It is a schedule and a plan at once (:mod:`hpcallbacks.run`, role ``"recipe"``): another LR
+    schedule, ``StagedUnfreeze`` or ``DiscriminativeLR`` beside it is refused at fit start; LR
+    modifiers, ``ReduceOnPlateau``, ``GradientAccumulation``, ``MicroBatchFinder`` and
+    ``TrialReporter`` work beside it. Its checkpoint state is StagedUnfreeze's and the schedule's,
+    so a run resumed from ``ckpt_path`` continues the same recipe.
+
+    >>> cb = FineTune(similar=False)  # doctest: +SKIP
+    """
+
+    def __init__(self, similar: bool = False, learning_rate: float | str | None = None,
+                 num_samples: int | None = None, groups: Any = None, bn: str | None = None, head_epochs: float = 1.0,
+                 large_threshold: int = 10_000, *, log: bool = True) -> None:
+        from hpcallbacks.plans import FreezePlan
+        from hpcallbacks.recipe import Recipe
+
+        StagedUnfreezeMixin.__init__(self, FreezePlan.head_then_all(), groups, bn, log=log)
+        _ScheduleBase.__init__(self, log=log)
+        # the arguments checked now, with a probe recipe (the run's facts come at fit start)
+        Recipe(num_samples=0 if num_samples is None else num_samples, num_groups=2, epochs=1, steps_per_epoch=1,
+               similar=similar, learning_rate=learning_rate, head_epochs=head_epochs, large_threshold=large_threshold)
+        self.similar, self.learning_rate, self.num_samples = similar, learning_rate, num_samples
+        self.head_epochs, self.large_threshold = head_epochs, large_threshold
+        self.recipe: Any = None
+
+    def _member(self) -> R.Member:
+        return R.Member("FineTune", "recipe", factors=self.plan.factors, groups=self.groups_spec)
+
+    def _make_schedule(self, initial_lr: float, steps_per_epoch: int | None, total: float) -> S.Schedule:
+        from hpcallbacks.recipe import RANGE_TEST
+
+        return self.recipe.schedule(initial_lr if self.learning_rate == RANGE_TEST else None)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        from hpcallbacks.recipe import RANGE_TEST, Recipe, optimizer_kind
+
+        if not trainer.optimizers:
+            raise ValueError("FineTune needs an optimizer; configure_optimizers returned none")
+        if self.learning_rate == RANGE_TEST and not any(
+                isinstance(cb, LRFinderMixin) and cb.apply for cb in trainer.callbacks):
+            raise ValueError("FineTune(learning_rate='range_test') takes the rate an LRFinder(apply=True) finds: add "
+                             "LRFinder(apply=True) to the Trainer's callbacks, or give learning_rate")
+        samples = _samples(trainer, self.num_samples)
+        spe, total = _run_lengths(trainer)
+        if spe is None or total == float("inf"):
+            raise ValueError("FineTune needs the updates per epoch and the run's length: give the train data a length "
+                             "and the Trainer max_epochs or max_steps")
+        first = trainer.optimizers[0].param_groups[0]
+        kind = optimizer_kind(type(trainer.optimizers[0]).__name__, float(first.get("momentum", 0.0) or 0.0),
+                              bool(first.get("nesterov", False)))
+        norms = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in pl_module.modules())
+        self.recipe = Recipe(num_samples=samples, num_groups=len(self.groups), epochs=max(1, math.ceil(total / spe)),
+                             steps_per_epoch=spe, similar=self.similar, optimizer=kind,
+                             learning_rate=self.learning_rate, batch_size=per_device_batch_size(trainer),
+                             batch_norm=norms, large_threshold=self.large_threshold, head_epochs=self.head_epochs)
+        log.info("%s", self.recipe)
+        self.plan = self.recipe.plan
+        self._effective_plan = R.plan_for_run(self.plan, self.bn, self.plan.factors)
+        StagedUnfreezeMixin.on_fit_start(self, trainer, pl_module)
+        _ScheduleBase.on_fit_start(self, trainer, pl_module)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        StagedUnfreezeMixin.on_train_start(self, trainer, pl_module)
+        _ScheduleBase.on_train_start(self, trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        StagedUnfreezeMixin.on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx)
+        _ScheduleBase.on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        StagedUnfreezeMixin.on_before_optimizer_step(self, trainer, pl_module, optimizer)
+        _ScheduleBase.on_before_optimizer_step(self, trainer, pl_module, optimizer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**StagedUnfreezeMixin.state_dict(self), **_ScheduleBase.state_dict(self)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        StagedUnfreezeMixin.load_state_dict(self, state_dict)
+        _ScheduleBase.load_state_dict(self, state_dict)
+
+
 # -- the public classes: one line each -----------------------------------------------------------------------
 class GradientAccumulation(GradientAccumulationMixin, LightningCallback): ...
 class ScaleLearningRate(ScaleLearningRateMixin, LightningCallback): ...
@@ -982,6 +1093,7 @@ class LossBalance(LossBalanceMixin, LightningCallback): ...
 class LRFinder(LRFinderMixin, LightningCallback): ...
 class MicroBatchFinder(MicroBatchFinderMixin, LightningCallback): ...
 class TrialReporter(TrialReporterMixin, LightningCallback): ...
+class FineTune(FineTuneMixin, LightningCallback): ...
 
 
 __all__ = [*sorted(mixins_of(__name__)), "HyperparameterWarning"]

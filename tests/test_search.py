@@ -232,8 +232,13 @@ def test_reporter_messages_and_arguments():
         Reporter(None, "")
     with pytest.raises(ValueError, match="^step"):
         Reporter(FakeTrial(1), "x").report(1.0, -1)
-    with pytest.warns(UserWarning, match="monitor 'val_loss' was not logged"):
-        assert Reporter(None, "val_loss").value_from({"loss": 1.0}) is None
+    with pytest.raises(ValueError, match=r"monitor 'val_loss' was not logged at this epoch's end \(logged: loss; no "
+                                         r"validation metric at all: does the run get validation data\?\)"):
+        Reporter(None, "val_loss").value_from({"loss": 1.0})
+    with pytest.raises(ValueError, match=r"monitor 'val_acc' was not logged.*\(logged: loss, val_accuracy; did you "
+                                         r"mean 'val_accuracy'\?\).*Pass monitor= one of the logged keys"):
+        Reporter(None, "val_acc").value_from({"loss": 1.0, "val_accuracy": 0.5})
+    assert Reporter(None, "val_loss").value_from({"val_loss": 2}) == 2.0
 
 
 # -------------------------------------------------------------------------------------- PBT

@@ -10,6 +10,8 @@ batch in the search space: every trial keeps the effective batch of 8.
 """
 from __future__ import annotations
 
+import multiprocessing
+import pickle
 from pathlib import Path
 
 import pytest
@@ -61,7 +63,7 @@ def test_shared_params_is_rank_zeros_dict():
         shared_params({}, broadcast=3)
 
 
-def test_base_follows_rank_zero_and_counts_only_logged_values():
+def test_base_follows_rank_zero_and_refuses_a_monitor_never_logged():
     class Trial:
         number = 0
 
@@ -81,8 +83,10 @@ def test_base_follows_rank_zero_and_counts_only_logged_values():
     assert base._report({"val_loss": 1.0}, 0) and base.pruned and base.pruned_step == 0
     assert base.trial.values == {}  # rank 1 never reports to a trial
     base._start(is_main=True)
-    with pytest.warns(UserWarning, match="monitor 'val_loss' was not logged"):
-        assert base._report({"loss": 1.0}, 0) is False
+    with pytest.raises(ValueError, match=r"monitor 'val_loss' was not logged at this epoch's end \(logged: loss; no "
+                                         r"validation metric at all"):
+        base._report({"loss": 1.0}, 0)
+    assert base.trial.values == {}  # nothing reported
     assert not base._report({"val_loss": 2.0}, 0) and base._report({"val_loss": 1.0}, 1)
     assert "pruned at epoch 1" in base.message
     with pytest.raises(optuna.TrialPruned):
@@ -278,10 +282,221 @@ def test_hf_search_keeps_the_effective_batch_of_gradient_accumulation(tmp_path):
     assert sorted(runs) == [(2, 4, 2, 2), (4, 2, 2, 2)], runs
 
 
-# -- distributed ------------------------------------------------------------------------------------------------
+# -- a monitor that is never logged (issue 20, defect 5) ----------------------------------------------------------
+def lightning_net(L, torch, log="val_loss"):
+    class Net(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.log(log, torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    return Net
 
 
+def lightning_fit(L, torch, callbacks, loaders=None, **kwargs):
+    """A 3-epoch fit of the tiny Net; returns (trainer, number of training steps run)."""
+    steps = []
+
+    class Steps(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            steps.append(batch_idx)
+
+    trainer = L.Trainer(**{"max_epochs": 3, "accelerator": "cpu", "logger": False, "enable_checkpointing": False,
+                           "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+                           **kwargs}, callbacks=[*callbacks, Steps()])
+    try:
+        trainer.fit(lightning_net(L, torch)(), *(lightning_loaders(torch) if loaders is None else loaders))
+    finally:
+        trainer.steps_run = len(steps)
+    return trainer
 
 
+def test_keras_monitor_never_logged_raises_at_the_first_epoch_end():
+    """A typo in the monitor: the first epoch end raises, naming the monitor and the keys logged (it used to warn,
+    and the trial ended COMPLETE without one report: it could never be pruned)."""
+    keras = pytest.importorskip("keras")
+    import numpy as np
+
+    import hpcallbacks_keras as HK
+
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.05), loss="mse")
+    epochs = []
+
+    class Epochs(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs.append(epoch)
+
+    trial = optuna.create_study().ask()
+    with pytest.raises(ValueError, match=r"monitor 'val_los' was not logged at this epoch's end \(logged: .*"
+                                         r"did you mean 'val_loss'\?\)"):
+        model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), epochs=3, verbose=0,
+                  callbacks=[Epochs(), HK.TrialReporter(trial, monitor="val_los")])
+    assert epochs == [0]
+    with pytest.raises(ValueError, match="monitor 'val_loss' was not logged.*no validation metric at all: does the "
+                                         "run get validation data"):
+        model.fit(x, x[:, :1], epochs=2, verbose=0, callbacks=[HK.TrialReporter(trial)])
+    assert trial.study.trials[0].intermediate_values == {}
 
 
+def test_lightning_monitor_never_logged_raises_at_the_first_validation_end():
+    torch = pytest.importorskip("torch")
+    L = pytest.importorskip("lightning.pytorch")
+    import hpcallbacks_lightning as HL
+
+    trial = optuna.create_study().ask()
+    with pytest.raises(ValueError, match=r"monitor 'val_los' was not logged at this epoch's end \(logged: val_loss; "
+                                         r"did you mean 'val_loss'\?\)"):
+        lightning_fit(L, torch, [HL.TrialReporter(trial, monitor="val_los")])
+    assert trial.study.trials[0].intermediate_values == {}
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+@pytest.mark.parametrize("how", ["no validation loader", "limit_val_batches=0"])
+def test_lightning_run_without_validation_is_refused_at_fit_start(how):
+    torch = pytest.importorskip("torch")
+    L = pytest.importorskip("lightning.pytorch")
+    import hpcallbacks_lightning as HL
+
+    train, val = lightning_loaders(torch)
+    loaders, kwargs = ((train,), {}) if how == "no validation loader" else ((train, val), {"limit_val_batches": 0})
+    trial = optuna.create_study().ask()
+    reporter = HL.TrialReporter(trial)
+    with pytest.raises(ValueError, match=r"monitor 'val_loss' can never be reported: this run evaluates nothing "
+                                         + (r"\(no validation loop" if how == "no validation loader"
+                                            else r"\(limit_val_batches=0\)")):
+        lightning_fit(L, torch, [reporter], loaders, **kwargs)
+    # refused before the first training step
+    assert reporter.reporter.history == [] and trial.study.trials[0].intermediate_values == {}
+
+
+def test_lightning_run_that_never_validated_warns_at_its_end():
+    """Validation every 2 epochs in a 1-epoch run: nothing can tell at fit start; the end of the run warns."""
+    torch = pytest.importorskip("torch")
+    L = pytest.importorskip("lightning.pytorch")
+    import hpcallbacks_lightning as HL
+
+    with pytest.warns(UserWarning, match="monitor 'val_loss' was never reported in this run"):
+        trainer = lightning_fit(L, torch, [HL.TrialReporter(optuna.create_study().ask())], max_epochs=1,
+                                check_val_every_n_epoch=2)
+    assert trainer.steps_run == 2
+
+
+def test_hf_monitor_never_logged_raises_at_the_first_evaluation(tmp_path):
+    transformers, Net, data = hf_parts()
+    import hpcallbacks_hf as H
+
+    trial = optuna.create_study().ask()
+    trainer = transformers.Trainer(model=Net(), args=hf_arguments(transformers, tmp_path), train_dataset=data,
+                                   eval_dataset=data, callbacks=[H.TrialReporter(trial, monitor="loss")])
+    with pytest.raises(ValueError, match=r"monitor 'loss' was not logged at this evaluation's end \(logged: .*"
+                                         r"eval_loss"):
+        trainer.train()
+    assert trainer.state.global_step == 2  # 16 samples, batches of 8: the first evaluation, after epoch 0
+    assert trial.study.trials[0].intermediate_values == {}
+
+
+def test_hf_eval_strategy_no_is_refused_at_train_begin(tmp_path):
+    transformers, Net, data = hf_parts()
+    import hpcallbacks_hf as H
+
+    trainer = transformers.Trainer(model=Net(), args=hf_arguments(transformers, tmp_path, eval_strategy="no"),
+                                   train_dataset=data, callbacks=[H.TrialReporter(optuna.create_study().ask())])
+    with pytest.raises(ValueError, match=r"monitor 'eval_loss' can never be reported: this run evaluates nothing "
+                                         r'\(eval_strategy="no"\)'):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+# -- a multi-objective study (issue 20, defect 7) -----------------------------------------------------------------
+def test_multi_objective_study_gets_no_report_and_trains_to_the_end():
+    """Optuna prunes single-objective studies only: the reporter warns when built, reports nothing (as HF's own
+    hyperparameter_search), and every trial trains all its epochs (it raised NotImplementedError at epoch 0)."""
+    torch = pytest.importorskip("torch")
+    L = pytest.importorskip("lightning.pytorch")
+    import hpcallbacks_lightning as HL
+
+    study = optuna.create_study(directions=["minimize", "maximize"], pruner=Prunes())
+    trained = []
+
+    def objective(trial):
+        trial.suggest_float("x", 0.0, 1.0)
+        with pytest.warns(UserWarning, match="multi-objective.*nothing is reported and training is never stopped"):
+            reporter = HL.TrialReporter(trial)
+        trainer = lightning_fit(L, torch, [reporter], max_epochs=2)
+        trained.append(trainer.steps_run)
+        reporter.raise_if_pruned()
+        loss = trainer.callback_metrics["val_loss"].item()
+        return loss, -loss
+
+    study.optimize(objective, n_trials=2)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert trained == [4, 4] and all(t.intermediate_values == {} and len(t.values) == 2 for t in study.trials)
+
+
+# -- the fit in another process than the objective's (issue 20, defect 6; Lightning's run: tests/test_pruning_ports.py)
+def _child(base, blob, queue):
+    """What a rank 0 in a process of its own does: the reporter (pickled as ddp_spawn sends it, or the forked copy)
+    starts and reports epochs 0 and 1."""
+    try:
+        base = pickle.loads(blob) if blob is not None else base
+        base._start(is_main=True)
+        queue.put(("ok", [base._report({"val_loss": 1.0}, 0), base._report({"val_loss": 0.5}, 1)]))
+    except Exception as error:  # the refusal, sent back
+        queue.put((type(error).__name__, str(error)))
+
+
+def in_other_process(base, pickled=False):
+    """Run :func:`_child` in a forked process; ``pickled``: the reporter goes pickled (a SQLite storage then opens
+    its own connection there, as in a spawned rank), else as fork copies it."""
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    blob = pickle.dumps(base) if pickled else None
+    process = context.Process(target=_child, args=(None if pickled else base, blob, queue))
+    process.start()
+    result = queue.get(timeout=120)
+    process.join(timeout=60)
+    return result
+
+
+def test_a_fit_in_another_process_refuses_an_in_memory_study():
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), pruner=Prunes())
+    base = TrialReporterBase()
+    base._init_reporter(study.ask(), None)
+    message = r"runs in another process than the objective's.*in memory \(InMemoryStorage\).*strategy='ddp'.*sqlite"
+    with pytest.raises(ValueError, match=message):
+        pickle.dumps(base)  # what ddp_spawn does to send the callbacks to its ranks: refused before any start
+    kind, text = in_other_process(base)  # started in a forked process (ddp_fork): refused there
+    assert kind == "ValueError" and "a copy of it goes to the new process" in text
+    ray = TrialReporterBase()
+    ray._init_reporter("ray", None)
+    kind, text = in_other_process(ray)
+    assert kind == "ValueError" and "Ray Tune's session lives in the trainable's process" in text
+
+
+def test_a_prune_in_another_process_reaches_the_objective_through_the_storage(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", pruner=Prunes())
+    seen = []
+
+    def objective(trial):
+        base = TrialReporterBase()
+        base._init_reporter(trial, None)
+        seen.append(in_other_process(base, pickled=True))
+        assert base.pruned and base.pruned_step == 1 and "trial 0 pruned at epoch 1" in base.message
+        base.raise_if_pruned()
+        return 0.0
+
+    study.optimize(objective, n_trials=1)
+    assert seen == [("ok", [False, True])]
+    assert study.trials[0].state == optuna.trial.TrialState.PRUNED
+    assert study.trials[0].intermediate_values == {0: 1.0, 1: 0.5} and study.trials[0].value == 0.5
