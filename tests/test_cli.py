@@ -54,3 +54,11 @@ def test_demo_verb_runs_the_demo_package(tmp_path):
     assert out.stdout.startswith("usage: hpcallbacks demo") and "--framework" in out.stdout
     bad = run("demo", "--framework", "keras", "--runs", "frozen", cwd=tmp_path)
     assert bad.returncode == 2 and "naive, two_phase, recipe" in bad.stderr
+
+
+def test_a_count_flag_below_one_is_named():
+    """Issue 20, defect 13: ``plot --steps 0`` said "step ... >= 0; got -1" (the last update drawn), not the flag."""
+    bad = run("plot", "CosineRestart", "--steps", "0")
+    assert bad.returncode == 2 and bad.stderr.strip() == "hpcallbacks plot: error: --steps must be >= 1; got 0"
+    bad = run("plot-plan", "--steps-per-epoch", "0")
+    assert bad.returncode == 2 and "--steps-per-epoch must be >= 1; got 0" in bad.stderr

@@ -6,9 +6,11 @@ import math
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ from hpcallbacks.search import (
 optuna = pytest.importorskip("optuna")
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PNG = b"\x89PNG\r\n\x1a\n"
+TESTS = Path(__file__).resolve().parent
 OWN = {"sgd": (), "sgd_momentum": ("momentum",), "nesterov": ("momentum",), "adam": ("beta_1", "beta_2", "epsilon"),
        "adamw": ("beta_1", "beta_2", "epsilon")}
 
@@ -346,6 +349,83 @@ def test_search_verb_refuses_bad_arguments(tmp_path):
     assert bad.returncode == 2 and "tune names 'momentum'" in bad.stderr
     bad = run_cli("--trials", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--trials must be >= 1" in bad.stderr
+
+
+def load_study(spec):
+    from hpcallbacks.search import open_storage
+
+    return optuna.load_study(study_name="hpcallbacks-hang-sgd_momentum", storage=open_storage(spec, "."))
+
+
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_a_killed_worker_loses_no_trial(tmp_path, storage):
+    """Issue 20, defect 4: ``kill -9`` of the worker during trial 1 leaves it RUNNING; the same command again finds
+    it (its process is gone), marks it failed, queues its parameters again and finishes the 3 trials asked,
+    saying so. Before: the journal's trial stayed RUNNING for good and the rerun finished 2 (SQLite: failed only
+    after its 30 s grace period)."""
+    spec = str(tmp_path / "study.journal") if storage == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["--task", f"{TESTS / '_search_tasks.py'}:HANG", "--trials", "3", "--storage", spec, "--out", "out",
+            "--heartbeat", "1", "--grace", "5"]
+    marker = tmp_path / "hanging"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "HPCALLBACKS_TEST_HANG": str(marker)}
+    worker = subprocess.Popen([sys.executable, "-m", "hpcallbacks", "search", *args], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():  # trial 1 has started and hangs
+        assert worker.poll() is None, worker.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)
+    worker.communicate(timeout=60)
+    State = optuna.trial.TrialState
+    assert [t.state for t in load_study(spec).trials][1:] == [State.RUNNING]
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "1 trial(s) were left running" in again.stdout
+    assert re.search(r"trial 1: left running, its worker process \S+:\d+ is gone: marked failed, queued again as "
+                     r"trial 2", again.stdout), again.stdout
+    trials = load_study(spec).trials
+    assert trials[1].state == State.FAIL and trials[2].params == trials[1].params
+    assert sum(t.state in (State.COMPLETE, State.PRUNED) for t in trials) == 3 and len(trials) == 4
+    assert re.search(r"\n2\*? +(complete|pruned) .*retry of 1", again.stdout)
+
+
+def test_stale_rule_for_a_journal_without_optunas_heartbeat(tmp_path):
+    """The journal's rule when the worker is not on this machine: a trial whose heartbeat is older than the grace
+    period is failed and queued again; one with a fresh heartbeat is left to its worker and said so."""
+    import time as clock
+
+    from hpcallbacks.search import HEARTBEAT_ATTR, open_storage, recover_stale_trials
+
+    study = optuna.create_study(storage=open_storage(str(tmp_path / "j.log"), tmp_path))
+    for number, age in enumerate((100.0, 1.0)):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+        trial.set_user_attr("worker", f"another-host:{number + 1}")
+        trial.set_user_attr(HEARTBEAT_ATTR, clock.time() - age)
+    lines = recover_stale_trials(study, grace=30)
+    assert re.fullmatch(r"trial 0: left running, no heartbeat for 10\d s \(grace period 30 s\): marked failed, "
+                        r"queued again as trial 2", lines[0]), lines
+    assert re.fullmatch(r"trial 1: running \(worker another-host:2, last heartbeat \d s ago\): left to its worker, "
+                        r"counted as one of the trials", lines[1]), lines
+    State = optuna.trial.TrialState
+    assert [t.state for t in study.trials] == [State.FAIL, State.RUNNING, State.WAITING]
+    assert study.trials[2].params == study.trials[0].params
+    assert recover_stale_trials(study, grace=30) == [lines[1]]  # once: nothing more to do
+
+
+def test_missing_database_driver_names_the_package(tmp_path):
+    """Issue 20, defect 14: ``--storage mysql://...`` without its driver was a raw ImportError (exit 1)."""
+    import importlib.util
+
+    if importlib.util.find_spec("MySQLdb") is not None:
+        pytest.skip("MySQLdb is installed here")
+    bad = run_cli("--task", "hpcallbacks.search:TOY", "--trials", "1", "--storage", "mysql://me:secret@localhost/db",
+                  cwd=tmp_path)
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "hpcallbacks search: error: --storage 'mysql://me:***@localhost/db' needs the database driver MySQLdb, which "
+        "is not installed: pip install mysqlclient (or pass a sqlite:/// URL or a journal file)")
+    assert "secret" not in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
 
 
 # ------------------------------------------------------------------------------------ Ray Tune
