@@ -31,7 +31,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +40,8 @@ from hpcallbacks import run as R
 from hpcallbacks import schedules as S
 from hpcallbacks._checks import bind, checked_init
 from hpcallbacks.plans import BN_POLICIES, LRFactors, ResolvedPlan
+
+from . import _seam as seam
 
 try:
     from lightning.pytorch import Callback as _Callback
@@ -78,43 +79,10 @@ def _run_lengths(trainer: Any) -> tuple[int | None, float]:
     return spe, trainer.estimated_stepping_batches
 
 
-class _GlobalStep:
-    """``trainer.global_step`` behind a ``completed`` attribute: the fallback of :func:`updates`."""
-
-    __slots__ = ("trainer",)
-
-    def __init__(self, trainer: Any) -> None:
-        self.trainer = trainer
-
-    @property
-    def completed(self) -> int:
-        return int(self.trainer.global_step)
-
-
 def updates(trainer: Any) -> Any:
-    """An object whose ``completed`` is ``trainer.global_step``, cheap to read in per-update hooks.
-
-    ``trainer.global_step`` goes through three properties (1-3 us a read, several reads per
-    update); behind them is Lightning's optimizer-step progress tracker, whose ``completed`` is a
-    plain attribute (updated in place, also when a checkpoint's loop state is loaded). It is taken
-    at train start and checked against ``global_step`` there; the property is the fallback.
-    """
-    try:
-        loop = trainer.fit_loop.epoch_loop
-        module = trainer.lightning_module
-        if module is None or module.automatic_optimization:
-            tracker = loop.automatic_optimization.optim_progress.optimizer.step.total
-        else:
-            tracker = loop.manual_optimization.optim_step_progress.total
-        if isinstance(tracker.completed, int) and tracker.completed == trainer.global_step:
-            return tracker
-    except AttributeError:  # another Lightning layout
-        pass
-    return _GlobalStep(trainer)
-
-
-def _is_ddp(trainer: Any) -> bool:
-    return getattr(trainer, "world_size", 1) > 1 and hasattr(trainer.strategy, "_ddp_kwargs")
+    """An object whose ``completed`` is ``trainer.global_step``, cheap to read in per-update hooks
+    (the seam's :func:`~hpcallbacks_lightning._seam.update_counter`, taken at train start)."""
+    return seam.update_counter(trainer)
 
 
 def _log_every(trainer: Any, enabled: bool) -> int:
@@ -592,8 +560,8 @@ class StagedUnfreezeMixin:
             if trainable:
                 for p in group.params:
                     p.requires_grad_(True)
-        if _is_ddp(trainer) and not all(probe.masks[0]):
-            kwargs = trainer.strategy._ddp_kwargs
+        kwargs = seam.ddp_kwargs(trainer)
+        if kwargs is not None and not all(probe.masks[0]):
             if not kwargs.get("find_unused_parameters"):
                 kwargs["find_unused_parameters"] = True
                 log.info("StagedUnfreeze: DDP find_unused_parameters=True (frozen groups are unused parameters)")
@@ -777,26 +745,59 @@ class SwapNormMixin:
                    reuse_params=self.reuse_params)
 
 
-def _state_key(self: Any) -> str:
-    """Lightning's key of the callback's checkpoint state (the class name, as Lightning's default).
+#: The instance attribute holding a callback's checkpoint key once a Trainer's ``setup`` checked its callbacks.
+_KEY = "_hpcallbacks_state_key"
 
-    Lightning refuses two stateful callbacks of one class with a ``RuntimeError`` when the Trainer
-    is built, before any hook runs: while it checks, the contract's own ``ValueError`` (which says
-    what to keep) is raised instead.
+
+def _state_key(self: Any) -> str:
+    """Lightning's key of the callback's checkpoint state: the class name (Lightning's default).
+
+    Lightning refuses two stateful callbacks with one key when the ``Trainer`` is built, with its
+    own ``RuntimeError``. Until the Trainer's ``setup`` the key is this instance's own (the class
+    name and the object's id), so two instances of one class reach ``setup``, where
+    :func:`check_callbacks` refuses them with the contract's ``ValueError`` (saying what to keep);
+    from ``setup`` on, before a checkpoint is saved or loaded, it is the class name, so checkpoint
+    keys stay what they were. (An instance that already ran a fit keeps its class-name key: two such
+    instances given to one new Trainer meet Lightning's ``RuntimeError``, still before training.)
     """
-    frame = sys._getframe(1)
-    if frame.f_code.co_name == "_validate_callbacks_list":
-        callbacks = frame.f_locals.get("callbacks")
-        if isinstance(callbacks, list):
-            R.compose([cb._member() for cb in callbacks if callable(getattr(cb, "_member", None))])
-    return type(self).__qualname__
+    return self.__dict__.get(_KEY) or f"{type(self).__qualname__}@{id(self):x}"
+
+
+def check_callbacks(trainer: Any) -> None:
+    """Where the adapter first sees the whole callback list (every hpcallbacks callback's ``setup``, before
+    anything trains): a class given twice is refused by the core's rule
+    (:func:`hpcallbacks.run.refuse_repeats`), and every hpcallbacks callback gets its checkpoint key,
+    the class name (a repeatable class's later instances: ``name#1``, ``name#2`` by their order)."""
+    ours = [cb for cb in trainer.callbacks if getattr(cb, "_hpcallbacks_adapter", None) == "lightning"]
+    R.refuse_repeats([type(cb).__name__ for cb in ours])
+    seen: dict[str, int] = {}
+    for cb in ours:
+        name = type(cb).__qualname__
+        seen[name] = count = seen.get(name, -1) + 1
+        setattr(cb, _KEY, name if count == 0 else f"{name}#{count}")
+
+
+def _checked_setup(setup: Any) -> Any:
+    """``setup`` preceded by :func:`check_callbacks` (once per class: a subclass keeps its parent's)."""
+    if getattr(setup, "_checks_callbacks", False):
+        return setup
+
+    def checked_setup(self: Any, trainer: Any, pl_module: Any, stage: Any) -> Any:
+        check_callbacks(trainer)
+        return setup(self, trainer, pl_module, stage)
+
+    checked_setup.__doc__ = setup.__doc__
+    checked_setup._checks_callbacks = True  # type: ignore[attr-defined]
+    return checked_setup
 
 
 def finish(cls: type, mixin: type) -> type:
     """What a public class gets beyond its mixin and ``Callback``: its arguments checked when it is
     built (a wrong keyword is an :class:`hpcallbacks.ArgumentError`, as in every adapter), the mixin's
-    docstring and, for a schedule family, its signature."""
+    docstring and, for a schedule family, its signature; its ``setup`` checks the Trainer's callbacks first
+    (:func:`check_callbacks`)."""
     checked_init(mixin)
+    cls.setup = _checked_setup(cls.setup)  # type: ignore[attr-defined]
     if cls.__doc__ is None:
         cls.__doc__ = mixin.__doc__
     if "__signature__" in mixin.__dict__:
@@ -805,8 +806,9 @@ def finish(cls: type, mixin: type) -> type:
 
 
 def _guards() -> dict[str, Any]:
-    """The other frameworks' first hooks (each says which import to use) and Lightning's checkpoint key."""
-    return {**R.guard_hooks("lightning"), "state_key": property(_state_key)}
+    """The other frameworks' first hooks (each says which import to use), Lightning's checkpoint key and
+    the mark :func:`check_callbacks` finds the hpcallbacks callbacks by (in both namespaces)."""
+    return {**R.guard_hooks("lightning"), "state_key": property(_state_key), "_hpcallbacks_adapter": "lightning"}
 
 
 class LightningCallback(_Callback):

@@ -11,7 +11,7 @@ When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`.callback
 ``on_fit_start``     ``MicroBatchFinder`` probes the largest micro-batch that fits and sets the
                      dataloader's batch size and ``trainer.accumulate_grad_batches``;
                      ``GradientAccumulation`` sets ``trainer.accumulate_grad_batches`` (the train
-                     data is loaded for its batch size: ``trainer.fit_loop.setup_data()``, as
+                     data is loaded for its batch size: the seam's ``load_train_data``, as
                      ``trainer.estimated_stepping_batches`` does); ``ParamScheduler`` resolves
                      its targets; ``BatchRamp`` checks its ramp against the run;
 ``on_train_start``   ``ScaleLearningRate`` reads the effective batch; ``LRFinder`` runs its range
@@ -47,6 +47,7 @@ from hpcallbacks.search import TrialReporterBase
 from hpcallbacks.torch import gan as TG
 from hpcallbacks.torch import microbatch as HTM
 
+from . import _seam as seam
 from .callbacks import (
     _LOG_KW,
     DiscriminativeLRMixin,
@@ -73,7 +74,7 @@ def per_device_batch_size(trainer: Any) -> int | None:
     train dataloaders or a loader without a fixed batch size.
     """
     if trainer.train_dataloader is None:
-        trainer.fit_loop.setup_data()
+        seam.load_train_data(trainer)
     loader = trainer.train_dataloader
     if isinstance(loader, Mapping):
         loaders = list(loader.values())
@@ -172,8 +173,6 @@ class GradientAccumulationMixin:
         self._saved: dict[str, Any] | None = None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if len(_peers(trainer, GradientAccumulationMixin)) > 1:
-            raise ValueError("callbacks holds more than one GradientAccumulation; keep one")
         if _peers(trainer, BatchRampMixin):
             raise ValueError("GradientAccumulation and BatchRamp both set the accumulation: keep one (BatchRamp "
                              "grows the batch by accumulation itself)")
@@ -238,8 +237,6 @@ class ScaleLearningRateMixin(_ScheduleBase):
         return S.Constant(initial_lr)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if len(_peers(trainer, ScaleLearningRateMixin)) > 1:
-            raise ValueError("callbacks holds more than one ScaleLearningRate; keep one")
         if _peers(trainer, BatchRampMixin):
             raise ValueError("ScaleLearningRate and BatchRamp both scale the LR with the batch: keep one")
         super().on_fit_start(trainer, pl_module)
@@ -315,8 +312,6 @@ class BatchRampMixin(_ScheduleBase):
         return self.samples / self.ramp.base_batch_size
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if len(_peers(trainer, BatchRampMixin)) > 1:
-            raise ValueError("callbacks holds more than one BatchRamp; keep one")
         _automatic(pl_module, "BatchRamp")
         _user_accumulation(trainer, self._set, "BatchRamp")
         super().on_fit_start(trainer, pl_module)
@@ -746,14 +741,12 @@ class LRFinderMixin(F.FinderBase):
                 raise ValueError("LRFinder: training_step returned no loss; the range test needs one")
             return loss
 
-        pl_module.log = pl_module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
         try:
             pl_module.train()
-            with torch.enable_grad():
+            with torch.enable_grad(), seam.no_logging(pl_module):
                 return HT.range_test(self._new_test(), opt, next_loss, acc,
                                   reduce=lambda mean: trainer.strategy.reduce(mean, reduce_op="mean"))
         finally:
-            del pl_module.log, pl_module.log_dict
             snapshot.restore()
 
     def _apply(self, trainer: Any, lr: float) -> None:
@@ -777,35 +770,74 @@ class LRFinderMixin(F.FinderBase):
 
 # ----------------------------------------------------------------------------------------------
 # the largest micro-batch that fits (handbook H4)
-def _batch_holder(instance: Any) -> Any:
-    """The object (a module or datamodule, or its ``hparams``) holding the ``batch_size`` its ``train_dataloader()``
-    uses, as Lightning's ``BatchSizeFinder`` reads it; None when there is none."""
-    for holder in (instance, getattr(instance, "hparams", None)):
-        if isinstance(holder, Mapping) and "batch_size" in holder:
-            return holder
-        if holder is not None and not isinstance(holder, Mapping) and hasattr(holder, "batch_size"):
-            return holder
-    return None
+def _batch_holders(trainer: Any, pl_module: Any) -> list[tuple[str, Any]]:
+    """Every holder of a ``batch_size`` that a ``train_dataloader()`` may use, named, as Lightning's
+    ``BatchSizeFinder`` finds them: the LightningModule, its ``hparams``, the LightningDataModule, its ``hparams``."""
+    holders: list[tuple[str, Any]] = []
+    for owner, name in ((pl_module, "LightningModule"), (trainer.datamodule, "LightningDataModule")):
+        if owner is None:
+            continue
+        if hasattr(owner, "batch_size"):
+            holders.append((f"{name}.batch_size", owner))
+        hparams = getattr(owner, "hparams", None)
+        if isinstance(hparams, Mapping) and "batch_size" in hparams:
+            holders.append((f"{name}.hparams['batch_size']", hparams))
+    return holders
 
 
-def _set_micro_batch(trainer: Any, size: int) -> None:
-    """Make ``size`` the train dataloader's batch size; Lightning loads the data anew at its next ``setup_data``."""
-    source = trainer.fit_loop._data_source
-    instance = source.instance
-    if isinstance(instance, torch.utils.data.DataLoader):  # passed to fit(): rebuilt with the new batch size
-        source.instance = HTM.with_batch_size(instance, size)
-    else:
-        holder = _batch_holder(instance)
-        if holder is None or isinstance(instance, (Mapping, list, tuple)):
-            raise ValueError("MicroBatchFinder sets the micro-batch as the train dataloader's batch size: pass one "
-                             "torch DataLoader to fit(), or give the LightningModule or LightningDataModule a "
-                             "batch_size attribute (or hyperparameter) that its train_dataloader() uses, as "
-                             "Lightning's BatchSizeFinder needs")
+def _set_micro_batch(trainer: Any, holders: Sequence[tuple[str, Any]], size: int) -> None:
+    """Make ``size`` the train dataloader's batch size; Lightning loads the data anew at its next load.
+
+    A ``DataLoader`` passed to ``fit()`` is rebuilt with the new batch size; otherwise every holder
+    (:func:`_batch_holders`) is set, as Lightning's ``BatchSizeFinder`` sets them.
+    """
+    source = seam.train_source(trainer)
+    if isinstance(source, torch.utils.data.DataLoader):
+        seam.set_train_source(trainer, HTM.with_batch_size(source, size))
+        return
+    if not holders or isinstance(source, (Mapping, list, tuple)):
+        raise ValueError("MicroBatchFinder sets the micro-batch as the train dataloader's batch size: pass one "
+                         "torch DataLoader to fit(), or give the LightningModule or LightningDataModule a "
+                         "batch_size attribute (or hyperparameter) that its train_dataloader() uses, as "
+                         "Lightning's BatchSizeFinder needs")
+    for _, holder in holders:
         if isinstance(holder, Mapping):
             holder["batch_size"] = size  # type: ignore[index]
         else:
             holder.batch_size = size
-    trainer.fit_loop._combined_loader = None
+    seam.reload_train_data(trainer)
+
+
+def _first_batch(trainer: Any, holders: Sequence[tuple[str, Any]], size: int) -> Any:
+    """The first batch of the train data loaded at batch size ``size``, on the device; refused when the loader
+    does not give ``size`` samples (a ``train_dataloader()`` that ignores the ``batch_size`` it was given).
+
+    The run's own ``limit_train_batches`` does not apply here (a probe reads one batch), as in Lightning's
+    ``BatchSizeFinder``: a size the run will not use never trips the run's limits.
+    """
+    _set_micro_batch(trainer, holders, size)
+    limit, trainer.limit_train_batches = trainer.limit_train_batches, 1.0
+    try:
+        seam.load_train_data(trainer)
+        loader = trainer.train_dataloader
+        if loader is None:
+            raise ValueError("MicroBatchFinder: the Trainer has no train dataloader to probe with")
+        whole = trainer.num_training_batches == 1  # the whole (shard of the) data set is one smaller batch
+        batches = HT.Batches(loader)
+        try:
+            batch = batches.next()
+        finally:
+            batches.close()
+    finally:
+        trainer.limit_train_batches = limit
+        seam.reload_train_data(trainer)  # the run loads its data with its own limits
+    got = HTM.batch_length(batch)
+    if got is not None and got != size and not (whole and got < size):
+        where = ", ".join(name for name, _ in holders) or "the train DataLoader"
+        raise ValueError(f"MicroBatchFinder set the train batch size to {size} ({where}), but the train dataloader "
+                         f"gives batches of {got}: build train_dataloader()'s DataLoader with "
+                         f"batch_size=self.batch_size (or self.hparams.batch_size), so the micro-batch it sets is used")
+    return trainer.strategy.batch_to_device(batch)
 
 
 class MicroBatchFinderMixin:
@@ -851,8 +883,6 @@ class MicroBatchFinderMixin:
         self._loaded = False
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        if len(_peers(trainer, MicroBatchFinderMixin)) > 1:
-            raise ValueError("callbacks holds more than one MicroBatchFinder; keep one")
         for other, name in ((GradientAccumulationMixin, "GradientAccumulation"), (BatchRampMixin, "BatchRamp")):
             if _peers(trainer, other):
                 raise ValueError(f"{name} and MicroBatchFinder both set the accumulation: keep one (MicroBatchFinder "
@@ -860,32 +890,28 @@ class MicroBatchFinderMixin:
         _automatic(pl_module, "MicroBatchFinder")
         _user_accumulation(trainer, self._set, "MicroBatchFinder")
         world = max(1, int(trainer.world_size))
+        holders = [] if isinstance(seam.train_source(trainer), torch.utils.data.DataLoader) else \
+            _batch_holders(trainer, pl_module)
+        if len(holders) > 1:
+            names = ", ".join(name for name, _ in holders)
+            warnings.warn(f"MicroBatchFinder: {len(holders)} objects hold batch_size ({names}); every one is set to "
+                          "the micro-batch, as Lightning's BatchSizeFinder does: keep one", R.RunWarning, stacklevel=2)
         saved, self._loaded = self.result if self._loaded else None, False
         if saved is not None and (saved.target_batch_size, saved.world_size) == (self.target_batch_size, world):
             log.info("MicroBatchFinder: resumed run; keeping the checkpoint's %s", saved.describe())
+            with torch.random.fork_rng(devices=[]):  # the sampler's draw is not the run's
+                _first_batch(trainer, holders, saved.micro_batch_size)  # the loader uses the batch size it is given
         else:
-            self.result = self._search(trainer, pl_module, world)
+            self.result = self._search(trainer, pl_module, world, holders)
             log.info("MicroBatchFinder: %s (probed %s)", self.result.describe(), list(self.result.probes))
         result = self.result
         assert result is not None
-        _set_micro_batch(trainer, result.micro_batch_size)
+        _set_micro_batch(trainer, holders, result.micro_batch_size)
         trainer.accumulate_grad_batches = self._set = result.accumulation
 
-    def _search(self, trainer: Any, pl_module: Any, world: int) -> B.MicroBatch:
+    def _search(self, trainer: Any, pl_module: Any, world: int, holders: Sequence[tuple[str, Any]]) -> B.MicroBatch:
         widest = [p for plan in _peers(trainer, StagedUnfreezeMixin)
                   for p in HTM.widest_trainable(plan.groups, plan._effective_plan)]
-
-        def batch_of(n: int) -> Any:
-            _set_micro_batch(trainer, n)
-            trainer.fit_loop.setup_data()
-            loader = trainer.train_dataloader
-            if loader is None:
-                raise ValueError("MicroBatchFinder: the Trainer has no train dataloader to probe with")
-            batches = HT.Batches(loader)
-            try:
-                return trainer.strategy.batch_to_device(batches.next())
-            finally:
-                batches.close()
 
         def loss_of(batch: Any) -> torch.Tensor:
             with trainer.precision_plugin.train_step_context():
@@ -897,15 +923,14 @@ class MicroBatchFinderMixin:
         def reduce_min(code: int) -> int:
             return int(trainer.strategy.reduce(torch.tensor(code, device=pl_module.device), reduce_op="min"))
 
-        pl_module.log = pl_module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
         try:
-            return HTM.find_micro_batch(self.target_batch_size, world, pl_module, list(trainer.optimizers), batch_of,
-                                        loss_of, max_micro_batch=self.max_micro_batch, trainable=widest,
-                                        reduce_min=reduce_min if world > 1 else None)
+            with seam.no_logging(pl_module):
+                return HTM.find_micro_batch(self.target_batch_size, world, pl_module, list(trainer.optimizers),
+                                            lambda n: _first_batch(trainer, holders, n), loss_of,
+                                            max_micro_batch=self.max_micro_batch, trainable=widest,
+                                            reduce_min=reduce_min if world > 1 else None)
         except ValueError as e:
-            raise ValueError(f"MicroBatchFinder: {e}") from None
-        finally:
-            del pl_module.log, pl_module.log_dict
+            raise ValueError(e if str(e).startswith("MicroBatchFinder") else f"MicroBatchFinder: {e}") from None
 
     def state_dict(self) -> dict[str, Any]:
         return {"micro_batch": self.result.get_config() if self.result is not None else None}
@@ -978,7 +1003,7 @@ def _samples(trainer: Any, given: int | None) -> int:
     if given is not None:
         return given
     if trainer.train_dataloader is None:
-        trainer.fit_loop.setup_data()
+        seam.load_train_data(trainer)
     loader = trainer.train_dataloader
     try:
         return len(loader.dataset)  # type: ignore[union-attr]
@@ -1049,7 +1074,7 @@ class FineTuneMixin(StagedUnfreezeMixin, _ScheduleBase):
         first = trainer.optimizers[0].param_groups[0]
         kind = optimizer_kind(type(trainer.optimizers[0]).__name__, float(first.get("momentum", 0.0) or 0.0),
                               bool(first.get("nesterov", False)))
-        norms = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in pl_module.modules())
+        norms = bool(HT.batch_norm_layers([pl_module]))
         self.recipe = Recipe(num_samples=samples, num_groups=len(self.groups), epochs=max(1, math.ceil(total / spe)),
                              steps_per_epoch=spe, similar=self.similar, optimizer=kind,
                              learning_rate=self.learning_rate, batch_size=per_device_batch_size(trainer),

@@ -22,6 +22,17 @@ QUIET = dict(accelerator="cpu", devices=1, enable_progress_bar=False, enable_mod
              num_sanity_val_steps=0, log_every_n_steps=1)
 
 
+def left_out(row: Row) -> str | None:
+    """Rows this Lightning release cannot hold, and why (the contract runs every other row)."""
+    from hpcallbacks_lightning import _seam
+
+    if row.id == "callback-of-another-adapter-refused" and not _seam.foreign_callbacks_reach_hooks("lightning"):
+        return ("Lightning < 2.6 refuses any callback that is not a Lightning Callback in Trainer() with its own "
+                "ValueError('Expected a parent') before hpcallbacks code runs (no route); "
+                "tests/test_seam_lightning.py checks that refusal")
+    return None
+
+
 def other():
     import hpcallbacks_hf
 

@@ -21,6 +21,19 @@ from torch import nn  # noqa: E402
 import hpcallbacks_lightning as HL  # noqa: E402
 from hpcallbacks import FreezePlan, LRFactors  # noqa: E402
 from hpcallbacks import schedules as S  # noqa: E402
+from hpcallbacks._versions import at_least  # noqa: E402
+
+#: Lightning before 2.5.3 runs one batch twice when a fit resumes mid-epoch (its "double iteration" bug, fixed by
+#: Lightning PR 20775): the resumed run has one update more than the uninterrupted one, with or without hpcallbacks.
+REPLAYS_A_BATCH_ON_RESUME = not at_least("lightning", "2.5.3")
+
+
+def checkpoint_key(callback, Lmod=L):
+    """The key a Trainer saves ``callback``'s state under: set when the Trainer's ``setup`` checks its callbacks."""
+    trainer = Lmod.Trainer(callbacks=[callback], logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                           enable_model_summary=False)
+    callback.setup(trainer, None, "validate")
+    return callback.state_key
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*does not have many workers.*"),
@@ -159,7 +172,7 @@ def test_pytorch_lightning_namespace():
     import hpcallbacks_lightning.pl as HLpl
 
     assert isinstance(HLpl.StagedUnfreeze(), pl.Callback) and isinstance(HL.StagedUnfreeze(), L.Callback)
-    assert HLpl.StagedUnfreeze().state_key == HL.StagedUnfreeze().state_key  # checkpoints interchangeable
+    assert checkpoint_key(HLpl.StagedUnfreeze(), pl) == checkpoint_key(HL.StagedUnfreeze())  # interchangeable
     PlStack, _ = make_classes(pl.LightningModule)
 
     class PlRecorder(Recorder, pl.Callback):
@@ -472,12 +485,15 @@ def test_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path):
         model = Stack(seed=1)
         trainer = L.Trainer(max_epochs=3, callbacks=[*callbacks(), resumed], **QUIET)
         trainer.fit(model, loader(24, 4), ckpt_path=str(path))
+        if REPLAYS_A_BATCH_ON_RESUME:  # Lightning's own extra update at the end: the updates before it still match
+            assert len(resumed.records) == len(full) - step + 1, f"resume at update {step}"
+            resumed.records = resumed.records[:len(full) - step]
         assert resumed.records == full[step:], f"resume at update {step}"
         saved = torch.load(path, weights_only=True)["optimizer_states"][0]
         assert [g["name"] for g in resumed.start_state["param_groups"]] == [g["name"] for g in saved["param_groups"]]
         for key, state in saved["state"].items():  # momentum of the already-unfrozen groups is back
             assert torch.equal(resumed.start_state["state"][key]["momentum_buffer"], state["momentum_buffer"])
-        if step % 6 == 0:  # at an epoch end the data order is the same: identical weights at the end
+        if step % 6 == 0 and not REPLAYS_A_BATCH_ON_RESUME:  # epoch end: the same data order, the same weights
             for a, b in zip(final, model.parameters(), strict=True):
                 torch.testing.assert_close(a, b.detach())
 

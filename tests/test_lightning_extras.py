@@ -480,4 +480,6 @@ def test_both_namespaces():
     for name in ("GradientAccumulation", "ScaleLearningRate", "BatchRamp", "ParamScheduler", "InstanceNoise",
                  "LabelSmoothing", "LabelFlip", "HyperparameterAdvisor", "LossBalance", "LRFinder"):
         assert issubclass(getattr(HLpl, name), pl.Callback) and issubclass(getattr(HL, name), L.Callback)
-    assert HLpl.GradientAccumulation(8).state_key == HL.GradientAccumulation(8).state_key
+    from test_lightning import checkpoint_key
+
+    assert checkpoint_key(HLpl.GradientAccumulation(8), pl) == checkpoint_key(HL.GradientAccumulation(8))

@@ -11,7 +11,10 @@ real samples and its loss, and how to take the minimum over processes:
   weights, buffers, optimizer state, gradients, ``requires_grad`` flags and RNG states put back
   bit-identically (:class:`hpcallbacks.torch.Snapshot`);
 * :func:`is_out_of_memory` / :func:`free_memory` — what counts as "does not fit"
-  (``torch.OutOfMemoryError``; every other error is raised) and what is freed after it;
+  (``torch.OutOfMemoryError``, and the ``RuntimeError`` messages of an allocation failure that
+  accelerate's ``should_reduce_batch_size`` reads as out of memory; every other error is raised)
+  and what is freed after it;
+* :func:`batch_length` — the number of samples of a batch (the first tensor's first dimension);
 * :func:`widest_trainable` — the parameters a :class:`hpcallbacks.FreezePlan` trains at some stage;
 * :func:`with_batch_size` — a ``DataLoader`` like another one with a new batch size.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import gc
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,15 +34,59 @@ from hpcallbacks.plans import FreezePlan
 from .groups import LayerGroup
 from .snapshot import Snapshot
 
-__all__ = ["find_micro_batch", "is_out_of_memory", "free_memory", "widest_trainable", "with_batch_size"]
+__all__ = ["find_micro_batch", "is_out_of_memory", "free_memory", "widest_trainable", "with_batch_size", "batch_length",
+           "OUT_OF_MEMORY_MESSAGES"]
 
 #: Probe outcomes, reduced with ``min`` over processes: one process's error or out-of-memory wins.
 _ERROR, _OOM, _FITS = 0, 1, 2
 
 
+#: Parts of a ``RuntimeError``'s message that mean an allocation failed: accelerate's ``should_reduce_batch_size``
+#: list (1.16), which Lightning's ``is_oom_error`` shares for CUDA, cuDNN and CPU.
+OUT_OF_MEMORY_MESSAGES = (
+    " out of memory.",  # CUDA, HIP, XPU (torch.OutOfMemoryError's own message; older builds raise a RuntimeError)
+    "MPS backend out of memory",
+    "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED.",  # cuDNN refusing a too large batch
+    "DefaultCPUAllocator: can't allocate memory",
+    "FATAL ERROR :: MODULE:PT_DEVMEM Allocation failed",  # HPU
+)
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for ``torch.OutOfMemoryError`` (CUDA's, or one raised by an allocator-limited model)."""
-    return isinstance(error, torch.OutOfMemoryError)
+    """True when ``error`` means "does not fit": ``torch.OutOfMemoryError`` (CUDA's, or one raised by an
+    allocator-limited model), or a ``RuntimeError`` with one message argument holding one of
+    :data:`OUT_OF_MEMORY_MESSAGES` (a CPU allocation failure, MPS, cuDNN, HPU), the rule of accelerate's
+    ``should_reduce_batch_size``. Every other error (a ``MemoryError`` of Python, a bug) is not.
+
+    >>> is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:116] . DefaultCPUAllocator: can't allocate "
+    ...                               "memory: you tried to allocate 8589934592 bytes."))
+    True
+    >>> is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 4x8)"))
+    False
+    """
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return (isinstance(error, RuntimeError) and len(error.args) == 1 and isinstance(error.args[0], str)
+            and any(message in error.args[0] for message in OUT_OF_MEMORY_MESSAGES))
+
+
+def batch_length(batch: Any) -> int | None:
+    """The samples of a batch: the first dimension of its first tensor (depth first through mappings, lists
+    and tuples); None when it holds no tensor with a dimension.
+
+    >>> batch_length((torch.zeros(8, 3), torch.zeros(8)))
+    8
+    >>> batch_length({"input_ids": torch.zeros(4, 16, dtype=torch.long)}), batch_length([1, 2])
+    (4, None)
+    """
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() > 0 else None
+    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    for value in values:
+        found = batch_length(value)
+        if found is not None:
+            return found
+    return None
 
 
 def free_memory() -> None:
@@ -93,8 +140,8 @@ def find_micro_batch(target_batch_size: int, world_size: int, module: torch.nn.M
 
     The probe of ``n``: ``batch = batch_of(n)`` (a batch of ``n`` real samples of this process),
     ``loss_of(batch).backward()``, a step of every optimizer, ``loss_of(batch).backward()`` again
-    (with ``optimizers`` empty: one forward + backward); it does not fit when it raises
-    ``torch.OutOfMemoryError`` (then :func:`free_memory`); any other error is raised. During the
+    (with ``optimizers`` empty: one forward + backward); it does not fit when it raises an
+    out-of-memory error (:func:`is_out_of_memory`; then :func:`free_memory`); any other error is raised. During the
     search the module is in training mode and ``trainable`` (e.g. :func:`widest_trainable`) has
     ``requires_grad=True``. ``reduce_min(code)``, the minimum over processes, makes every process
     take the same decision at every probe (a size fits only where it fits on every process; an
