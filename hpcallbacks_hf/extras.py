@@ -1155,6 +1155,12 @@ class TrialReporter(TrialReporterBase, TrainerCallback):
     ``params = shared_params(params, broadcast_from_rank0)`` (:func:`hpcallbacks.search.shared_params`).
     Evaluations outside ``train()`` (a final ``trainer.evaluate()``) are not reported. ``.pruned``,
     ``.pruned_step`` and ``.message`` say what happened, on every process.
+
+    A ``monitor`` missing from an evaluation's metrics is a ``ValueError`` naming it and the keys
+    logged; ``eval_strategy="no"`` is refused when training begins. A multi-objective study gets no
+    report (as in ``hyperparameter_search``), with a warning when the reporter is built. Inside
+    ``Trainer.hyperparameter_search`` the Trainer reports and prunes by itself: ``TrialReporter`` is
+    for an objective of your own.
     """
 
     default_monitor = "eval_loss"

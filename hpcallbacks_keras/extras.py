@@ -583,6 +583,12 @@ class TrialReporter(TrialReporterBase, keras.callbacks.Callback):
     Keras' ``MirroredStrategy`` runs one process (the replicas are devices of it): there is one
     trial and one decision, nothing to broadcast, and the sampled values are the same for every
     replica. ``.pruned``, ``.pruned_step`` (the epoch) and ``.message`` say what happened.
+
+    A ``monitor`` missing from an epoch's logs (a typo, or ``"val_loss"`` without validation data) is
+    a ``ValueError`` at that epoch's end naming it and the keys logged: a trial that reports nothing
+    could never be pruned. A trial of a multi-objective study gets no report (Optuna prunes
+    single-objective studies only; HF's ``hyperparameter_search`` does the same), with a warning
+    when the reporter is built.
     """
 
     def __init__(self, trial: Any, monitor: str | None = None) -> None:

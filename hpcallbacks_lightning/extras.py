@@ -979,6 +979,15 @@ class TrialReporterMixin(TrialReporterBase):
 
     (and build what depends on them there, or in ``configure_optimizers``). ``.pruned``,
     ``.pruned_step`` (the epoch) and ``.message`` say what happened, on every rank.
+
+    A ``monitor`` not logged at a validation end is a ``ValueError`` naming it and the keys logged;
+    a fit that will validate nothing (no validation loader, no ``validation_step``,
+    ``limit_val_batches=0``) is refused at fit start, and one that never validated warns at its end.
+    ``strategy="ddp_spawn"`` (``"ddp_fork"``, ``"ddp_notebook"``) fits in processes of its own: rank 0
+    writes the prune to the trial's storage and :meth:`raise_if_pruned`, in the objective's process,
+    reads it (an RDB or journal storage); an in-memory study is refused before the ranks start
+    (``strategy="ddp"`` takes any storage: the objective's process is rank 0). A multi-objective
+    study gets no report, with a warning when the reporter is built.
     """
 
     def __init__(self, trial: Any, monitor: str | None = None) -> None:
