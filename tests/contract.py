@@ -109,6 +109,14 @@ def stages(plan: FreezePlan, groups: int = 3, spe: int = SPE):
 ALL3 = lambda t: (True, True, True)  # noqa: E731
 
 
+def _recipe(epochs: int):
+    """The core recipe of a FineTune row's run: 16 samples, 3 groups, ``epochs`` of 4 updates, head LR 0.05."""
+    from hpcallbacks.recipe import Recipe
+
+    return Recipe(num_samples=16, num_groups=3, epochs=epochs, steps_per_epoch=SPE, learning_rate=0.05,
+                  batch_norm=False)
+
+
 def plateau_factors(machine: S.ReduceOnPlateau, epochs: int, value: float = 1.0) -> list[dict[str, Any]]:
     """The core machine's state in force during each epoch, fed ``value`` at every epoch end."""
     machine = S.ReduceOnPlateau.from_config(machine.get_config())
@@ -306,6 +314,24 @@ ROWS: list[Row] = [
         lambda A, o: [A.CosineRestart(), A.StagedUnfreeze(FreezePlan.gradual(1, factors=LRFactors.geometric(2.0)))],
         epochs=3, lr=every(S.CosineRestart(LR0, SPE), geo(2.0)), trainable=stages(FreezePlan.gradual(1)), logged=True,
         points=(16,)),
+    # FineTune (issue 22): the core Recipe of the run's facts (16 samples, 3 groups, epochs, 4 updates per epoch),
+    # applied as its plan, factors and schedule; a second LR schedule or plan beside it is refused
+    Row("fine-tune-applies-the-recipe", lambda A, o: [A.FineTune(learning_rate=0.05)], epochs=3,
+        lr=lambda t: tuple(_recipe(3).schedule()(t) * f for f in _recipe(3).factors),
+        trainable=lambda t: _recipe(3).resolved().trainable_at(t), visible=True),
+    Row("fine-tune-beside-a-schedule-refused", lambda A, o: [A.FineTune(), A.CosineDecay()],
+        raises=(ValueError, r"2 learning-rate schedules \(FineTune, CosineDecay\)")),
+    Row("fine-tune-beside-staged-unfreeze-refused", lambda A, o: [A.FineTune(), A.StagedUnfreeze()],
+        raises=(ValueError, r"FineTune applies the whole fine-tuning recipe .* StagedUnfreeze gives a freeze plan")),
+    Row("fine-tune-wrong-keyword-refused", lambda A, o: [A.FineTune(simlar=True)],
+        raises=(ArgumentError, r"did you mean 'similar'")),
+    Row("fine-tune-bad-learning-rate-refused", lambda A, o: [A.FineTune(learning_rate=-1.0)],
+        raises=(ValueError, r"learning_rate")),
+    Row("fine-tune-resume-continues-the-recipe", lambda A, o: [A.FineTune(learning_rate=0.05)], epochs=1,
+        then=Then("resume", 3),
+        lr=lambda t: tuple(_recipe(1 if t < SPE else 3).schedule()(t) * f for f in _recipe(3).factors),
+        trainable=lambda t: _recipe(3).resolved().trainable_at(t),
+        warns=((0, RunWarning, r"stage 1 at update 4"),)),
 ]
 
 IDS = [r.id for r in ROWS]

@@ -1,0 +1,237 @@
+"""The fine-tuning recipe (hpcallbacks.recipe) and FineTune's facts in each adapter (issue 22).
+
+The choices, not the accuracy: each cell of H5's table, the reach rule, the per-group factors, the
+H2 learning rate per optimizer, the H4 BatchNorm policy, the schedule around each unfreeze, the
+configuration round trip. The contract rows (tests/contract.py, ``fine-tune-*``) run FineTune's
+learning rates, stages, refusals and resume in every adapter; here each adapter's tiny fit checks
+that the facts come from the framework (the data set's length, the optimizer's H2 row).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from hpcallbacks import FreezePlan
+from hpcallbacks import schedules as S
+from hpcallbacks.recipe import ALPHA, FROM_SCRATCH_LR, RANGE_TEST, UPDATES_PER_GROUP, Recipe, optimizer_kind
+
+
+def recipe(**kw) -> Recipe:
+    args = {"num_samples": 500, "num_groups": 6, "epochs": 10, "steps_per_epoch": 20, **kw}
+    return Recipe(**args)
+
+
+# -- H5: the table and the reach rule ---------------------------------------------------------------
+def test_small_similar_trains_only_the_head():
+    r = recipe(similar=True)
+    assert r.cell == "small/similar"
+    assert r.resolved().masks == ((False,) * 5 + (True,),)
+
+
+def test_small_different_with_a_long_run_keeps_the_bottom_half_frozen():
+    r = recipe(epochs=10, steps_per_epoch=20)  # 180 updates after the head, 3 bottom groups: 60 each
+    assert r.cell == "small/different"
+    assert r.resolved().starts == (0, 20)
+    assert r.resolved().masks[1] == (False, False, False, True, True, True)
+    assert any(s == "H5 reach rule" and "stay frozen" in t for s, t in r.reasons)
+
+
+def test_reach_rule_unfreezes_every_group_when_the_run_is_short():
+    # 3 bottom groups need 3 * UPDATES_PER_GROUP updates after the head's stage; one update fewer unfreezes all
+    spe = 10
+    need = 3 * UPDATES_PER_GROUP
+    long = recipe(epochs=1 + math.ceil(need / spe), steps_per_epoch=spe)
+    short = recipe(epochs=1 + (need - 1) // spe, steps_per_epoch=spe)
+    assert long.resolved().masks[-1] == (False, False, False, True, True, True)
+    assert short.resolved().masks[-1] == (True,) * 6
+    assert any(s == "H5 reach rule" and "every group trains" in t for s, t in short.reasons)
+
+
+def test_large_similar_unfreezes_all_and_large_different_trains_from_scratch():
+    r = recipe(num_samples=50_000, similar=True)
+    assert r.cell == "large/similar" and r.pretrained and r.resolved().masks == ((True,) * 6,)
+    scratch = recipe(num_samples=50_000)
+    assert scratch.cell == "large/different" and not scratch.pretrained
+    assert scratch.factors == (1.0,) * 6 and scratch.bn == "train"
+
+
+def test_single_group_trains_from_the_start():
+    r = recipe(num_groups=1)
+    assert r.resolved().masks == ((True,),) and r.factors == (1.0,)
+
+
+# -- H2 / H5 way 1: factors; H2: the learning rate -----------------------------------------------------
+def test_factors_spread_two_orders_below_the_head():
+    r = recipe(num_groups=5)
+    assert r.factors[-1] == 1.0 and r.factors[0] == pytest.approx(0.01)
+    ratios = [b / a for a, b in zip(r.factors, r.factors[1:])]
+    assert ratios == pytest.approx([100 ** 0.25] * 4)
+
+
+@pytest.mark.parametrize("name, momentum, nesterov, kind", [
+    ("Adam", 0.0, False, "adam"), ("AdamW", 0.0, False, "adamw"), ("SGD", 0.0, False, "sgd"),
+    ("SGD", 0.9, False, "sgd_momentum"), ("SGD", 0.9, True, "nesterov")])
+def test_learning_rate_is_the_low_end_of_h2_for_the_optimizer(name, momentum, nesterov, kind):
+    assert optimizer_kind(name, momentum, nesterov) == kind
+    assert recipe(optimizer=kind).head_learning_rate == FROM_SCRATCH_LR[kind]
+    assert FROM_SCRATCH_LR == {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "sgd_momentum": 1e-3, "nesterov": 1e-3}
+
+
+def test_range_test_waits_for_the_suggestion():
+    r = recipe(learning_rate=RANGE_TEST)
+    assert r.head_learning_rate is None
+    with pytest.raises(ValueError, match="learning_rate must be given"):
+        r.schedule()
+    assert r.schedule(0.02)(20) == pytest.approx(0.002)  # the second stage warms up from lr / 10
+    assert r.with_learning_rate(0.02).head_learning_rate == 0.02
+
+
+# -- H4: BatchNorm ------------------------------------------------------------------------------------
+def test_small_batches_on_a_pretrained_body_freeze_every_batch_norm():
+    assert recipe(batch_size=16).bn == "freeze_all"
+    assert recipe(batch_size=64).bn == "freeze_stats"
+    assert recipe(batch_size=None).bn == "freeze_stats"
+    assert recipe(batch_size=16, batch_norm=False).bn == "freeze_stats"
+    assert recipe(batch_size=16).plan.bn == "freeze_all"
+
+
+# -- H3: the schedule around each unfreeze -------------------------------------------------------------
+def test_schedule_restarts_at_each_unfreeze_with_a_warmup():
+    r = recipe(epochs=10, steps_per_epoch=20, learning_rate=0.01)
+    s = r.schedule()
+    assert isinstance(s, S.Join) and s.boundaries == (20.0,)
+    assert s(0) == pytest.approx(0.001) and s(2) == pytest.approx(0.01)  # 10% warmup of the head's 20 updates
+    assert s(19) < s(20) < s(38) == pytest.approx(0.01)  # restart at update 20, warmup over 18 updates
+    assert s(199) == pytest.approx(0.01 * ALPHA, rel=0.05)
+
+
+def test_a_head_stage_filling_the_run_is_one_cosine():
+    r = recipe(epochs=1, steps_per_epoch=20)
+    assert isinstance(r.schedule(), S.CosineDecay)
+    assert any("fills the whole run" in t for _, t in r.reasons)
+
+
+# -- text, configuration, bad input, picture ------------------------------------------------------------
+def test_str_explains_each_choice_with_its_section():
+    text = str(recipe(batch_size=8))
+    for section in ("[H5]", "[H5 reach rule]", "[H2, H5 way 1]", "[H4]", "[H2]", "[H3]"):
+        assert section in text
+
+
+def test_config_round_trip_and_unknown_keys_refused():
+    r = recipe(similar=True, optimizer="sgd", learning_rate=0.05, batch_size=8, head_epochs=2.0)
+    config = json.loads(json.dumps(r.get_config()))
+    again = Recipe.from_config(config)
+    assert again == r and again.plan == r.plan and again.factors == r.factors
+    with pytest.raises(ValueError, match=r"unknown key 'simlar' \(did you mean 'similar'\?\)"):
+        Recipe.from_config({**config, "simlar": True})
+
+
+@pytest.mark.parametrize("kw, name", [({"num_samples": -1}, "num_samples"), ({"num_groups": 0}, "num_groups"),
+                                      ({"optimizer": "adagrad"}, "optimizer"), ({"learning_rate": "fast"},
+                                                                                "learning_rate"),
+                                      ({"learning_rate": 0.0}, "learning_rate"), ({"batch_size": 0}, "batch_size"),
+                                      ({"similar": "yes"}, "similar")])
+def test_bad_input_names_the_argument(kw, name):
+    with pytest.raises(ValueError, match=name):
+        recipe(**kw)
+
+
+def test_plan_picture(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = recipe().plot(tmp_path / "plan.png", group_names=[f"g{i}" for i in range(6)])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recipe_plan_is_a_freeze_plan_the_adapters_resolve():
+    r = recipe()
+    assert isinstance(r.plan, FreezePlan) and r.plan.factors.resolve(6) == pytest.approx(r.factors)
+
+
+# -- FineTune reads the facts from each framework ---------------------------------------------------------
+X = np.random.default_rng(0).normal(size=(48, 4)).astype("float32")
+Y = (X[:, 0] > 0).astype("int64")
+
+
+def test_lightning_fine_tune_reads_the_dataset_and_optimizer():
+    pl = pytest.importorskip("lightning.pytorch")
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from hpcallbacks_lightning import FineTune
+
+    class Net(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.body, self.neck, self.head = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.neck(torch.relu(self.body(x)))))
+
+        def training_step(self, batch, _):
+            return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.5, momentum=0.9)
+
+    cb = FineTune(groups=["body", "neck", "head"])
+    data = DataLoader(TensorDataset(torch.tensor(X), torch.tensor(Y)), batch_size=8)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[cb])
+    trainer.fit(Net(), data)
+    r = cb.recipe
+    assert (r.num_samples, r.num_groups, r.epochs, r.steps_per_epoch, r.optimizer, r.batch_size) == (
+        48, 3, 2, 6, "sgd_momentum", 8)
+    assert r.head_learning_rate == 1e-3  # H2's rule, not the optimizer's 0.5
+
+
+def test_hf_fine_tune_reads_the_dataset_and_optimizer(tmp_path):
+    pytest.importorskip("transformers")
+    import torch
+    from torch import nn
+    from transformers import Trainer, TrainingArguments
+
+    from hpcallbacks_hf import FineTune
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body, self.head = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x, labels=None):
+            out = self.head(torch.relu(self.body(x)))
+            return {"loss": nn.functional.cross_entropy(out, labels), "logits": out}
+
+    rows = [{"x": torch.tensor(X[i]), "labels": int(Y[i])} for i in range(48)]
+    cb = FineTune(groups=["body", "head"])
+    args = TrainingArguments(str(tmp_path), per_device_train_batch_size=16, num_train_epochs=2, report_to=[],
+                             use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True)
+    Trainer(model=Net(), args=args, train_dataset=rows, callbacks=[cb]).train()
+    r = cb.recipe
+    assert (r.num_samples, r.num_groups, r.epochs, r.steps_per_epoch, r.optimizer, r.batch_size) == (
+        48, 2, 2, 3, "adamw", 16)
+
+
+def test_keras_fine_tune_reads_the_arrays_and_optimizer():
+    keras = pytest.importorskip("keras")
+
+    from hpcallbacks_keras import FineTune
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="body"),
+                              keras.layers.BatchNormalization(name="bn"), keras.layers.Dense(2, name="head")])
+    model.compile(keras.optimizers.Adam(0.5), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = FineTune(groups=[["body", "bn"], "head"])
+    model.fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[cb])
+    r = cb.recipe
+    assert (r.num_samples, r.num_groups, r.epochs, r.steps_per_epoch, r.optimizer, r.batch_size, r.bn) == (
+        48, 2, 2, 6, "adam", 8, "freeze_all")
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3 * ALPHA, rel=1e-4)
+    with pytest.raises(ValueError, match="pass num_samples="):
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
+        model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=[FineTune(groups=[["body", "bn"], "head"])])
