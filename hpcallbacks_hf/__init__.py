@@ -24,9 +24,13 @@ advisor and the LR range test are in :mod:`hpcallbacks_hf.extras`.
 """
 from __future__ import annotations
 
-from . import callbacks as _callbacks
-from . import extras as _extras
-from .callbacks import *  # noqa: F403 - the names in its __all__
-from .extras import *  # noqa: F403 - the names in its __all__
+from . import _seam
+
+_seam.check_importable()  # transformers 4.x beside Keras 3 needs USE_TF=0: say so here, not three errors deep
+
+from . import callbacks as _callbacks  # noqa: E402 - after the check above
+from . import extras as _extras  # noqa: E402
+from .callbacks import *  # noqa: E402, F403 - the names in its __all__
+from .extras import *  # noqa: E402, F403 - the names in its __all__
 
 __all__ = sorted({*_callbacks.__all__, *_extras.__all__})

@@ -36,6 +36,7 @@ from transformers.utils import logging
 from hpcallbacks import run as R
 from hpcallbacks.plans import ResolvedPlan
 from hpcallbacks.torch import (
+    LR_KEYS,
     LayerGroup,
     apply_trainable,
     discover_groups,
@@ -43,10 +44,13 @@ from hpcallbacks.torch import (
     regroup_optimizer,
 )
 
+from . import _seam
+from ._seam import hf_lambda_kind, inner_optimizer, may_skip  # noqa: F401 - also this module's API
+
 logger = logging.get_logger("hpcallbacks_hf")
 
 #: Per-param-group lists of torch LR schedulers (reordered with the param groups).
-_SCHEDULER_LISTS = ("base_lrs", "_last_lr", "min_lrs", "max_lrs", "lr_lambdas", "base_momentums", "max_momentums")
+_SCHEDULER_LISTS = _seam.SCHEDULER_GROUP_LISTS
 
 #: Member roles that set or change learning rates.
 LR_ROLES = ("schedule", "plateau", "plan", "factors", "modifier", "recipe")
@@ -57,15 +61,6 @@ REPLACEABLE_SCHEDULERS = ("linear", "constant")
 
 
 # -- small helpers --------------------------------------------------------------------------------
-def inner_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """The torch optimizer inside accelerate's ``AcceleratedOptimizer`` (and similar wrappers)."""
-    seen = 0
-    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer) and seen < 8:
-        optimizer = optimizer.optimizer
-        seen += 1
-    return optimizer
-
-
 def steps_per_epoch(args: Any, state: Any, train_dataloader: Any) -> tuple[int, bool]:
     """``(updates per epoch, known)`` exactly as ``Trainer.set_initial_training_values`` counts them."""
     try:
@@ -76,23 +71,6 @@ def steps_per_epoch(args: Any, state: Any, train_dataloader: Any) -> tuple[int, 
         return max(int(state.max_steps or 1), 1), False
     acc = args.gradient_accumulation_steps
     return max(batches // acc + int(batches % acc > 0), 1), True
-
-
-def hf_lambda_kind(fn: Any) -> tuple[str | None, float]:
-    """``(name, warmup)`` of a transformers ``get_scheduler`` LR lambda, ``(None, 0)`` for any other."""
-    fn = getattr(fn, "_hpcallbacks_source", fn)
-    func = getattr(fn, "func", fn)
-    module = getattr(func, "__module__", "") or ""
-    if not module.startswith("transformers.optimization"):
-        return None, 0.0
-    name = getattr(func, "__name__", "")
-    keywords = getattr(fn, "keywords", {}) or {}
-    warmup = float(keywords.get("num_warmup_steps", 0) or 0)
-    if name == "_get_constant_lambda":
-        return "constant", warmup
-    if name.startswith("_get_linear_schedule_with_warmup"):
-        return "linear", warmup
-    return name, warmup
 
 
 def _set_lr(group: dict[str, Any], value: float) -> None:
@@ -115,6 +93,7 @@ class _Record:
         self.params = [list(g["params"]) for g in optimizer.param_groups]
         self.hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         self.groups: list[LayerGroup] | None = None
+        self.scaled = False  # whether the regroup scaled every LR key by the factor (under a user's torch scheduler)
         self.handle = optimizer.register_state_dict_post_hook(_as_built_state_dict)
 
     def base_lr(self, h: int) -> float:
@@ -154,12 +133,17 @@ def _as_built_state_dict(optimizer: torch.optim.Optimizer, state_dict: dict[str,
     for h, params in enumerate(rec.params):
         entry = dict(rec.hyper[h])
         cur = current.get(h)
-        if cur is not None and "lr" in entry:
-            # the current LR without the layer factor (a torch ReduceLROnPlateau's reductions stay in it);
-            # initial_lr / max_lr / min_lr were not scaled: the regroup uses unit factors
+        if cur is not None:
+            # the current values (a scheduler's momentum, a ReduceLROnPlateau's reductions), the LRs without the
+            # layer factor: "lr" always carries it; initial_lr / max_lr / min_lr only when the regroup scaled them
             factor = float(cur.get("lr_factor", 1.0)) or 1.0
-            value = cur["lr"]
-            entry["lr"] = value.clone() / factor if isinstance(value, torch.Tensor) else value / factor
+            for key in entry:
+                if key not in cur or key in ("name", "params"):
+                    continue
+                value = cur[key]
+                if key == "lr" or (rec.scaled and key in LR_KEYS):
+                    value = value.clone() / factor if isinstance(value, torch.Tensor) else value / factor
+                entry[key] = value
         ids = []
         for p in params:
             old = index.get(id(p))
@@ -349,7 +333,6 @@ class Run:
             self.notices.append(owner.schedule_notice)
         self.plateaus = [self.members[comp.plateau].machine] if comp.plateau is not None else []
         self.modifiers = [self.members[i] for i in comp.modifiers]
-        self._check_mechanics(bool(structural))
         self.bn_members = self._role("bn")
         if not structural:
             self.groups = None
@@ -394,23 +377,9 @@ class Run:
         if structural and (getattr(args, "deepspeed", None) or getattr(args, "fsdp", None)):
             raise ValueError("StagedUnfreeze / DiscriminativeLR regroup the torch optimizer, which DeepSpeed and "
                              "FSDP own; train without deepspeed=/fsdp= or drop these callbacks")
-        if type(ctx.inner).__name__ in ("LayerWiseDummyOptimizer",):
+        if _seam.is_layerwise_optimizer(ctx.inner):
             raise ValueError("the layer-wise optimizers (optim='*_layerwise') have no shared param groups to set "
                              "learning rates on; choose another optim")
-
-    def _check_mechanics(self, structural: bool) -> None:
-        """What this adapter cannot apply (the composition itself is the contract's, checked before).
-
-        Per-layer-group factors multiply HF's ``LambdaLR`` schedules and torch's
-        ``ReduceLROnPlateau``; another torch scheduler computes the LR of every param group itself.
-        """
-        sched = self.ctx.scheduler
-        if not structural or sched is None or isinstance(sched, (LambdaLR, TorchPlateau)):
-            return
-        raise ValueError(
-            f"StagedUnfreeze / DiscriminativeLR cannot give per-group learning rates under an LR scheduler of type "
-            f"{type(sched).__name__}: use one of HF's lr_scheduler_type values (a LambdaLR) or "
-            "'reduce_lr_on_plateau', or an hpcallbacks schedule callback")
 
     def _check_distributed(self) -> None:
         ctx = self.ctx
@@ -420,15 +389,7 @@ class Run:
         ever_frozen = any(not all(m) for m in self.resolved.masks)
         if not ever_frozen:
             return
-        find_unused = args.ddp_find_unused_parameters
-        if find_unused is None:
-            model = ctx.model
-            checkpointing = bool(getattr(model, "is_activation_checkpointing", False)
-                                 or getattr(args, "activation_checkpointing", False))
-            from transformers import PreTrainedModel
-
-            find_unused = not checkpointing if isinstance(model, PreTrainedModel) else True
-        if not find_unused:
+        if not _seam.ddp_finds_unused(ctx.model, args):
             raise ValueError("StagedUnfreeze freezes layer groups in a distributed run, and DDP then needs "
                              "ddp_find_unused_parameters=True in TrainingArguments")
 
@@ -452,8 +413,12 @@ class Run:
         elif self.groups is not None:
             if rec.groups is None:
                 self._warn_missing(rec)
-                regroup_optimizer(inner, self.groups, (1.0,) * len(self.groups))
-                rec.groups = self.groups
+                # a user's torch scheduler (OneCycleLR, StepLR, SequentialLR, ...) computes every group's LR
+                # itself, from the group's own values: they carry the factor (as in the Lightning adapter);
+                # HF's LambdaLR and ReduceLROnPlateau get the factor from the run (_adopt)
+                foreign = ctx.scheduler is not None and not isinstance(ctx.scheduler, (LambdaLR, TorchPlateau))
+                regroup_optimizer(inner, self.groups, self.factors if foreign else (1.0,) * len(self.groups))
+                rec.groups, rec.scaled = self.groups, foreign
                 if not isinstance(ctx.scheduler, LambdaLR) and ctx.scheduler is not None:
                     regroup_lr_scheduler(ctx.scheduler, inner)
             elif [tuple(map(id, g.params)) for g in rec.groups] != [tuple(map(id, g.params)) for g in self.groups]:
@@ -488,10 +453,14 @@ class Run:
         if order == list(range(len(groups))):
             return
         groups[:] = [groups[i] for i in order]
-        for attr in _SCHEDULER_LISTS:
-            values = getattr(sched, attr, None)
-            if isinstance(values, list) and len(values) == len(order):
-                setattr(sched, attr, [values[i] for i in order])
+        for part in _seam.scheduler_parts(sched):  # SequentialLR / ChainedScheduler: theirs too
+            if part is None or getattr(part, "_hpcallbacks_top_first", False):
+                continue  # a resumed scheduler's lists are loaded in this order already
+            for attr in _SCHEDULER_LISTS:
+                values = getattr(part, attr, None)
+                if isinstance(values, list) and len(values) == len(order):
+                    setattr(part, attr, [values[i] for i in order])
+            part._hpcallbacks_top_first = True
 
     def _warn_missing(self, rec: _Record) -> None:
         held = {id(p) for params in rec.params for p in params}
@@ -519,6 +488,8 @@ class Run:
         def hp_of(i: int) -> int:
             return int(groups[i].get("hp_group", 0)) if regrouped else i
 
+        if sched is not None and not isinstance(sched, (LambdaLR, TorchPlateau)):
+            return  # a user's torch scheduler: it sets every group's LR from the group's (scaled) values
         if isinstance(sched, LambdaLR):
             lambdas = list(sched.lr_lambdas)
             if len(lambdas) == len(rec.params):
@@ -542,8 +513,7 @@ class Run:
             g = self._pg_layer[i]
             base = _float(rec.hyper[hp_of(i)]["lr"])
             _set_lr(pg, base * (self.factors[g] if g is not None else 1.0))
-        if sched is not None and hasattr(sched, "_last_lr"):
-            sched._last_lr = [_float(pg["lr"]) for pg in groups]
+        _seam.set_last_lr(sched, [_float(pg["lr"]) for pg in groups])
 
     def _lambda(self, h: int, g: int | None):
         run = self
@@ -613,7 +583,7 @@ class Run:
             values = [fn(self.updates) for fn in self._lambdas]
             for pg, value in zip(groups, values, strict=True):
                 _set_lr(pg, value)
-            sched._last_lr = [_float(pg["lr"]) for pg in groups]
+            _seam.set_last_lr(sched, [_float(pg["lr"]) for pg in groups])
         elif self.plateaus:
             pass  # a torch ReduceLROnPlateau owns the LR; refused with plateaus at attach
 
@@ -654,7 +624,7 @@ class Run:
         ``global_step`` of the next stage's first update, which a skipped step moves by one."""
         if not self.configured:
             self.configure()
-        if getattr(optimizer, "step_was_skipped", False):
+        if _seam.step_was_skipped(optimizer):
             self.skipped += 1
         return self._next_stage + self.skipped
 
@@ -677,18 +647,6 @@ class Run:
         mask = self.mask if self.mask is not None else (True,) * len(self.groups)
         out["trainable_groups"] = float(sum(mask))
         return out
-
-
-def may_skip(optimizer: Any) -> bool:
-    """Whether the Trainer's optimizer can skip a step (``step_was_skipped``, which the update count must
-    read after every step): with a mixed-precision gradient scaler (an overflow skips the step), or any
-    optimizer other than accelerate's own wrapper (DeepSpeed's, a user's). accelerate's
-    ``AcceleratedOptimizer`` without a scaler always steps."""
-    try:
-        from accelerate.optimizer import AcceleratedOptimizer
-    except ImportError:  # pragma: no cover - transformers' Trainer requires accelerate
-        return True
-    return not (type(optimizer) is AcceleratedOptimizer and getattr(optimizer, "scaler", None) is None)
 
 
 def _type_name(args: Any) -> str:

@@ -56,14 +56,12 @@ from __future__ import annotations
 
 import inspect
 import math
-import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from transformers import TrainerCallback
-from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback, ExportableState
+from transformers import DefaultFlowCallback, TrainerCallback
 
 from hpcallbacks import defaults as D
 from hpcallbacks import run as R
@@ -73,6 +71,8 @@ from hpcallbacks.plans import BN_POLICIES, FreezePlan, LRFactors, Recommendation
 from hpcallbacks.torch import discover_groups, frozen_batch_norms, hold_batch_norms, swap_norms
 
 from . import _engine as E
+from . import _seam
+from ._seam import ExportableState
 
 __all__ = ["HPCallback", "LearningRateSchedule", "ReduceOnPlateau", "StagedUnfreeze", "DiscriminativeLR",
            "FreezeBatchNorm", "SwapNorm", "FAMILIES"]  # and every family class, added where they are defined
@@ -100,6 +100,8 @@ def public_callback(cls: type) -> type:
     for name, guard in _GUARDS.items():
         if not hasattr(cls, name):
             setattr(cls, name, guard)
+    if cls.on_init_end is TrainerCallback.on_init_end:  # every public callback checks the list it is in
+        cls.on_init_end = _init_end
     if "__init__" not in vars(cls) and "__signature__" not in vars(cls):
         cls.__signature__ = inspect.signature(cls)  # type: ignore[attr-defined]
     checked_init(cls)
@@ -108,30 +110,39 @@ def public_callback(cls: type) -> type:
     return cls
 
 
-def _handler() -> CallbackHandler | None:
-    """The Trainer's ``CallbackHandler`` calling the current event (``call_event``'s ``self``)."""
-    frame = sys._getframe(1)
-    for _ in range(16):
-        if frame is None:
-            return None
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, CallbackHandler):
-            return owner
-        frame = frame.f_back
-    return None
+def seen_by_trainer() -> None:
+    """What every hpcallbacks callback does where the Trainer shows it the whole callback list
+    (``on_init_end``, inside ``Trainer(...)``, and again at ``on_train_begin``): refuse a callback
+    class given twice (:func:`hpcallbacks.run.refuse_repeats`, before anything trains) and put the
+    hpcallbacks callbacks first (:func:`callbacks_first`). Nothing without a Trainer on the stack."""
+    trainer = _seam.calling_trainer()
+    if trainer is None:
+        return
+    current = _seam.callback_list(trainer)
+    public = tuple(_PUBLIC)
+    R.refuse_repeats([type(cb).__name__ for cb in current if isinstance(cb, public)])
+    callbacks_first(trainer, current)
 
 
-def callbacks_first(handler: CallbackHandler | None) -> None:
-    """Put the hpcallbacks callbacks right after HF's ``DefaultFlowCallback`` in ``handler.callbacks``.
+def _handler() -> Any:
+    """The Trainer's callback list as ``.callbacks`` (None without a Trainer on the stack): kept for callers
+    written before the seam; new code calls ``_seam.calling_trainer()`` and ``_seam.callback_list()``."""
+    trainer = _seam.calling_trainer()
+    return None if trainer is None else SimpleNamespace(callbacks=_seam.callback_list(trainer))
+
+
+def _init_end(self, args, state, control, **kwargs):  # the on_init_end of public classes that have none
+    seen_by_trainer()
+
+
+def callbacks_first(trainer: Any, current: list[Any]) -> None:
+    """Put the hpcallbacks callbacks right after HF's ``DefaultFlowCallback`` in the Trainer's callback list.
 
     HF lists ``[DefaultFlowCallback, <report_to integrations>, <callbacks=...>, Printer/Progress]``
     and calls them in that order, so the integrations would log before the hpcallbacks callbacks
     add ``lr/<group>`` to the logs. A new list is assigned (an event in progress goes on over the
     old one); the order of every other callback is kept. Idempotent.
     """
-    if handler is None:
-        return
-    current = list(handler.callbacks)
     public = tuple(_PUBLIC)
     ours = [cb for cb in current if isinstance(cb, public)]
     if not ours:
@@ -140,7 +151,7 @@ def callbacks_first(handler: CallbackHandler | None) -> None:
     placed = {id(cb) for cb in flow + ours}
     order = flow + ours + [cb for cb in current if id(cb) not in placed]
     if [id(cb) for cb in order] != [id(cb) for cb in current]:
-        handler.callbacks = order
+        _seam.set_callback_list(trainer, order)
 
 
 class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
@@ -191,10 +202,10 @@ class HPCallback(TrainerCallback, ExportableState, ArgumentChecked):
 
     # -- events --------------------------------------------------------------------------------------
     def on_init_end(self, args, state, control, **kwargs):
-        callbacks_first(_handler())
+        seen_by_trainer()
 
     def on_train_begin(self, args, state, control, **kwargs):
-        callbacks_first(_handler())  # again: add_callback() or a restored callback state appends
+        seen_by_trainer()  # again: add_callback() or a restored callback state appends
         run = E.run_for(state, create=True)
         ctx = run.ctx or E.make_context(args, state, kwargs, type(self).__name__)
         self._run = run
@@ -567,7 +578,7 @@ class SwapNorm(TrainerCallback, ExportableState, ArgumentChecked):
                          "reuse_params": self.reuse_params}, "attributes": {}}
 
     def on_init_end(self, args, state, control, **kwargs):
-        callbacks_first(_handler())
+        seen_by_trainer()
         model = kwargs.get("model")
         if model is None:
             return
@@ -584,7 +595,7 @@ class SwapNorm(TrainerCallback, ExportableState, ArgumentChecked):
                         skip=tuple(s for s in ([self.skip] if isinstance(self.skip, str) else self.skip)
                                    if isinstance(s, str)))
         left = [n for n, m in kwargs["model"].named_modules()
-                if isinstance(m, _BatchNorm) and not isinstance(m, nn.SyncBatchNorm) and plan.skips(n) is None]
+                if isinstance(m, _seam.BatchNormBase) and not isinstance(m, nn.SyncBatchNorm) and plan.skips(n) is None]
         if left:
             raise ValueError(f"SwapNorm(to={self.to!r}) did not run before the optimizer was built ({left[0]!r} is "
                              "still a BatchNorm): pass it in Trainer(callbacks=[...]) so it swaps at on_init_end, "

@@ -24,8 +24,8 @@ When things happen in a ``Trainer`` (transformers 5.x), besides :mod:`.callbacks
                      and stops training when the trial is pruned.
 
 In ``Trainer.hyperparameter_search`` HF sets each trial's values on ``args`` inside ``train()``, after
-``on_init_end``: ``GradientAccumulation`` sets the accumulation again for the trial's batch size, before
-``train()`` reads it (see :func:`_after_trial_values`).
+``on_init_end``: ``GradientAccumulation`` and ``MicroBatchFinder`` set the accumulation again for the
+trial's batch size, before ``train()`` reads it (see :func:`hpcallbacks_hf._seam.after_trial_values`).
 
 State survives ``trainer.train(resume_from_checkpoint=...)`` whatever
 ``restore_callback_states_from_checkpoint`` is: the stateful callbacks are ``ExportableState``
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,6 +58,7 @@ from hpcallbacks.torch import gan as TG
 from hpcallbacks.torch import microbatch as HTM
 
 from . import _engine as E
+from . import _seam
 from .callbacks import HPCallback, StagedUnfreeze, add_logs, public_callback
 
 log = logging.getLogger("hpcallbacks")
@@ -88,7 +88,7 @@ def _warn(message: str | None) -> None:
 
 
 def _find(cls: type, trainer: Any) -> Any:
-    found = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, cls)]
+    found = [cb for cb in _seam.callback_list(trainer) if isinstance(cb, cls)]
     if not found:
         raise ValueError(f"the Trainer has no {cls.__name__} callback: add one to Trainer(callbacks=[...])")
     if len(found) > 1:
@@ -146,26 +146,6 @@ def _check_taken(args: Any, who: str, steps: int) -> None:
                          "pass it in Trainer(callbacks=[...]); add_callback() after the Trainer is built is too late")
 
 
-def _after_trial_values(trainer: Any, redo: Any) -> None:
-    """Call ``redo()`` each time ``Trainer.hyperparameter_search`` has set a trial's values on ``trainer.args``.
-
-    HF applies a trial's values (``per_device_train_batch_size`` among them) inside ``train()``
-    (``Trainer._hp_search_setup``), after ``on_init_end`` and before it computes the updates per
-    epoch, the total updates and the LR schedule from ``gradient_accumulation_steps`` --- with no
-    callback event in between (``on_train_begin`` comes after). The last thing it does with the
-    trial's values is ``create_accelerator_and_postprocess()``: the trainer's own method is wrapped
-    to run ``redo()`` first, only for a search's trial (a plain ``train()`` does not call it).
-    """
-    original = trainer.create_accelerator_and_postprocess
-
-    def create_accelerator_and_postprocess() -> None:
-        if getattr(trainer, "hp_search_backend", None) is not None and getattr(trainer, "_trial", None) is not None:
-            redo()
-        original()
-
-    trainer.create_accelerator_and_postprocess = create_accelerator_and_postprocess
-
-
 # ----------------------------------------------------------------------------------------------
 # batch size (handbook H4)
 class GradientAccumulation(HPCallback):
@@ -193,7 +173,7 @@ class GradientAccumulation(HPCallback):
     In ``Trainer.hyperparameter_search`` with ``per_device_train_batch_size`` in the search space,
     each trial keeps ``target_batch_size``: the accumulation is set again from the trial's batch
     per process once HF has applied the trial's values, before ``train()`` counts the updates
-    (HF sends no event in between; :func:`_after_trial_values`). A search space holding
+    (HF sends no event in between; :func:`hpcallbacks_hf._seam.after_trial_values`). A search space holding
     ``gradient_accumulation_steps`` itself is refused, as the argument is.
     """
 
@@ -229,10 +209,11 @@ class GradientAccumulation(HPCallback):
                                   f"batch {per_device} per process and world size {world}")
 
     def on_init_end(self, args, state, control, **kwargs):
+        super().on_init_end(args, state, control, **kwargs)
         self._take(args, state)
-        trainer = _calling_trainer()
+        trainer = _seam.calling_trainer()
         if trainer is not None:  # Trainer.hyperparameter_search: again for each trial's batch size
-            _after_trial_values(trainer, lambda: self._take(trainer.args, trainer.state))
+            _seam.after_trial_values(trainer, lambda: self._take(trainer.args, trainer.state))
 
     def _take(self, args: Any, state: Any) -> None:
         acc = self._compute(args)
@@ -247,8 +228,6 @@ class GradientAccumulation(HPCallback):
         if _members(self._run, BatchRamp):
             raise ValueError("GradientAccumulation and BatchRamp both set the accumulation: keep one (BatchRamp grows "
                              "the batch by accumulation itself)")
-        if len(_members(self._run, GradientAccumulation)) > 1:
-            raise ValueError("callbacks holds more than one GradientAccumulation; keep one")
         acc = self._compute(args)  # also for an instance HF rebuilt from the checkpoint
         _check_taken(args, "GradientAccumulation", acc.steps)
         self.accumulation = acc
@@ -321,8 +300,6 @@ class ScaleLearningRate(HPCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         super().on_train_begin(args, state, control, **kwargs)
         run = self._run
-        if len(_members(run, ScaleLearningRate)) > 1:
-            raise ValueError("callbacks holds more than one ScaleLearningRate; keep one")
         if _members(run, BatchRamp):
             raise ValueError("ScaleLearningRate and BatchRamp both scale the LR with the batch: keep one")
         self.batch_size = _effective_batch(args, _per_device(args, self.per_device_batch_size, "ScaleLearningRate"))
@@ -426,6 +403,7 @@ class BatchRamp(HPCallback):
         return _RampLR(self)
 
     def on_init_end(self, args, state, control, **kwargs):
+        super().on_init_end(args, state, control, **kwargs)
         self.ramp.check_run(int(args.train_batch_size), max(1, int(args.world_size)), "the Trainer's batch is",
                             "per_device_train_batch_size")
         if args.max_steps is not None and args.max_steps > 0:
@@ -441,8 +419,6 @@ class BatchRamp(HPCallback):
                 what = "set the accumulation" if other is GradientAccumulation else "scale the LR with the batch"
                 raise ValueError(f"{other.__name__} and BatchRamp both {what}: keep one (BatchRamp grows the batch "
                                  "by accumulation and sets the LR itself)")
-        if len(_members(run, BatchRamp)) > 1:
-            raise ValueError("callbacks holds more than one BatchRamp; keep one")
         _check_taken(args, "BatchRamp", 1)
         if not run.ctx.epoch_known:
             raise ValueError("BatchRamp needs a train dataloader with a length (an IterableDataset has none)")
@@ -467,7 +443,7 @@ class BatchRamp(HPCallback):
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         super().on_optimizer_step(args, state, control, **kwargs)
-        if not getattr(kwargs.get("optimizer"), "step_was_skipped", False):
+        if not _seam.step_was_skipped(kwargs.get("optimizer")):
             self.samples += self.batch_size
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -927,8 +903,7 @@ class LRFinder(F.FinderBase, HPCallback):
                         group["lr"].fill_(value)
                     else:
                         group["lr"] = value
-            if hasattr(sched, "_last_lr"):
-                sched._last_lr = [HT.as_float(g["lr"]) for g in inner.param_groups]
+            _seam.set_last_lr(sched, [HT.as_float(g["lr"]) for g in inner.param_groups])
         rec = E._RECORDS.get(inner)  # an optimizer regrouped by an earlier train(): its as-built LRs too
         if rec is not None:
             for hyper in rec.hyper:
@@ -944,16 +919,6 @@ class LRFinder(F.FinderBase, HPCallback):
 
 # ----------------------------------------------------------------------------------------------
 # the largest micro-batch that fits (handbook H4)
-def _calling_trainer() -> Any:
-    """The ``transformers.Trainer`` whose ``__init__`` sends the current event (``on_init_end`` is not given it)."""
-    from transformers import Trainer
-
-    frame = sys._getframe(1)
-    while frame is not None and not isinstance(frame.f_locals.get("self"), Trainer):
-        frame = frame.f_back
-    return None if frame is None else frame.f_locals["self"]
-
-
 class MicroBatchFinder(HPCallback):
     """The largest micro-batch that fits in memory, accumulated to ``target_batch_size`` exactly (handbook H4).
 
@@ -1015,7 +980,7 @@ class MicroBatchFinder(HPCallback):
 
     def on_init_end(self, args, state, control, **kwargs):
         super().on_init_end(args, state, control, **kwargs)
-        trainer = _calling_trainer()
+        trainer = _seam.calling_trainer()
         if trainer is None:
             raise ValueError("MicroBatchFinder probes at on_init_end, inside Trainer(...): pass it in "
                              "Trainer(callbacks=[...])")
@@ -1024,33 +989,59 @@ class MicroBatchFinder(HPCallback):
                              f"{args.n_gpu} GPUs (DataParallel): launch one process per GPU with torchrun")
         _take_accumulation(args, state, "MicroBatchFinder", int(args.gradient_accumulation_steps))  # refusals first
         self.result = result = self._search(trainer, args, kwargs)
-        trainer._train_batch_size = args.per_device_train_batch_size = result.micro_batch_size
+        _seam.set_train_batch_size(trainer, result.micro_batch_size)
+        args.per_device_train_batch_size = result.micro_batch_size
         _take_accumulation(args, state, "MicroBatchFinder", result.accumulation)
         log.info("MicroBatchFinder: %s (probed %s)", result.describe(), list(result.probes))
+        # Trainer.hyperparameter_search: each trial's per_device_train_batch_size, once HF has set it
+        _seam.after_trial_values(trainer, lambda: self._trial_values(trainer, result))
+
+    def _trial_values(self, trainer: Any, found: B.MicroBatch) -> None:
+        """A search trial's batch per process as the micro-batch, accumulated to ``target_batch_size`` exactly.
+
+        The trial's ``per_device_train_batch_size`` (the one found when the space does not hold it)
+        must divide ``target_batch_size / world size`` and be at most the micro-batch found at
+        ``on_init_end`` (the largest that fits, or ``max_micro_batch``); anything else is refused
+        before the trial trains, as an inexact ``GradientAccumulation`` target is.
+        """
+        args = trainer.args
+        size = int(args.train_batch_size)
+        per = found.target_batch_size // found.world_size
+        if size != found.micro_batch_size:
+            fitting = [d for d in range(1, found.micro_batch_size + 1) if per % d == 0]
+            if per % size or size > found.micro_batch_size:
+                why = (f"does not divide target_batch_size / world size = {per}" if per % size else
+                       f"is above the largest micro-batch that fits, {found.micro_batch_size}")
+                raise ValueError(f"MicroBatchFinder(target_batch_size={found.target_batch_size}): this trial's "
+                                 f"per_device_train_batch_size={size} {why}, so no accumulation reaches the target: "
+                                 f"search over {fitting} or leave per_device_train_batch_size out of the space")
+        self.result = result = B.MicroBatch(size, per // size, found.world_size, found.target_batch_size,
+                                            found.probes)
+        _seam.set_train_batch_size(trainer, size)
+        _take_accumulation(args, trainer.state, "MicroBatchFinder", result.accumulation)
+        log.info("MicroBatchFinder: trial %s", result.describe())
 
     def _search(self, trainer: Any, args: Any, kwargs: dict[str, Any]) -> B.MicroBatch:
         from .callbacks import StagedUnfreeze
 
         model = kwargs.get("model") or trainer.model
-        widest = [p for plan in trainer.callback_handler.callbacks if isinstance(plan, StagedUnfreeze)
+        widest = [p for plan in _seam.callback_list(trainer) if isinstance(plan, StagedUnfreeze)
                   for p in HTM.widest_trainable(HT.discover_groups(model, plan.groups), plan.plan)]
         flags = [p.requires_grad for p in widest]
         given = kwargs.get("optimizer")
         world = max(1, int(args.world_size))
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        before = trainer._train_batch_size
+        before = _seam.train_batch_size(trainer)
 
         def batch_of(n: int) -> Any:
-            trainer._train_batch_size = n
+            _seam.set_train_batch_size(trainer, n)
             loader = trainer.get_train_dataloader()
             batches = HT.Batches(loader)
             try:
                 return _to_device(batches.next(), device)
             finally:
                 batches.close()
-                prepared = getattr(trainer.accelerator, "_dataloaders", None)
-                if isinstance(prepared, list) and loader in prepared:
-                    prepared.remove(loader)
+                _seam.forget_prepared_loader(trainer, loader)
 
         def loss_of(batch: Any) -> torch.Tensor:
             with trainer.compute_loss_context_manager():
@@ -1072,7 +1063,7 @@ class MicroBatchFinder(HPCallback):
         except ValueError as e:
             raise ValueError(f"MicroBatchFinder: {e}") from None
         finally:
-            trainer._train_batch_size = before
+            _seam.set_train_batch_size(trainer, before)
             for p, flag in zip(widest, flags, strict=True):
                 p.requires_grad_(flag)
             if given is None:
@@ -1085,8 +1076,6 @@ class MicroBatchFinder(HPCallback):
             if _members(self._run, other):
                 raise ValueError(f"{other.__name__} and MicroBatchFinder both set the accumulation: keep one "
                                  "(MicroBatchFinder reaches target_batch_size by accumulation itself)")
-        if len(_members(self._run, MicroBatchFinder)) > 1:
-            raise ValueError("callbacks holds more than one MicroBatchFinder; keep one")
         if self.result is None:
             raise ValueError("MicroBatchFinder did not run before train() read the batch size (it does so at "
                              "on_init_end): pass it in Trainer(callbacks=[...]); add_callback() after the Trainer is "
@@ -1279,7 +1268,7 @@ class FineTune(StagedUnfreeze):
         first = inner.param_groups[0]
         kind = optimizer_kind(type(inner).__name__, float(first.get("momentum", 0.0) or 0.0),
                               bool(first.get("nesterov", False)))
-        norms = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        norms = any(isinstance(m, _seam.BatchNormBase) for m in model.modules())
         self.recipe = Recipe(num_samples=samples, num_groups=len(groups), epochs=max(1, math.ceil(total / spe)),
                              steps_per_epoch=spe, similar=self.similar, optimizer=kind,
                              learning_rate=self.learning_rate, batch_size=int(args.per_device_train_batch_size),

@@ -15,8 +15,9 @@ import warnings
 
 import torch
 import torch.distributed as dist
+from hf_versions import in_order, training_arguments
 from torch import nn
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 
 import hpcallbacks_hf as H
 
@@ -59,14 +60,14 @@ def main(out: str) -> None:
     x = torch.randn(64, 4, generator=g)
     y = x.sum(1, keepdim=True)
     data = [{"x": x[i], "y": y[i]} for i in range(64)]
-    args = TrainingArguments(output_dir=out, use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True,
-                             logging_strategy="no", per_device_train_batch_size=4, num_train_epochs=1,
-                             learning_rate=0.01, seed=0, average_tokens_across_devices=False,
-                             train_sampling_strategy="sequential")
+    args = training_arguments(output_dir=out, use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True,
+                              logging_strategy="no", per_device_train_batch_size=4, num_train_epochs=1,
+                              learning_rate=0.01, seed=0, average_tokens_across_devices=False,
+                              train_sampling_strategy="sequential")
     before, after = Before(), After()
     finder = H.LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=20)
-    trainer = Flips(model=Net(), args=args, train_dataset=data,
-                    callbacks=[before, H.GradientAccumulation(16), finder, after, H.LabelFlip(0.5, seed=3)])
+    trainer = in_order(Flips)(model=Net(), args=args, train_dataset=data,
+                              callbacks=[before, H.GradientAccumulation(16), finder, after, H.LabelFlip(0.5, seed=3)])
     trainer.flips = []
     trainer.train()
     rank = dist.get_rank()

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from conformance import SCENARIOS, Scenario, assert_records_match  # noqa: E402
+from hf_versions import LOGS_NEXT_LR  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import (  # noqa: E402
     BertConfig,
@@ -427,7 +428,8 @@ def test_log_has_named_group_lrs_and_trainable_count(tmp_path):
     schedule = hp.CosineDecay(0.1, decay_steps=6)
     for row in rows:
         t = row["step"] - 1  # the update the row reports
-        assert row["learning_rate"] == pytest.approx(schedule(t))  # HF logs param group 0: the top group
+        # HF logs param group 0, the top group (transformers 4.x: its next update's, tests/hf_versions.py)
+        assert row["learning_rate"] == pytest.approx(schedule(t + LOGS_NEXT_LR))
         assert row["lr/layers.2"] == pytest.approx(schedule(t))
         assert row["lr/layers.1"] == pytest.approx(schedule(t) * 0.5)
         assert row["lr/layers.0"] == pytest.approx(schedule(t) * 0.25)
@@ -720,6 +722,85 @@ def test_factors_compose_with_hf_reduce_lr_on_plateau(tmp_path):
     for t, lrs in rows.rows:
         base = 0.05 * 0.5 ** (t // 6)  # HF's plateau (threshold 1e9: nothing improves) halves it at every epoch end
         assert lrs == pytest.approx([base * 0.25, base * 0.5, base])
+
+
+
+# -- a user's torch scheduler beside per-group factors (issue 20, defect 11) ----------------------------------
+def _sequential(opt, total):
+    lr = torch.optim.lr_scheduler
+    return lr.SequentialLR(opt, [lr.LinearLR(opt, 0.1, 1.0, total_iters=3), lr.StepLR(opt, 2, 0.5)], milestones=[3])
+
+
+TORCH_SCHEDULERS = {
+    "OneCycleLR": lambda opt, total: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=total),
+    "SequentialLR": _sequential,
+    "StepLR": lambda opt, total: torch.optim.lr_scheduler.StepLR(opt, 3, 0.5),
+}
+
+
+def torch_reference_lrs(make, lr: float, total: int) -> list[float]:
+    """The per-update LRs of a torch scheduler on a one-parameter SGD (what it gives the top group)."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = make(opt, total)
+    out = []
+    for _ in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def user_scheduler_run(tmp_path, name, callbacks, resume_from=None, **kwargs):
+    """3 dense groups, SGD lr 0.1 and the user's torch scheduler through Trainer(optimizers=...); 18 updates."""
+    torch.manual_seed(0)
+    model = Stack(3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    recorder = Recorder(model.layers)
+    trainer = Trainer(model=model, args=arguments(tmp_path, **kwargs), train_dataset=regression(24),
+                      callbacks=[*callbacks, recorder], optimizers=(opt, TORCH_SCHEDULERS[name](opt, 18)))
+    trainer.train(resume_from_checkpoint=resume_from)
+    return model, recorder
+
+
+@pytest.mark.parametrize("name", list(TORCH_SCHEDULERS))
+def test_factors_compose_with_a_users_torch_scheduler(tmp_path, name):
+    """A OneCycleLR, SequentialLR or StepLR passed in ``optimizers=`` runs, and the layer factors multiply it
+    (as Lightning composes with a scheduler from configure_optimizers: test_lightning's
+    test_discriminative_lr_composes_with_a_torch_scheduler). It was refused ("cannot give per-group
+    learning rates under an LR scheduler of type ...")."""
+    _, rec = user_scheduler_run(tmp_path, name, [DiscriminativeLR(LRFactors.geometric(2.0))])
+    reference = torch_reference_lrs(TORCH_SCHEDULERS[name], 0.1, 18)
+    assert len(set(reference)) > 2  # the scheduler does change the LR
+    assert [r[1] for r in rec.records] == [pytest.approx((lr * 0.25, lr * 0.5, lr)) for lr in reference]
+
+
+@pytest.mark.parametrize("name", ["OneCycleLR", "SequentialLR"])
+def test_staged_unfreeze_with_a_users_torch_scheduler_resumes_exactly(tmp_path, name):
+    """StagedUnfreeze and the plan's factors over the user's scheduler, and a resume from update 7 gives the
+    uninterrupted run's LRs and trainable sets (the scheduler's per-group state comes back in its order)."""
+    plan = FreezePlan(stages=[(0, 1), (6, "all")], unit="update", factors=LRFactors.geometric(2.0))
+    model, full = user_scheduler_run(tmp_path / "full", name, [StagedUnfreeze(plan)], save_strategy="steps",
+                                     save_steps=7)
+    reference = torch_reference_lrs(TORCH_SCHEDULERS[name], 0.1, 18)
+    assert [r[1] for r in full.records] == [pytest.approx((lr * 0.25, lr * 0.5, lr)) for lr in reference]
+    assert [r[2] for r in full.records] == [(False, False, True)] * 6 + [(True, True, True)] * 12
+    resumed_model, resumed = user_scheduler_run(tmp_path / "resumed", name, [StagedUnfreeze(plan)],
+                                                resume_from=str(tmp_path / "full" / "checkpoint-7"))
+    assert [r[0] for r in resumed.records] == list(range(7, 18))
+    for got, want in zip(resumed.records, full.records[7:], strict=True):
+        assert got[2] == want[2] and got[1] == pytest.approx(want[1], rel=1e-12)
+    for p, q in zip(resumed_model.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_users_torch_scheduler_beside_an_hpcallbacks_lr_rule_is_refused(tmp_path):
+    """What Lightning refuses too (the contract's rule, hpcallbacks.run.compose): a schedule callback or a
+    modifier multiplying the LR beside a scheduler that sets it itself."""
+    model = Stack(3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 3, 0.5)
+    refused(tmp_path, [CosineRestart(), DiscriminativeLR(2.0)], r"conflicting schedulers: CosineRestart .*StepLR",
+            model=model, optimizers=(opt, sched))
 
 
 # -- distributed: torchrun, 2 CPU ranks (gloo) -------------------------------------------------------------

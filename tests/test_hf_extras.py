@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from hf_versions import in_order, training_arguments  # noqa: E402
 from test_finder import assert_warned_once_cut_short  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
@@ -69,7 +70,7 @@ def arguments(tmp_path, **kwargs) -> TrainingArguments:
                 logging_strategy="no", per_device_train_batch_size=4, num_train_epochs=1, learning_rate=0.123,
                 lr_scheduler_type="constant", seed=0, dataloader_num_workers=0, train_sampling_strategy="sequential")
     base.update(kwargs)
-    return TrainingArguments(**base)
+    return training_arguments(**base)  # train_sampling_strategy on transformers 4.x too (tests/hf_versions.py)
 
 
 class Probe(TrainerCallback):
@@ -87,7 +88,7 @@ def trainer(tmp_path, callbacks, model=None, samples=48, optimizer=None, trainer
     model = model if model is not None else Net()
     if optimizer == "sgd":
         optimizer = sgd(model)
-    return trainer_class(model=model, args=arguments(tmp_path, **kwargs), train_dataset=data(samples),
+    return in_order(trainer_class)(model=model, args=arguments(tmp_path, **kwargs), train_dataset=data(samples),
                          callbacks=callbacks, optimizers=(optimizer, None))
 
 
