@@ -12,14 +12,20 @@
   :meth:`SearchSpace.build` turns a configuration into the core objects the callbacks take.
 * :class:`Reporter` — the framework-free body of every adapter's ``TrialReporter`` callback:
   ``report(value, step) -> should_stop`` for an Optuna trial (pruners) or Ray Tune (schedulers),
-  with :func:`rank_zero_decides` for distributed runs and :func:`pruned_message`.
+  with :func:`rank_zero_decides` for distributed runs and :func:`pruned_message`;
+  :class:`TrialReporterBase` holds every decision the adapters share (a monitor never logged, a run
+  that evaluates nothing, a multi-objective study, a fit in processes of its own) and its message.
 * :class:`ScaledSchedule`, :func:`pbt_checkpoint`, :func:`pbt_restore` — population-based
   training: a learning-rate *scale* on an hpcallbacks schedule; after an exploit the update count
   continues from the donor's checkpoint, and the LR is the donor's schedule there times the new scale.
 * :func:`search_main` — ``hpcallbacks search``: a study of a :class:`Task` (by default the demo's
   digits task, :mod:`hpcallbacks_demo.search`) with a pruner, resumable storage, several worker
   processes, a table of the trials, the best configuration beside the recipe's, and a picture of
-  the trials against the H2 ranges; ``--engine ray`` runs it on Ray Tune with ASHA.
+  the trials against the H2 ranges; ``--engine ray`` runs it on Ray Tune with ASHA. No trial is
+  lost to a killed worker: a resumed study fails the trials left running by a dead worker and runs
+  them again (:func:`recover_stale_trials`: Optuna's heartbeat on RDB storages, the same rule with
+  a heartbeat of its own on a journal file, and at once for a worker of this machine whose process
+  is gone), and prints what it found and did.
 
 Optuna, Ray and matplotlib are imported inside the functions that use them
 (``pip install 'hpcallbacks[search]'``): ``import hpcallbacks.search`` stays pure Python.
