@@ -859,8 +859,11 @@ class MicroBatchFinderMixin:
     module's ``training_step`` (precision context of the Trainer, no DDP sync), backward, a step of
     the optimizers and a second forward + backward, with every group that a ``StagedUnfreeze`` of
     the Trainer trains at some stage trainable (the memory of its widest stage, so the run does
-    not run out of memory at an unfreeze). ``torch.OutOfMemoryError`` means "does not fit"; any
-    other error is raised. Under DDP every decision is the minimum over the ranks. Afterwards the
+    not run out of memory at an unfreeze). An out-of-memory error means "does not fit"
+    (:func:`hpcallbacks.torch.microbatch.is_out_of_memory`: ``torch.OutOfMemoryError`` and the
+    allocation failures accelerate reads as such, a CPU's included); any other error is raised. The
+    run's ``limit_train_batches`` does not apply to a probe (it reads one batch). Under DDP every
+    decision is the minimum over the ranks. Afterwards the
     weights and buffers, optimizer state, gradients, ``requires_grad`` flags, training modes and
     RNG states are restored bit-identically; ``self.log`` calls of the module are dropped during
     the probes. ``.result`` is the :class:`hpcallbacks.batch.MicroBatch` (in ``state_dict``: a
@@ -868,7 +871,10 @@ class MicroBatchFinderMixin:
 
     The batch size is set as Lightning's ``BatchSizeFinder`` sets it: a ``DataLoader`` passed to
     ``fit()`` is rebuilt with the new ``batch_size``; with ``train_dataloader()`` of the module or
-    datamodule, their ``batch_size`` attribute (or hyperparameter) is set. Refused (``ValueError``
+    datamodule, every ``batch_size`` attribute or hyperparameter of the module and the datamodule is
+    set (more than one warns: keep one). The batch the loader then gives must have that size (a
+    ``train_dataloader()`` that ignores the attribute is refused at fit start, also on resume;
+    a data set smaller than one micro-batch is accepted). Refused (``ValueError``
     at fit start): ``Trainer(accumulate_grad_batches=k)``, ``GradientAccumulationScheduler``, a
     ``GradientAccumulation`` or ``BatchRamp`` beside it, manual optimization, a target below or not
     a multiple of the world size, and no micro-batch that fits (the message says what to change).
