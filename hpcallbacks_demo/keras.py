@@ -15,11 +15,11 @@ Three runs from the same pretrained weights, same new head, epochs, batch 16 and
     ``training=False`` (BatchNorm in inference mode), ``base.trainable = False``, the head trained
     with Adam 1e-3 for half the epochs; then ``base.trainable = True``, recompiled with Adam 1e-5,
     trained for the other half;
-(c) hpcallbacks: ``FreezePlan.recommend(125, similar=False)`` — "small/different": the head for
-    one epoch, then the top half of the 5 layer groups (conv1+bn1, conv2+bn2, conv3+bn3, fc,
-    head), with ULMFiT's 2.6 LR factor per group and the BatchNorm layers kept in inference mode
-    (``bn="freeze_all"``, H4: batches of 16) — through ``StagedUnfreeze`` in one ``fit``, with
-    ``LearningRateSchedule``: cosine from 3e-3 with a warm restart at the unfreeze (H3).
+(c) hpcallbacks: ``FineTune(groups=GROUPS)`` with its defaults (the recipe of
+    :mod:`hpcallbacks.recipe`): "small/different", the head for one epoch, then the top half of
+    the 5 layer groups (conv1+bn1, conv2+bn2, conv3+bn3, fc, head), per-group factors from 1
+    down to 1/100, every BatchNorm layer frozen (H4: batches of 16), a cosine with a warm restart
+    at the unfreeze and H2's Adam rate 1e-3 for the head, in one ``fit``.
 
 *Different*, although the images are alike: the pretraining task (tell 0-4 apart) shares no class
 with the new one, and a 28k-parameter network trained on five classes keeps top features for
@@ -36,15 +36,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpcallbacks import schedules as S
 from hpcallbacks.advice import check as check_hyperparameters
-from hpcallbacks.plans import FreezePlan, LRFactors, Recommendation
+from hpcallbacks.recipe import Recipe
 
-from .common import RunResult, print_findings, restart_at_unfreeze, run_all
+from .common import RunResult, print_findings, run_all
 
 BATCH_SIZE = 16
 NAIVE_LR = 1e-3  # Adam's default, for every weight
-RECIPE_LR = 3e-3  # the new head's LR, inside H2's Adam range [1e-3, 1e-2]
 GUIDE_LRS = (1e-3, 1e-5)  # the Keras guide: the head with Adam(), then everything with Adam(1e-5)
 PRETRAIN_EPOCHS = (12, 4)  # per --quick
 PER_CLASS = 25  # fine-tuning images per class of 5-9
@@ -126,11 +124,9 @@ def fine_tune_model(weights: list[Any], seed: int, guide: bool = False):
     return keras.Sequential([base, head]), base
 
 
-def recipe(num_samples: int, steps_per_epoch: int, epochs: int) -> tuple[Recommendation, S.Schedule]:
-    """Run (c): H5's small/different plan with ULMFiT factors, BatchNorm frozen (H4), a restart at the unfreeze."""
-    rec = FreezePlan.recommend(num_samples, similar=False, head_epochs=1, factors=LRFactors.geometric(2.6),
-                               bn="freeze_all")
-    return rec, restart_at_unfreeze(RECIPE_LR, steps_per_epoch, epochs, head_epochs=1)
+def recipe(num_samples: int, steps_per_epoch: int, epochs: int) -> Recipe:
+    """What run (c)'s ``FineTune`` computes at fit start from this run's facts (for the header and the picture)."""
+    return Recipe(num_samples, len(GROUPS), epochs, steps_per_epoch, optimizer="adam", batch_size=BATCH_SIZE)
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -156,11 +152,9 @@ def run_one(name: str, weights: list[Any], data, epochs: int, seed: int, progres
         callbacks: list[Any] = []
         lr = NAIVE_LR
         if name == "recipe":
-            from hpcallbacks_keras import LearningRateSchedule, StagedUnfreeze
+            from hpcallbacks_keras import FineTune
 
-            rec, schedule = recipe(len(y), -(-len(y) // BATCH_SIZE), epochs)
-            callbacks = [StagedUnfreeze(rec.plan, groups=GROUPS), LearningRateSchedule(schedule)]
-            lr = RECIPE_LR
+            callbacks = [FineTune(groups=GROUPS)]
         model.compile(keras.optimizers.Adam(lr), loss, metrics=["accuracy"])
         curve = list(model.fit(x, y, epochs=epochs, callbacks=callbacks, **fit).history["val_accuracy"])
     seconds = time.perf_counter() - start
@@ -174,7 +168,7 @@ def run(args: Any, out: Path, names: list[str], epochs: int) -> tuple[list[RunRe
     quick = 1 if args.quick else 0
     pretraining, train, val = load_digits_split(args.seed, PER_CLASS)
     steps_per_epoch = -(-len(train[1]) // BATCH_SIZE)
-    rec, schedule = recipe(len(train[1]), steps_per_epoch, epochs)
+    rec = recipe(len(train[1]), steps_per_epoch, epochs)
     print(f"Keras {keras.__version__} ({keras.backend.backend()} backend), CNN of 28k parameters pretrained here on "
           f"sklearn digits 0-4 ({len(pretraining[1])} images, {PRETRAIN_EPOCHS[quick]} epochs), fine-tuned on "
           f"{len(train[1])} images of 5-9 ({PER_CLASS} per class) / {len(val[1])} validation, {epochs} epochs "
@@ -182,12 +176,9 @@ def run(args: Any, out: Path, names: list[str], epochs: int) -> tuple[list[RunRe
     weights, accuracy, seconds = pretrain(pretraining, args.seed, PRETRAIN_EPOCHS[quick])
     print(f"pretrained on 0-4: training accuracy {accuracy:.3f} ({seconds:.1f} s)")
     print(f"recipe: {rec}")
-    from hpcallbacks.plot import plot_plan
-
     group_names = ["+".join(g) for g in GROUPS]
-    plan_png = plot_plan(schedule, rec.plan, len(GROUPS), steps_per_epoch, epochs, out / "plan.png",
-                         group_names=group_names,
-                         title="(c) hpcallbacks recipe (Keras): LR per layer group and freeze timeline")
+    plan_png = rec.plot(out / "plan.png", group_names=group_names,
+                        title="(c) hpcallbacks FineTune() (Keras): LR per layer group and freeze timeline")
     print_findings(check_hyperparameters("adam", learning_rate=NAIVE_LR, batch_size=BATCH_SIZE, fine_tuning=True,
                                          from_scratch_learning_rate=NAIVE_LR), "(a), the naive run")
     progress = sys.stderr.isatty()

@@ -7,9 +7,9 @@ same epochs and seed for three runs:
 
 (a) naive: everything trainable at one learning rate;
 (b) Lightning's own ``BackboneFinetuning``;
-(c) hpcallbacks: ``FreezePlan.recommend(num_samples, similar=False)`` through ``StagedUnfreeze``
-    with discriminative LRs (ULMFiT's 2.6 per group), the pretrained BatchNorm layers frozen
-    (``bn="freeze_all"``, handbook H4) and a cosine-with-restarts schedule (H3).
+(c) hpcallbacks: ``FineTune(groups=...)`` with its defaults: the recipe of
+    :mod:`hpcallbacks.recipe` computed from the run (H5 plan, per-group factors, H4 BatchNorm
+    policy, a cosine with a warm restart at each unfreeze, H2's learning rate for Adam).
 """
 from __future__ import annotations
 
@@ -19,16 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpcallbacks import schedules as S
 from hpcallbacks.advice import check as check_hyperparameters
-from hpcallbacks.plans import FreezePlan, LRFactors
+from hpcallbacks.recipe import Recipe
 
 from .common import RunResult, print_findings, run_all
 
 IMAGE_SIZE = 32
 BATCH_SIZE = 64
 NAIVE_LR = 1e-3  # Adam's usual LR (H2: [1e-3, 1e-2]) for every weight: what a first attempt does
-RECIPE_LR = 3e-3  # the new head's LR, inside H2's Adam range; lower groups get it / 2.6 per group
 
 
 # ------------------------------------------------------------------------------ data, model
@@ -124,13 +122,9 @@ def make_module(lr: float, seed: int):
 
 
 # ---------------------------------------------------------------------------------- runs
-def recipe(num_samples: int, steps_per_epoch: int) -> tuple[FreezePlan, S.Schedule, str]:
-    """Run (c): the H5 recommendation with discriminative LRs, frozen BatchNorm (H4) and SGDR (H3)."""
-    # H4: with a pretrained model and small batches, freeze its BatchNorm layers (statistics and
-    # affine weights); H5: head first, then the top half, lower groups at lower LRs; H3: SGDR.
-    rec = FreezePlan.recommend(num_samples, similar=False, factors=LRFactors.geometric(2.6), bn="freeze_all")
-    schedule = S.CosineRestart(RECIPE_LR, first_decay_steps=steps_per_epoch, t_mul=2.0, alpha=0.05)
-    return rec.plan, schedule, str(rec)
+def recipe(num_samples: int, steps_per_epoch: int, epochs: int) -> Recipe:
+    """What run (c)'s ``FineTune`` computes at fit start from this run's facts (for the header and the picture)."""
+    return Recipe(num_samples, len(layer_groups()), epochs, steps_per_epoch, optimizer="adam", batch_size=BATCH_SIZE)
 
 
 def _quiet_lightning() -> None:
@@ -162,10 +156,9 @@ def run_one(name: str, data, epochs: int, seed: int, progress: bool) -> RunResul
 
         callbacks.append(BackboneFinetuning(unfreeze_backbone_at_epoch=1, verbose=False))
     elif name == "recipe":
-        from hpcallbacks_lightning import LearningRateSchedule, StagedUnfreeze
+        from hpcallbacks_lightning import FineTune
 
-        plan, schedule, _ = recipe(len(x_train), len(train))
-        callbacks += [StagedUnfreeze(plan, groups=layer_groups()), LearningRateSchedule(schedule)]
+        callbacks.append(FineTune(groups=layer_groups()))
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_model_summary=False, enable_progress_bar=progress, num_sanity_val_steps=0,
                          callbacks=callbacks, deterministic=False)
@@ -193,16 +186,13 @@ def run(args: Any, out: Path, names: list[str], epochs: int) -> tuple[list[RunRe
     data = load_digits_images(args.seed, args.quick)
     n_train = len(data[0][1])
     steps_per_epoch = -(-n_train // BATCH_SIZE)
-    plan, schedule, explanation = recipe(n_train, steps_per_epoch)
+    rec = recipe(n_train, steps_per_epoch, epochs)
     print(f"EfficientNet-Lite0 (ImageNet weights) on sklearn digits: {n_train} training / {len(data[1][1])} "
           f"validation images, {epochs} epochs, seed {args.seed}")
-    print(f"recipe: {explanation}")
-    from hpcallbacks.plot import plot_plan
-
+    print(f"recipe: {rec}")
     group_names = ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head"]
-    plan_png = plot_plan(schedule, plan, len(group_names), steps_per_epoch, epochs, out / "plan.png",
-                         group_names=group_names,
-                         title="(c) hpcallbacks recipe: LR per layer group and freeze timeline")
+    plan_png = rec.plot(out / "plan.png", group_names=group_names,
+                        title="(c) hpcallbacks FineTune(): LR per layer group and freeze timeline")
     print_findings(check_hyperparameters("adam", learning_rate=NAIVE_LR, batch_size=BATCH_SIZE, fine_tuning=True,
                                          from_scratch_learning_rate=NAIVE_LR), "(a), the naive run")
     progress = sys.stderr.isatty()
