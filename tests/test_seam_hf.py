@@ -200,6 +200,19 @@ def test_touch_set_last_lr_and_scheduler_lists():
         f"touch SCHEDULER_GROUP_LISTS: torch schedulers no longer keep {set(_seam.SCHEDULER_GROUP_LISTS) - held}")
 
 
+def test_touch_scheduler_parts():
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    lr = torch.optim.lr_scheduler
+    first, second = lr.LinearLR(opt, 0.5, 1.0, total_iters=2), lr.StepLR(opt, 2)
+    sequential = lr.SequentialLR(opt, [first, second], milestones=[2])
+    assert _seam.scheduler_parts(sequential) == [sequential, first, second], (
+        "touch scheduler_parts: SequentialLR no longer keeps its schedulers in _schedulers")
+    chained = lr.ChainedScheduler([lr.StepLR(opt, 2), lr.StepLR(opt, 3)])
+    assert len(_seam.scheduler_parts(chained)) == 3
+    assert _seam.scheduler_parts(first) == [first] and _seam.scheduler_parts(None) == []
+
+
 def test_touch_inner_optimizer_step_was_skipped_and_may_skip(run):
     from accelerate.optimizer import AcceleratedOptimizer
 
