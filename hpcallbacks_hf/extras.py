@@ -1161,10 +1161,14 @@ class TrialReporter(TrialReporterBase, TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start(int(args.process_index) == 0, broadcast_from_rank0 if int(args.world_size) > 1 else None)
+        strategy = str(getattr(args.eval_strategy, "value", args.eval_strategy))
+        self._check_evaluates(strategy != "no", f'eval_strategy="{strategy}"',
+                              'pass TrainingArguments(eval_strategy="epoch") and an eval_dataset')
         self._training = True
 
     def on_train_end(self, args, state, control, **kwargs):
         self._training = False
+        self._end()
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self._training and self._report(metrics or {}, len(self.reporter.history)):

@@ -602,6 +602,9 @@ class TrialReporter(TrialReporterBase, keras.callbacks.Callback):
         if self._report(logs or {}, int(epoch)):
             self.model.stop_training = True
 
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._end()
+
 
 # The extras that live in their own private modules (Keras mechanics of their own), listed here as in
 # the torch adapters' extras modules.

@@ -1003,12 +1003,20 @@ class TrialReporterMixin(TrialReporterBase):
         main = bool(trainer.is_global_zero)
         broadcast = (lambda obj: trainer.strategy.broadcast(obj, src=0)) if int(trainer.world_size) > 1 else None
         self._start(main, broadcast)
+        self._check_evaluates(
+            bool(trainer.enable_validation),
+            "limit_val_batches=0" if trainer.limit_val_batches == 0 else
+            "no validation loop: fit got no val_dataloaders, or the LightningModule has no validation_step",
+            "give fit a validation DataLoader and log the monitor in validation_step")
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
         if self._report(trainer.callback_metrics, int(trainer.current_epoch)):
             trainer.should_stop = True
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        self._end()
 
 
 # ----------------------------------------------------------------------------------------------
