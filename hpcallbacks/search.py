@@ -673,16 +673,11 @@ def other_process_message(who: str, backend: str, storage: Any = None, pid: int 
                           home: int | None = None) -> str:
     """The refusal when a reporter's trial cannot reach the objective from the process the fit runs in."""
     where = f" (process {pid}, the reporter was built in process {home})" if pid is not None else ""
-    if backend == "ray":
-        held = "Ray Tune's session lives in the trainable's process: the reports would go nowhere"
-    else:
-        held = (f"the trial's study is in memory ({type(storage).__name__}): a copy of it goes to the new process, so "
-                f"its reports and the prune would be lost")
     return (f"{who}: this fit runs in another process than the objective's{where}, as Lightning's "
-            f"strategy='ddp_spawn', 'ddp_fork' and 'ddp_notebook' do, and {held}. Use strategy='ddp' (every rank "
-            f"runs your script: the objective's process is rank 0)"
-            + ("" if backend == "ray" else ", or a storage the processes share: optuna.create_study("
-               "storage='sqlite:///study.db') or a JournalStorage file"))
+            f"strategy='ddp_spawn', 'ddp_fork' and 'ddp_notebook' do, and the trial's study is in memory "
+            f"({type(storage).__name__}): a copy of it goes to the new process, so its reports and the prune would "
+            f"be lost. Use strategy='ddp' (every rank runs your script: the objective's process is rank 0), or a "
+            f"storage the processes share: optuna.create_study(storage='sqlite:///study.db') or a JournalStorage file")
 
 
 def _is_ray(trial: Any) -> bool:
@@ -853,8 +848,9 @@ class TrialReporterBase:
       report: a warning (:func:`never_reported_message`).
     * A multi-objective study: reports skipped, a warning when built (:func:`multi_objective_message`).
     * The fit started in another process than the one that built the reporter (Lightning's
-      ``ddp_spawn``): refused when the trial's storage is in memory or the trial is Ray's
-      (:func:`other_process_message`; already when the reporter is pickled for the new process);
+      ``ddp_spawn``): refused when the trial's storage is in memory (:func:`other_process_message`;
+      already when the reporter is pickled for the new process; Ray is not refused: a Ray Train
+      worker has a session of its own);
       with a shared storage, rank 0 writes the prune to the trial (:data:`PRUNED_ATTR`) and
       :meth:`raise_if_pruned` in the objective's process reads it back.
     """
@@ -883,9 +879,10 @@ class TrialReporterBase:
         self.reporter.remote = remote
 
     def _refuse_unshared(self, pid: int | None = None) -> None:
+        # Ray is not refused: a Ray Train worker holds a session of its own, where ray.tune.report works
         backend = self.reporter.backend
         storage = getattr(self.trial, "storage", None) if backend == "optuna" else None
-        if backend == "ray" or (backend == "optuna" and storage is not None and not storage_is_shared(storage)):
+        if backend == "optuna" and storage is not None and not storage_is_shared(storage):
             raise ValueError(other_process_message(type(self).__name__, backend, storage, pid,
                                                    getattr(self, "_home_pid", None)))
 

@@ -478,10 +478,7 @@ def test_a_fit_in_another_process_refuses_an_in_memory_study():
         pickle.dumps(base)  # what ddp_spawn does to send the callbacks to its ranks: refused before any start
     kind, text = in_other_process(base)  # started in a forked process (ddp_fork): refused there
     assert kind == "ValueError" and "a copy of it goes to the new process" in text
-    ray = TrialReporterBase()
-    ray._init_reporter("ray", None)
-    kind, text = in_other_process(ray)
-    assert kind == "ValueError" and "Ray Tune's session lives in the trainable's process" in text
+    assert study.trials[0].intermediate_values == {}
 
 
 def test_a_prune_in_another_process_reaches_the_objective_through_the_storage(tmp_path):
