@@ -4,6 +4,7 @@ This package is the framework-agnostic core (pure Python, no framework imported)
 
 * :mod:`hpcallbacks.schedules` — learning-rate schedules, pure functions of the update count.
 * :mod:`hpcallbacks.plans` — fine-tuning plans: staged unfreezing, per-group LR factors, BN policy.
+* :mod:`hpcallbacks.recipe` — the whole fine-tuning recipe (H2-H5) from a run's facts (``FineTune``).
 * :mod:`hpcallbacks.batch` — batch-size rules: LR scaling, accumulation, batch ramp, LARS ratio.
 * :mod:`hpcallbacks.norms` — norm-swap plans (BatchNorm to GroupNorm / frozen / synchronised).
 * :mod:`hpcallbacks.gan` — GAN schedules: instance noise, label smoothing, label flips.
@@ -42,6 +43,7 @@ from .plans import (
     Stage,
     fine_tune_learning_rate,
 )
+from .recipe import Recipe
 from .run import RunWarning
 from .schedules import (
     SCHEDULES,
@@ -82,5 +84,6 @@ __all__ = [
     "lars_trust_ratio", "scale_learning_rate", "scaling_warmup", "InstanceNoise", "LabelFlip", "LabelSmoothing",
     "NormSwap", "group_norm_groups", "ParamSchedule", "RunWarning",
     "BN_POLICIES", "FreezePlan", "LRFactors", "Recommendation", "ResolvedPlan", "Stage", "fine_tune_learning_rate",
+    "Recipe",
     "ArgumentError",
 ]
