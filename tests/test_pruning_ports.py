@@ -3,7 +3,8 @@
 Sources (public): optuna-integration ``tests/pytorch_lightning/test_pytorch_lightning.py``
 (``PyTorchLightningPruningCallback``), ``tests/keras/test_keras.py`` (``KerasPruningCallback``),
 ``tests/tfkeras/test_tfkeras.py`` (``TFKerasPruningCallback``), and transformers
-``tests/trainer/test_trainer_hyperparameter_search.py`` (``hyperparameter_search`` with Optuna,
+``tests/trainer/test_trainer.py`` (since moved to ``tests/trainer/test_trainer_hyperparameter.py``:
+``hyperparameter_search`` with Optuna,
 single- and multi-objective). Each test names the peer test it ports; where hpcallbacks differs on purpose, its
 docstring says how (the README's "Differences from optuna-integration" lists them):
 
