@@ -120,17 +120,24 @@ ExportableState = _ExportableState
 BatchNormBase = _BatchNorm
 
 
-def train_batch_size(trainer: Any) -> int:
-    """``Trainer._train_batch_size``: the batch of the train dataloader ``get_train_dataloader()`` builds.
+#: Whether ``Trainer.__init__`` sets ``_train_batch_size`` before it sends ``on_init_end`` (5.25.0) or
+#: right after (4.47.1, from ``args.train_batch_size``).
+_BATCH_BEFORE_INIT_END = TRANSFORMERS_5
 
-    HF sets it from ``args.train_batch_size`` in ``__init__`` (and again in ``train()``: after the
-    trial's values on 4.47.1, inside ``_hp_search_setup`` on 5.25.0). Checked on 4.47.1 and 5.25.0.
-    """
-    return int(trainer._train_batch_size)
+
+def train_batch_size(trainer: Any) -> int:
+    """The batch of the train dataloader ``get_train_dataloader()`` builds, as it stands at ``on_init_end``:
+    ``Trainer._train_batch_size`` on 5.25.0; on 4.47.1 ``args.train_batch_size`` (``__init__`` copies it
+    into ``_train_batch_size`` right after ``on_init_end``). ``train()`` sets it from the arguments
+    again (after the trial's values on 4.47.1, inside ``_hp_search_setup`` on 5.25.0)."""
+    if _BATCH_BEFORE_INIT_END:
+        return int(trainer._train_batch_size)
+    return int(trainer.args.train_batch_size)
 
 
 def set_train_batch_size(trainer: Any, size: int) -> None:
-    """Set ``Trainer._train_batch_size`` (see :func:`train_batch_size`)."""
+    """Set ``Trainer._train_batch_size``, which ``get_train_dataloader()`` reads (see :func:`train_batch_size`).
+    Checked on 4.47.1 and 5.25.0."""
     trainer._train_batch_size = size
 
 

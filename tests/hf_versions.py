@@ -4,6 +4,9 @@
   4.47.1, present in 5.25.0); before it the Trainer always shuffles. :func:`training_arguments` takes
   the argument on every release, and :func:`in_order` makes a Trainer class honour it on 4.x, so a
   test keeps its exact data order (and its assertions) on both.
+* the updates ``max_steps`` counts per epoch when the accumulation does not divide the epoch's micro-batches:
+  rounded up on 5.25.0, down on 4.47.1 (which then ends the run before the last epoch's last update, though
+  its epochs do make the last, shorter update): :func:`hf_updates_per_epoch`.
 * HF's own ``learning_rate`` log: the rate of the update just made on 5.25.0, of the next update on
   4.47.1 (``get_last_lr()`` after ``lr_scheduler.step()``): :data:`LOGS_NEXT_LR`.
 """
@@ -18,7 +21,8 @@ from transformers import Trainer, TrainingArguments
 from hpcallbacks._versions import at_least
 
 SAMPLING_ARGUMENT = "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters
-LOGS_NEXT_LR = not at_least("transformers", "5.0")
+TRANSFORMERS_4 = not at_least("transformers", "5.0")
+LOGS_NEXT_LR = TRANSFORMERS_4
 _ORDER = "hpcallbacks_test_sampling"
 
 
@@ -46,3 +50,10 @@ def in_order(cls: type = Trainer) -> type:
 
     InOrder.__name__ = InOrder.__qualname__ = cls.__name__
     return InOrder
+
+
+def hf_updates_per_epoch(micro_batches: int, accumulation: int) -> int:
+    """The updates per epoch ``Trainer.train()`` counts into ``max_steps`` (see the module docstring)."""
+    if TRANSFORMERS_4:
+        return max(micro_batches // accumulation, 1)
+    return max(-(-micro_batches // accumulation), 1)

@@ -347,6 +347,8 @@ def hf_fit(tmp_path, callbacks, batch_size, model=None, train=True, **kwargs):
 
 @pytest.mark.parametrize("target,expected", [(64, (8, 8)), (48, (8, 6))])
 def test_hf_finds_the_micro_batch_and_runs_as_if_set_by_hand(tmp_path, target, expected):
+    from hf_versions import hf_updates_per_epoch
+
     import hpcallbacks_hf as H
 
     finder = H.MicroBatchFinder(target)
@@ -356,7 +358,8 @@ def test_hf_finds_the_micro_batch_and_runs_as_if_set_by_hand(tmp_path, target, e
     assert max(model.net.seen[-20:]) == 8 and trainer.state.train_batch_size == 8
     _, by_hand, hand_lrs, _ = hf_fit(tmp_path, [], batch_size=expected[0], gradient_accumulation_steps=expected[1])
     assert torch.equal(weights, by_hand)  # bit-identical: data order, dropout, every update
-    assert lrs == hand_lrs and len(lrs) == 2 * -(-128 // target)  # CosineDecay over the same updates
+    micro_batches = 128 // expected[0]  # HF's count of the run's updates (4.x rounds the epoch's down)
+    assert lrs == hand_lrs and len(lrs) == 2 * hf_updates_per_epoch(micro_batches, expected[1])  # CosineDecay
     assert finder.state()["attributes"]["result_config"]["accumulation"] == expected[1]
 
 
