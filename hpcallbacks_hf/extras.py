@@ -5,7 +5,7 @@ from a core rule (:mod:`hpcallbacks.batch`, :mod:`hpcallbacks.params`, :mod:`hpc
 :mod:`hpcallbacks.advice`, :mod:`hpcallbacks.finder`) and the torch mechanics
 (:mod:`hpcallbacks.torch`); these classes translate ``transformers.Trainer`` events.
 
-When things happen in a ``Trainer`` (transformers 5.x), besides :mod:`.callbacks`' events:
+When things happen in a ``Trainer`` (transformers 4.47 to 5.x), besides :mod:`.callbacks`' events:
 
 ``on_init_end``      (inside ``Trainer(...)``, the last event before ``train()`` reads the
                      accumulation) ``MicroBatchFinder`` probes the largest micro-batch that fits
@@ -953,6 +953,14 @@ class MicroBatchFinder(HPCallback):
     micro-batch that fits; added with ``add_callback()`` after the Trainer exists it is too late
     (refused at ``on_train_begin``). The model is probed as it is, unwrapped (no DeepSpeed / FSDP
     sharding).
+
+    In ``Trainer.hyperparameter_search`` with ``per_device_train_batch_size`` in the search space,
+    each trial keeps ``target_batch_size``: the trial's batch per device is the micro-batch and the
+    accumulation is set again (``target / (batch x world size)``) once HF has applied the trial's
+    values, before ``train()`` counts the updates. A trial's batch that does not divide
+    ``target_batch_size / world size``, or is above the micro-batch found (the largest that fits,
+    or ``max_micro_batch``), is refused (``ValueError`` naming the values to search over) before
+    that trial trains. Without the batch in the space every trial uses the micro-batch found.
     """
 
     role = "accumulation"
