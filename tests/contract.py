@@ -327,6 +327,8 @@ ROWS: list[Row] = [
         raises=(ArgumentError, r"did you mean 'similar'")),
     Row("fine-tune-bad-learning-rate-refused", lambda A, o: [A.FineTune(learning_rate=-1.0)],
         raises=(ValueError, r"learning_rate")),
+    Row("fine-tune-range-test-without-a-finder-refused", lambda A, o: [A.FineTune(learning_rate="range_test")],
+        raises=(ValueError, r"FineTune\(learning_rate='range_test'\) takes the rate an LRFinder\(apply=True\) finds")),
     Row("fine-tune-resume-continues-the-recipe", lambda A, o: [A.FineTune(learning_rate=0.05)], epochs=1,
         then=Then("resume", 3),
         lr=lambda t: tuple(_recipe(1 if t < SPE else 3).schedule()(t) * f for f in _recipe(3).factors),
