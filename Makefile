@@ -70,5 +70,15 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run_all.py
 
+# the documentation (docs/): Sphinx, offline, warnings are errors, every cross-reference checked
+DOCS_SET := sphinx==9.0.4 myst-parser==5.2.0 furo==2025.12.19 sphinx-copybutton==0.5.2
+.PHONY: docs
+$(VENV)/.installed-docs: $(VENV)/.installed-test
+	$(BIN)/pip install -q $(DOCS_SET)
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	$(BIN)/sphinx-build -b html -E -n -W --keep-going -q docs docs/_build/html
+
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) build *.egg-info

@@ -2,7 +2,7 @@
 
 ``CosineRestart()`` in Keras, Lightning and HF builds the same schedule from the same run: the
 callback fills only the arguments the core schedule *requires* and the user left out, from
-three facts of the run (:class:`RunFacts`):
+three facts of the run (:class:`RunFacts`)::
 
 ==========================  ===============================================================
 argument                    default

@@ -5,7 +5,7 @@ from a core rule (:mod:`hpcallbacks.batch`, :mod:`hpcallbacks.params`, :mod:`hpc
 :mod:`hpcallbacks.advice`, :mod:`hpcallbacks.finder`) and the torch mechanics
 (:mod:`hpcallbacks.torch`); these classes translate ``transformers.Trainer`` events.
 
-When things happen in a ``Trainer`` (transformers 4.47 to 5.x), besides :mod:`.callbacks`' events:
+When things happen in a ``Trainer`` (transformers 4.47 to 5.x), besides :mod:`.callbacks`' events::
 
 ``on_init_end``      (inside ``Trainer(...)``, the last event before ``train()`` reads the
                      accumulation) ``MicroBatchFinder`` probes the largest micro-batch that fits

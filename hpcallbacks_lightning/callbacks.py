@@ -5,7 +5,7 @@ Each class here is a mixin with the Lightning hook methods; :mod:`hpcallbacks_li
 and ``pytorch_lightning`` respectively. Nothing here imports Lightning: the trainer and the
 module are used through their public attributes only.
 
-When things happen in a ``Trainer.fit`` (Lightning 2.6):
+When things happen in a ``Trainer.fit`` (Lightning 2.6)::
 
 ``setup``            groups discovered, plans checked, norms swapped, ``requires_grad`` of every
                      group a stage will train set (before DDP wraps the model);

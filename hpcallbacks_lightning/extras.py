@@ -1,12 +1,12 @@
 """Batch-size rules, scheduled hyperparameters, GAN schedules, the advisor and the LR range test.
 
 Mixins with the Lightning hook methods, like :mod:`.callbacks`'s (combined with the ``Callback`` of
-``lightning.pytorch`` or ``pytorch_lightning`` by :func:`build`); every number comes from a core
+``lightning.pytorch`` or ``pytorch_lightning`` by :func:`.callbacks.build`); every number comes from a core
 rule (:mod:`hpcallbacks.batch`, :mod:`hpcallbacks.params`, :mod:`hpcallbacks.gan`,
 :mod:`hpcallbacks.advice`, :mod:`hpcallbacks.finder`), these classes only read the trainer and
 write floats.
 
-When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`.callbacks`'s hooks:
+When things happen in a ``Trainer.fit`` (Lightning 2.6), besides :mod:`.callbacks`'s hooks::
 
 ``on_fit_start``     ``MicroBatchFinder`` probes the largest micro-batch that fits and sets the
                      dataloader's batch size and ``trainer.accumulate_grad_batches``;
