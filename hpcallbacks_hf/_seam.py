@@ -9,7 +9,7 @@ each) picks the branch; no ``try/except AttributeError`` around behaviour.
 Checked on: transformers 4.47.1 with accelerate 1.0.1 (the floor) and transformers 5.25.0 with
 accelerate 1.16.0 (the newest), torch 2.13.0 for both.
 
-Touches (each has a test of the same name in ``tests/test_seam_hf.py``):
+Touches (each has a ``test_touch_<name>`` in ``tests/test_seam_hf.py``):
 
 ``calling_trainer``       a call-stack walk to the ``Trainer`` sending the current event
 ``callback_list``         ``trainer.callback_handler.callbacks`` (``CallbackHandler`` is not exported)

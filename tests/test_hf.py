@@ -279,12 +279,12 @@ class LayerLRs(TrainerCallback):
         self.rows.append((state.global_step, layer_lrs(optimizer, self.layers)))
 
 
-def hf_reference_lrs(name: str, lr: float, steps: int, **kwargs) -> list[float]:
-    """The per-update LRs of ``transformers.get_scheduler`` on a one-parameter optimizer."""
+def hf_reference_lrs(name: str | None, lr: float, steps: int, make=None, **kwargs) -> list[float]:
+    """The per-update LRs of ``transformers.get_scheduler`` (or ``make(optimizer, steps)``) on a one-parameter SGD."""
     from transformers import get_scheduler
 
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
-    sched = get_scheduler(name, opt, num_training_steps=steps, **kwargs)
+    sched = make(opt, steps) if make is not None else get_scheduler(name, opt, num_training_steps=steps, **kwargs)
     out = []
     for _ in range(steps):
         out.append(opt.param_groups[0]["lr"])
@@ -740,14 +740,7 @@ TORCH_SCHEDULERS = {
 
 def torch_reference_lrs(make, lr: float, total: int) -> list[float]:
     """The per-update LRs of a torch scheduler on a one-parameter SGD (what it gives the top group)."""
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
-    sched = make(opt, total)
-    out = []
-    for _ in range(total):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
+    return hf_reference_lrs(None, lr, total, make=make)
 
 
 def user_scheduler_run(tmp_path, name, callbacks, resume_from=None, **kwargs):

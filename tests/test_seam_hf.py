@@ -22,8 +22,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from test_hf import arguments as hf_arguments  # noqa: E402
 from torch import nn  # noqa: E402
-from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments  # noqa: E402
+from transformers import Trainer, TrainerCallback, TrainerState  # noqa: E402
 
 import hpcallbacks_hf as H  # noqa: E402
 from hpcallbacks._versions import at_least, installed  # noqa: E402
@@ -53,11 +54,7 @@ def data(n=16):
 
 
 def arguments(tmp_path, **kwargs):
-    base = dict(output_dir=str(tmp_path), use_cpu=True, report_to=[], save_strategy="no", disable_tqdm=True,
-                logging_strategy="no", per_device_train_batch_size=4, num_train_epochs=1, learning_rate=0.1,
-                seed=0, dataloader_num_workers=0)
-    base.update(kwargs)
-    return TrainingArguments(**base)
+    return hf_arguments(tmp_path, **{"num_train_epochs": 1, "learning_rate": 0.1, **kwargs})
 
 
 class Seen(TrainerCallback):
