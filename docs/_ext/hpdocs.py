@@ -460,7 +460,9 @@ def generate_contract() -> None:
            "built. "
            f"Each row is a run of {contract.SPE} updates per epoch at learning rate {contract.LR0}; "
            "``tests/test_contract.py`` runs every row on Keras (TensorFlow, torch and JAX backends), Lightning and "
-           "HF, and checks what the last column says against the core's own numbers.\n",
+           "HF, and checks what the last column says against the core's own numbers. *points*: the numbered points of "
+           "the project's behaviour-contract issue that the row covers. In *callbacks*, a name without a prefix is the "
+           "adapter's callback of that name, ``S`` is :mod:`hpcallbacks.schedules`.\n",
            ".. list-table::\n   :header-rows: 1\n   :widths: 22 6 28 18 26\n   :class: hp-contract\n",
            "   * - row\n     - points\n     - callbacks\n     - run\n     - checked"]
     for row in contract.ROWS:
@@ -509,7 +511,7 @@ def generate_schedules(steps: int = 400) -> None:
         except (TypeError, ValueError) as error:
             raise RuntimeError(f"docs: cannot draw the schedule family {name}; give it an example in "
                                f"docs/_ext/hpdocs.py _examples ({error})") from error
-        png = plot_schedule(schedule, steps, GEN / "schedules" / f"{name}.png", title=repr(schedule))
+        png = plot_schedule(schedule, steps, GEN / "schedules" / f"{name}.png", title=name)
         out.append(f"   * - :py:class:`~hpcallbacks.schedules.{name}`\n\n       {summary(cls)}\n\n"
                    f"       ``{_short_repr(schedule)}``\n     - .. image:: /_generated/schedules/{png.name}\n"
                    f"          :alt: {name} over {steps} updates\n          :width: 100%")
@@ -657,14 +659,18 @@ def _class_source(cls: type) -> str:
 
 
 def _instance_attribute(path: str) -> bool:
-    """``Class.name`` where ``name`` is an attribute the class's ``__init__`` sets (``self.name = ...``)."""
+    """``Class.name`` where ``name`` is an instance attribute: an annotated field (a dataclass's), or one the
+    class's methods set (``self.name = ...``)."""
     owner, _, attr = path.rpartition(".")
     try:
         cls = _resolve_path(owner)
     except LookupError:
         return False
-    return inspect.isclass(cls) and any(re.search(rf"self\.{re.escape(attr)}\s*[:=]", _class_source(k))
-                                        for k in cls.__mro__ if k.__module__.startswith("hpcallbacks"))
+    if not inspect.isclass(cls):
+        return False
+    ours = [k for k in cls.__mro__ if k.__module__.startswith("hpcallbacks")]
+    return any(attr in vars(k).get("__annotations__", {}) for k in ours) or any(  # a field, or set in a method
+        re.search(rf"self\.{re.escape(attr)}\s*[:=]", _class_source(k)) for k in ours)
 
 
 def _page_module(module: str) -> str | None:
