@@ -7,7 +7,8 @@ Keras' mechanics:
 
 * **the callbacks of a fit**: Keras gives a callback no handle on its peers. ``fit`` builds a
   ``keras.callbacks.CallbackList``, which calls ``set_params`` on every callback it holds; the
-  hpcallbacks callback finds that list one frame up the call stack (:func:`callback_list_of`),
+  hpcallbacks callback finds that list one frame up the call stack
+  (:func:`hpcallbacks_keras._seam.callback_list_of`),
   joins its hpcallbacks peers into one :class:`_Fit` (keyed by the ``params`` dict the list
   gives every callback) and reads it for Keras' own learning-rate controllers
   (``keras.callbacks.LearningRateScheduler``, ``ReduceLROnPlateau``: :class:`hpcallbacks.run.Foreign`
@@ -22,8 +23,9 @@ Keras' mechanics:
   ``keras.Variable`` (``table[t - offset]``), refilled from the host only when the run leaves the
   window or a plateau reduction changes the future values;
 * the model's optimizer (the inner one of a ``LossScaleOptimizer``) gets three instance-level
-  wrappers: ``_backend_apply_gradients`` assigns ``table[iterations - offset]`` to the
-  optimizer's own learning-rate variable before the update and the next update's value after it
+  wrappers (:data:`hpcallbacks_keras._seam.PATCHED`): ``_backend_apply_gradients`` assigns
+  ``table[iterations - offset]`` to the optimizer's own learning-rate variable before the update
+  and the next update's value after it
   (so ``optimizer.learning_rate`` shows, between updates and before the first, the rate the next
   update uses, as Keras' own schedule objects do, and weight decay, TensorBoard and user
   callbacks read it), ``_backend_update_step`` calls the original once per layer group with
@@ -54,7 +56,7 @@ import contextlib
 import functools
 import json
 import math
-import sys
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,15 +68,10 @@ from keras import ops
 
 from hpcallbacks import run as R
 
+from . import _seam
 from ._groups import Group, hold_inference, left_out_layers, release_inference, resolve_groups, set_group_trainable
 
-try:  # Keras 3: what its saving walks (layers, optimizers, metrics)
-    from keras.src.saving.keras_saveable import KerasSaveable as _Saveable
-except ImportError:  # pragma: no cover - another Keras: the state then lives only in memory
-    _Saveable = object  # type: ignore[assignment,misc]
-
-_PATCHED = ("_backend_apply_gradients", "_backend_update_step", "_apply_weight_decay", "stateless_apply")
-_JAX = keras.backend.backend() == "jax"
+_JAX = _seam.BACKEND == "jax"
 _ENGINE_ATTR = "_hpcallbacks_engine"
 _STATE_PROPERTY = "_hpcallbacks_state"
 _WINDOW_MIN = 64
@@ -97,7 +94,7 @@ def variable_scope(model: Any) -> Any:
         return contextlib.nullcontext()
     import tensorflow as tf
 
-    strategy = getattr(model, "_distribute_strategy", None)
+    strategy = _seam.strategy_of(model)
     if strategy is None or tf.distribute.has_strategy():
         return contextlib.nullcontext()
     return strategy.scope()
@@ -107,7 +104,7 @@ def replicas(model: Any) -> int:
     """The number of replicas ``model`` trains on (1 outside a ``tf.distribute`` strategy)."""
     if keras.backend.backend() != "tensorflow":
         return 1
-    strategy = getattr(model, "_distribute_strategy", None)
+    strategy = _seam.strategy_of(model)
     return int(getattr(strategy, "num_replicas_in_sync", 1) or 1) if strategy is not None else 1
 
 
@@ -115,7 +112,7 @@ def check_distributed_execution(model: Any, who: str) -> None:
     """Refuse what Keras itself cannot run under a ``tf.distribute`` strategy, before Keras fails
     with a graph error that names nothing the user wrote."""
     spe = int(getattr(model, "steps_per_execution", 1) or 1)
-    strategy = getattr(model, "_distribute_strategy", None)
+    strategy = _seam.strategy_of(model)
     if spe > 1 and strategy is not None and keras.backend.backend() == "tensorflow":
         raise ValueError(
             f"{who}: the model was compiled with steps_per_execution={spe} under {type(strategy).__name__}: Keras "
@@ -136,11 +133,21 @@ def _read_lr(variable: Any) -> float:
 
 
 def _lr_is_variable(optimizer: Any) -> bool:
-    return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
+    return isinstance(_seam.lr_object(optimizer), keras.Variable)
+
+
+def lr_variable(optimizer: Any) -> Any:
+    """The optimizer's learning-rate variable (``require_variable_lr`` / ``_lr_is_variable`` first)."""
+    return _seam.lr_object(optimizer)
+
+
+def micro_count(optimizer: Any) -> int:
+    """The optimizer's micro-batch counter on the host (one device read)."""
+    return _to_int(_seam.micro_iterations(optimizer))
 
 
 # -- what a resumed run needs --------------------------------------------------------------------
-class RunState(_Saveable):  # type: ignore[misc,valid-type]
+class RunState(_seam.SavedState):
     """What the hpcallbacks callbacks keep with an optimizer for a resumed run (host numbers).
 
     ``learning_rate``: the optimizer's learning rate when the first fit with an hpcallbacks
@@ -149,7 +156,9 @@ class RunState(_Saveable):  # type: ignore[misc,valid-type]
     :class:`hpcallbacks.run.ScheduleState` of the run's schedule (its run facts); ``plateau``:
     the state of the ``ReduceOnPlateau`` rule. Keras saves it with the model's weights (see the
     module docstring) as one small byte array at ``_hpcallbacks_state`` (written only when there
-    is something to keep); a file without it loads as before.
+    is something to keep), with the optimizer's update count when it was saved; a file without it
+    loads as before. ``loaded_update``: the update count of the file last loaded, until a fit
+    starts (a resumed run whose optimizer state Keras did not load is refused: :meth:`Engine.start`).
     """
 
     _KEYS = ("learning_rate", "schedule", "plateau")
@@ -158,9 +167,8 @@ class RunState(_Saveable):  # type: ignore[misc,valid-type]
         self.learning_rate: float | None = None
         self.schedule: dict[str, Any] | None = None
         self.plateau: dict[str, Any] | None = None
-
-    def _obj_type(self) -> str:
-        return "Operation"  # what Keras' saving asks of what it visits: the attributes of a plain object
+        self.loaded_update: int | None = None
+        self.optimizer: Callable[[], Any] = lambda: None  # a weak reference to the optimizer kept with
 
     def values(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._KEYS if getattr(self, k) is not None}
@@ -168,6 +176,9 @@ class RunState(_Saveable):  # type: ignore[misc,valid-type]
     def save_own_variables(self, store: Any) -> None:
         values = self.values()
         if values:
+            opt = self.optimizer()
+            if opt is not None:
+                values["update"] = _to_int(opt.iterations)
             data = json.dumps({"version": 1, **values}).encode("utf-8")
             store["0"] = np.frombuffer(data, dtype=np.uint8).copy()
 
@@ -177,6 +188,7 @@ class RunState(_Saveable):  # type: ignore[misc,valid-type]
         data = json.loads(np.asarray(store["0"], dtype=np.uint8).tobytes().decode("utf-8"))
         for key in self._KEYS:
             setattr(self, key, data.get(key))
+        self.loaded_update = data.get("update")
 
     def __repr__(self) -> str:
         return f"RunState({self.values()})"
@@ -202,7 +214,13 @@ def run_state(optimizer: Any) -> RunState:
     opt = inner_optimizer(optimizer)
     state = _STATES.get(opt)
     if state is None:
-        state = _STATES[opt] = RunState()
+        state = _keep(opt, RunState())
+    return state
+
+
+def _keep(optimizer: Any, state: RunState) -> RunState:
+    _STATES[optimizer] = state
+    state.optimizer = weakref.ref(optimizer)
     return state
 
 
@@ -211,35 +229,12 @@ def _model_state(model: Any) -> RunState:
     return _Detached() if opt is None else run_state(opt)
 
 
-if not hasattr(keras.Model, _STATE_PROPERTY):
-    setattr(keras.Model, _STATE_PROPERTY, property(_model_state, doc=(
-        "The hpcallbacks_keras state of this model's optimizer for a resumed run (a "
-        "hpcallbacks_keras._engine.RunState); saved and loaded with the model's weights.")))
+_seam.install_model_property(_STATE_PROPERTY, _model_state, doc=(
+    "The hpcallbacks_keras state of this model's optimizer for a resumed run (a "
+    "hpcallbacks_keras._engine.RunState); saved and loaded with the model's weights."))
 
 
 # -- the callbacks of a fit ------------------------------------------------------------------------
-def callback_list_of(callback: Any, depth: int = 12) -> Any:
-    """The ``keras.callbacks.CallbackList`` calling ``callback`` now, or None.
-
-    Keras gives a callback no handle on the other callbacks of its fit; the list that calls a
-    hook is the ``self`` of a caller frame (``CallbackList.set_params`` when ``fit`` builds it,
-    ``CallbackList.on_train_begin`` otherwise), a few frames up when subclasses call ``super()``.
-    """
-    frame = sys._getframe(1)
-    try:
-        for _ in range(depth):
-            if frame is None:
-                return None
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, keras.callbacks.CallbackList) and any(
-                    cb is callback for cb in getattr(owner, "callbacks", ()) or ()):
-                return owner
-            frame = frame.f_back
-        return None
-    finally:
-        del frame
-
-
 def foreign_controllers(callbacks: Sequence[Any]) -> list[R.Foreign]:
     """Keras' own learning-rate callbacks among ``callbacks``, as the contract sees them."""
     out = []
@@ -380,7 +375,7 @@ class Engine:
         opt = inner_optimizer(opt)
         state = run_state(opt)
         if state.learning_rate is None and _lr_is_variable(opt):
-            state.learning_rate = _read_lr(opt._learning_rate)
+            state.learning_rate = _read_lr(lr_variable(opt))
 
     @property
     def optimizer(self) -> Any:
@@ -388,7 +383,7 @@ class Engine:
         if opt is None:
             raise ValueError("model: compile the model with an optimizer before fit; hpcallbacks callbacks change "
                              "the optimizer's learning rate and variables")
-        if isinstance(opt, keras.optimizers.MultiOptimizer):
+        if _seam.is_multi_optimizer(opt):
             raise ValueError("model.optimizer: a MultiOptimizer cannot follow unfreezing or per-update schedules; "
                              "compile with one optimizer and give per-group learning rates with DiscriminativeLR")
         return inner_optimizer(opt)
@@ -404,7 +399,7 @@ class Engine:
         if state.learning_rate is not None:
             return float(state.learning_rate)
         self.require_variable_lr(who)
-        return _read_lr(self.optimizer._learning_rate)
+        return _read_lr(lr_variable(self.optimizer))
 
     def set_learning_rate(self, lr: float, who: str) -> None:
         """Make ``lr`` the optimizer's learning rate and the one the schedule callbacks default to
@@ -414,14 +409,14 @@ class Engine:
         if self.host_sets_lr:
             _fill_lr(opt, lr)
         else:
-            opt._learning_rate.assign(lr)
+            lr_variable(opt).assign(lr)
         self.run_state.learning_rate = float(lr)
 
     def require_variable_lr(self, who: str) -> None:
         opt = self.optimizer
         if not _lr_is_variable(opt):
             raise ValueError(
-                f"{who}: the optimizer was compiled with learning_rate={opt._learning_rate!r}, a schedule object, "
+                f"{who}: the optimizer was compiled with learning_rate={_seam.lr_object(opt)!r}, a schedule object, "
                 f"so its learning rate cannot be set; {who} schedules it itself: compile with a float, e.g. "
                 f"{type(opt).__name__}(learning_rate=1e-3), and pass the schedule to {who} (or use "
                 "hpcallbacks_keras.LearningRateSchedule with the hpcallbacks equivalent of that schedule)")
@@ -522,8 +517,8 @@ class Engine:
         opt = self.optimizer
         if getattr(opt, "weight_decay", None) and any(f != 1.0 for f in factors) and not _lr_is_variable(opt):
             raise ValueError(f"{_name(owner)}: per-group factors with weight_decay need a float learning rate; the "
-                             f"optimizer was compiled with learning_rate={opt._learning_rate!r}: compile with a float "
-                             "and schedule it with an hpcallbacks LR callback")
+                             f"optimizer was compiled with learning_rate={_seam.lr_object(opt)!r}: compile with a "
+                             "float and schedule it with an hpcallbacks LR callback")
 
     def set_plan(self, owner: Any, resolved: Any, bn_policy: str) -> None:
         self.fit.plan = (owner, resolved)
@@ -557,7 +552,8 @@ class Engine:
     def ever_trainable_variables(self, masks: Sequence[Sequence[bool]]) -> list[Any]:
         """Variables trainable in some stage (flags restored afterwards)."""
         model = self.model
-        layer_flags = [(layer, layer._trainable) for layer in model._flatten_layers(include_self=False)]
+        layer_flags = [(layer, _seam.layer_trainable_flag(layer))
+                       for layer in _seam.flatten_layers(model, include_self=False)]
         var_flags = [(v, v.trainable) for v in model.weights]
         ids: set[int] = set()
         try:
@@ -566,7 +562,7 @@ class Engine:
                 ids.update(id(v) for v in model.trainable_variables)
         finally:
             for layer, flag in layer_flags:
-                layer._trainable = flag
+                _seam.set_layer_trainable_flag(layer, flag)
             for v, flag in var_flags:
                 v.trainable = flag
         return [v for v in model.weights if id(v) in ids]
@@ -579,12 +575,11 @@ class Engine:
             wanted = {id(v): v for v in list(self.model.trainable_variables) + list(variables)}
             self.model.optimizer.build(sorted(wanted.values(), key=lambda v: order.get(id(v), -1)))
             return
-        known = getattr(opt, "_trainable_variables_indices", {})
-        missing = [v for v in variables if opt._var_key(v) not in known]
+        missing = [v for v in variables if not _seam.holds_variable(opt, v)]
         if not missing:
             return
         names = sorted({v.path for v in missing})[:8]
-        if _to_int(opt._iterations) != 0:
+        if micro_count(opt) != 0:
             raise ValueError(
                 f"{_name(owner)}: the optimizer was built without the variables {names} (their layers were frozen "
                 "when fit built it) and has already trained, so it cannot take them now. Leave the layers trainable "
@@ -599,12 +594,12 @@ class Engine:
                 f"before fit) and could not be rebuilt from its config ({e}); leave the layers trainable when you "
                 f"call fit ({_name(owner)} freezes them itself)") from None
         state = _STATES.get(inner_optimizer(wrapper))
-        ordered = sorted({id(v): v for v in list(opt._trainable_variables) + variables}.values(),
+        ordered = sorted({id(v): v for v in _seam.trainable_variables_of(opt) + variables}.values(),
                          key=lambda v: order.get(id(v), -1))
         fresh.build(ordered)
         self.model.optimizer = fresh
         if state is not None:  # the run's state stays with the optimizer that trains
-            _STATES[inner_optimizer(fresh)] = state
+            _keep(inner_optimizer(fresh), state)
 
     # -- the run -------------------------------------------------------------------------------
     def lr_at(self, t: int) -> float:
@@ -634,7 +629,7 @@ class Engine:
         modifiers = [fn for _, fn in sorted(fit.modifiers, key=lambda m: order.get(id(m[0]), 0))]
         return R.LRRule(base, modifiers, fit.plateau[1] if fit.plateau else None)
 
-    def start(self) -> None:
+    def start(self, epoch: int | None = None) -> None:
         """At the first epoch's start (after every ``on_train_begin``, so ``BackupAndRestore`` has restored
         the optimizer and the :class:`RunState`): each callback's run facts, the table, the patches."""
         fit = self.fit
@@ -643,9 +638,10 @@ class Engine:
         check_distributed_execution(self.model, _name(fit.callbacks[0]))
         opt = self.optimizer
         self.acc = self.accumulation
-        self.micro = _to_int(opt._iterations)
+        self.micro = micro_count(opt)
         u = self.micro // self.acc
         state = run_state(opt)
+        self._check_loaded(state, u, epoch)
         for cb in fit.callbacks:  # schedules from the run (resume, extend), plateau state, notices
             cb.begin_run(self, u, state)
         fit.rule = self._rule()
@@ -682,6 +678,23 @@ class Engine:
         self.need_retrace = True
         if fit.plan is None:
             self.apply_flags(None)
+
+    def _check_loaded(self, state: RunState, update: int, epoch: int | None) -> None:
+        """A file's run state says update N > 0 and the optimizer says 0: Keras skipped the optimizer's
+        state (an optimizer not built before ``load_weights``). Resuming (``initial_epoch`` > 0) is refused,
+        a new run from the weights (epoch 0) warns: its schedules start at update 0."""
+        loaded, state.loaded_update = state.loaded_update, None
+        if not loaded or update != 0:
+            return
+        who = _name(self.fit.callbacks[0])
+        message = (f"{who}: the weights loaded were saved at update {loaded}, but the optimizer is at update 0: "
+                   "Keras did not load the optimizer's state (it skips it, warning 'Skipping variable loading for "
+                   "optimizer', when the optimizer is not built before load_weights). To resume, build it before "
+                   "loading: model.optimizer.build(model.trainable_variables); model.load_weights(path)")
+        if epoch:
+            raise ValueError(f"{message}; to start a new run from these weights, fit from initial_epoch=0")
+        warnings.warn(f"{message}. This run starts afresh at update 0 (schedules and stages from their start)",
+                      R.RunWarning, stacklevel=2)
 
     def param_now(self, param: Param) -> float:
         """A scheduled parameter's value at the last update done (its first before any)."""
@@ -753,7 +766,7 @@ class Engine:
         if self.host_sets_lr:
             _fill_lr(opt, value)
         else:
-            opt._learning_rate.assign(value)
+            lr_variable(opt).assign(value)
 
     def block_begin(self, begin: int) -> None:
         """Before Keras runs the next execution block (``steps_per_execution`` micro-batches)."""
@@ -794,7 +807,7 @@ class Engine:
             union, gates = None, frozenset()
         if self.need_retrace or union != self.traced_union or not gates <= self.traced_gates:
             if union != self.traced_union or self.need_retrace:
-                if _JAX and getattr(self.model, "_jax_state", None):
+                if _JAX and _seam.jax_state_held(self.model):
                     self.model.jax_state_sync()  # the values of the old trainable set go back to the variables
                 self.apply_flags(union)
             self.traced_union = union
@@ -823,7 +836,7 @@ class Engine:
 
     def resync(self) -> None:
         """Read the device's update counter (once per epoch, only for data of unknown length)."""
-        self.micro = _to_int(self.optimizer._iterations)
+        self.micro = micro_count(self.optimizer)
         self.quiet_until = -1
 
     def _snapshot(self, gates: frozenset[int]) -> _Trace:
@@ -885,7 +898,7 @@ class Engine:
             base = self.host_lr_at(last)
             out["learning_rate"] = base
         elif groups and self.fit.factors is not None and _lr_is_variable(self.optimizer):
-            base = _read_lr(self.optimizer._learning_rate)  # the optimizer's own (or Keras' schedule callback's)
+            base = _read_lr(lr_variable(self.optimizer))  # the optimizer's own (or Keras' schedule callback's)
         if base is not None and groups:  # every group's rate, frozen ones included (the rate they would get)
             factors = self.fit.factors[1] if self.fit.factors else (1.0,) * len(groups)
             for group, f in zip(groups, factors):
@@ -902,16 +915,16 @@ class Engine:
     # -- optimizer wrappers --------------------------------------------------------------------
     def patch(self, opt: Any) -> None:
         self.unpatch(opt)
-        originals = {name: getattr(opt, name) for name in _PATCHED}
-        object.__setattr__(opt, "_backend_apply_gradients",
-                           functools.partial(_apply_gradients, self, opt, originals["_backend_apply_gradients"]))
-        object.__setattr__(opt, "_backend_update_step",
-                           functools.partial(_update_step, self, originals["_backend_update_step"]))
-        object.__setattr__(opt, "_apply_weight_decay",
-                           functools.partial(_weight_decay, self, opt, originals["_apply_weight_decay"]))
+        originals = _seam.optimizer_methods(opt)
+        wrappers = {
+            "apply_gradients": functools.partial(_apply_gradients, self, opt, originals["apply_gradients"]),
+            "update_step": functools.partial(_update_step, self, originals["update_step"]),
+            "weight_decay": functools.partial(_weight_decay, self, opt, originals["weight_decay"]),
+        }
         if _JAX:
-            object.__setattr__(opt, "stateless_apply",
-                               functools.partial(_stateless_apply, self, opt, originals["stateless_apply"]))
+            wrappers["stateless_apply"] = functools.partial(_stateless_apply, self, opt, originals["stateless_apply"])
+        _seam.wrap_optimizer(opt, **wrappers)
+        if _JAX:
             model = self.model
             model.__dict__.pop("train_step", None)
             self.jax_step = model.train_step
@@ -923,10 +936,8 @@ class Engine:
         object.__setattr__(self.model, "train_step", functools.partial(_jax_train_step, self, self.jax_step))
 
     def unpatch(self, opt: Any) -> None:
-        for name in _PATCHED:  # the engine's wrappers go; another one (replicated accumulation) stays
-            current = opt.__dict__.get(name)
-            if isinstance(current, functools.partial) and current.func in _ENGINE_WRAPPERS:
-                object.__delattr__(opt, name)
+        _seam.unwrap_optimizer(opt, _ENGINE_WRAPPERS)  # the engine's wrappers go; another one (replicated
+        # accumulation) stays
         step = self.model.__dict__.get("train_step")
         if isinstance(step, functools.partial) and step.func is _jax_train_step:
             object.__delattr__(self.model, "train_step")
@@ -960,7 +971,7 @@ def _fill_lr(opt: Any, value: float) -> None:
     import torch
 
     with torch.no_grad():
-        opt._learning_rate.value.fill_(value)
+        lr_variable(opt).value.fill_(value)
 
 
 def _scaled(learning_rate: Any, factor: float) -> Any:
@@ -983,10 +994,13 @@ def _fill(variable: Any, value: float) -> None:
 
 def _apply_gradients(engine: Engine, opt: Any, original: Callable, grads: Any, variables: Any) -> Any:
     tr = engine.trace
+    lr_var = lr_variable(opt)
+    # the micro-batch count of this update, read before it: Keras 3.8 and 3.9 increment it inside the original
+    micro = ops.cast(_seam.micro_iterations(opt), "int32") if tr.table is not None or tr.params else None
     if tr.table is not None or tr.params:
         index = ops.clip(_iteration(opt) - tr.offset, 0, tr.window - 1)
         if tr.table is not None:
-            opt._learning_rate.assign(ops.cast(ops.take(tr.table, index), opt._learning_rate.dtype))
+            lr_var.assign(ops.cast(ops.take(tr.table, index), lr_var.dtype))
         for param in tr.params:
             if not param.forward:
                 param.variable.assign(ops.take(param.table, index))
@@ -996,15 +1010,15 @@ def _apply_gradients(engine: Engine, opt: Any, original: Callable, grads: Any, v
         result = original(grads, variables)
     if tr.table is not None:  # the next update's rate, as Keras' own schedules show it
         acc = int(getattr(opt, "gradient_accumulation_steps", None) or 1)
-        following = ops.floor_divide(ops.cast(opt._iterations, "int32") + 1, acc)
+        following = ops.floor_divide(micro + 1, acc)
         index = ops.clip(following - tr.offset, 0, tr.window - 1)
-        opt._learning_rate.assign(ops.cast(ops.take(tr.table, index), opt._learning_rate.dtype))
+        lr_var.assign(ops.cast(ops.take(tr.table, index), lr_var.dtype))
     elif engine.host_sets_lr and engine.host_table is not None and engine.fit is not None:
         _fill_lr(opt, engine.host_lr_at(engine.micro // engine.acc))  # eager: the host knows the next update
     forward = [] if _JAX else [param for param in tr.params if param.forward]
     if forward:  # the next micro-batch's update: its forward pass reads the value
         acc = int(getattr(opt, "gradient_accumulation_steps", None) or 1)
-        following = ops.floor_divide(ops.cast(opt._iterations, "int32") + 1, acc)
+        following = ops.floor_divide(micro + 1, acc)
         index = ops.clip(following - tr.offset, 0, tr.window - 1)
         for param in forward:
             param.variable.assign(ops.cast(ops.take(param.table, index), param.variable.dtype))
@@ -1034,15 +1048,17 @@ def _accumulate_replicated(opt: Any, grads: Sequence[Any], variables: Sequence[A
     import tensorflow as tf
 
     steps = int(opt.gradient_accumulation_steps)
-    is_update = tf.equal(tf.math.floormod(tf.cast(opt._iterations, "int64") + 1, steps), 0)
-    accumulators = [opt._accumulated_gradients[opt._get_variable_index(v)] for v in variables]
+    counter = _seam.micro_iterations(opt)
+    is_update = tf.equal(tf.math.floormod(tf.cast(counter, "int64") + 1, steps), 0)
+    held = _seam.accumulators(opt)
+    accumulators = [held[_seam.variable_index(opt, v)] for v in variables]
     summed = [tf.convert_to_tensor(g) + tf.convert_to_tensor(a.value) for g, a in zip(grads, accumulators)]
-    skip = {id(a) for a in accumulators} | {id(opt._iterations)}
+    skip = {id(a) for a in accumulators} | {id(counter)}
     watched = list(variables) + [v for v in opt.variables if id(v) not in skip]
     before = [tf.identity(tf.convert_to_tensor(v.value)) for v in watched]
-    mean = opt._clip_gradients([s / steps for s in summed])
-    opt._apply_weight_decay(variables)
-    opt._backend_update_step(mean, variables, opt.learning_rate)
+    mean = _seam.clip_gradients(opt, [s / steps for s in summed])
+    _seam.apply_weight_decay(opt, variables)
+    _seam.backend_update_step(opt, mean, variables, opt.learning_rate)
 
     def keep(var: Any, old: Any, update: Any) -> Any:
         return var.assign(tf.where(update, tf.convert_to_tensor(var), old))
@@ -1057,6 +1073,8 @@ def _accumulate_replicated(opt: Any, grads: Sequence[Any], variables: Sequence[A
             distribution.extended.update(a.value, accumulate, args=(total, update), group=False)
 
     tf.distribute.get_replica_context().merge_call(merged, args=(is_update, before, summed))
+    if not _seam.KERAS_GE_3_10:  # this replaces the method that counts the micro-batch there (3.8)
+        counter.assign_add(1)
 
 
 def _replicated_apply(opt: Any, original: Callable, grads: Any, variables: Any) -> Any:
@@ -1069,13 +1087,10 @@ def install_replicated_accumulation(opt: Any) -> None:
     """Give ``opt`` (TensorFlow backend) gradient accumulation that runs under a ``tf.distribute``
     strategy with several replicas (:func:`_accumulate_replicated`), in every fit, with or without
     the engine; elsewhere Keras' own."""
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow" or _seam.optimizer_wrapped(opt, "apply_gradients", (_replicated_apply,)):
         return
-    current = opt.__dict__.get("_backend_apply_gradients")
-    if isinstance(current, functools.partial) and current.func is _replicated_apply:
-        return
-    object.__setattr__(opt, "_backend_apply_gradients",
-                       functools.partial(_replicated_apply, opt, opt._backend_apply_gradients))
+    original = _seam.optimizer_methods(opt)["apply_gradients"]
+    _seam.wrap_optimizer(opt, apply_gradients=functools.partial(_replicated_apply, opt, original))
 
 
 def _float_config(original: Callable[[], dict], *args: Any) -> dict:
@@ -1108,7 +1123,7 @@ class _Hyperparameter:
 
     __hash__ = object.__hash__
 
-    def _value(self) -> Any:
+    def _tensor(self) -> Any:
         return ops.convert_to_tensor(self.variable)
 
     def __float__(self) -> float:
@@ -1120,31 +1135,31 @@ class _Hyperparameter:
         return self.variable.value
 
     def __add__(self, other: Any) -> Any:
-        return self._value() + other
+        return self._tensor() + other
 
     def __radd__(self, other: Any) -> Any:
-        return other + self._value()
+        return other + self._tensor()
 
     def __sub__(self, other: Any) -> Any:
-        return self._value() - other
+        return self._tensor() - other
 
     def __rsub__(self, other: Any) -> Any:
-        return other - self._value()
+        return other - self._tensor()
 
     def __mul__(self, other: Any) -> Any:
-        return self._value() * other
+        return self._tensor() * other
 
     def __rmul__(self, other: Any) -> Any:
-        return other * self._value()
+        return other * self._tensor()
 
     def __truediv__(self, other: Any) -> Any:
-        return self._value() / other
+        return self._tensor() / other
 
     def __rtruediv__(self, other: Any) -> Any:
-        return other / self._value()
+        return other / self._tensor()
 
     def __neg__(self) -> Any:
-        return -self._value()
+        return -self._tensor()
 
 
 if keras.backend.backend() == "tensorflow":
@@ -1190,7 +1205,7 @@ def _weight_decay(engine: Engine, opt: Any, original: Callable, variables: Any) 
             if factor == 1.0 or not _lr_is_variable(opt):
                 original(vs)
                 return
-            lr_var = opt._learning_rate
+            lr_var = lr_variable(opt)
             base = ops.convert_to_tensor(lr_var)
             lr_var.assign(base * factor)
             original(vs)
@@ -1223,7 +1238,7 @@ def _stateless_apply(engine: Engine, opt: Any, original: Callable, optimizer_var
     """JAX: the optimizer is built on every variable the plan trains, the train state holds the ones
     trainable now. The frozen ones go in with their values and zero gradients and get no update
     (:func:`_buckets`); the update of the trainable ones comes back in the model's order."""
-    built = list(opt._trainable_variables)
+    built = _seam.trainable_variables_of(opt)
     current = list(engine.model.trainable_variables)
     if len(trainable_variables) == len(built) or len(current) != len(trainable_variables):
         return original(optimizer_variables, grads, trainable_variables)
@@ -1267,12 +1282,10 @@ def _jax_train_step(engine: Engine, original: Callable, state: Any, data: Any) -
     nts = list(model.non_trainable_variables)
     forward = [p for p in engine.trace.params if p.forward]
     if forward and engine.trace.offset is not None:
-        from keras.src.backend.common.stateless_scope import StatelessScope
-
         non_trainable = list(non_trainable)
         where = {id(v): k for k, v in enumerate(nts)}
         opt = engine.model.optimizer
-        with StatelessScope(state_mapping=list(zip(opt.variables, optimizer_values))):
+        with keras.StatelessScope(state_mapping=list(zip(opt.variables, optimizer_values))):
             index = ops.clip(_iteration(inner_optimizer(opt)) - engine.trace.offset, 0, engine.trace.window - 1)
             for param in forward:
                 k = where.get(id(param.variable))
@@ -1288,4 +1301,4 @@ def _jax_train_step(engine: Engine, original: Callable, state: Any, data: Any) -
 _ENGINE_WRAPPERS = (_apply_gradients, _update_step, _weight_decay, _stateless_apply)
 
 __all__ = ["Engine", "Param", "check_distributed_execution", "inner_optimizer", "install_replicated_accumulation",
-           "replicas", "variable_scope"]
+           "lr_variable", "micro_count", "replicas", "variable_scope"]

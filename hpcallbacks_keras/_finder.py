@@ -25,12 +25,13 @@ from keras import ops
 from hpcallbacks import _checks as check
 from hpcallbacks import finder as F
 
-from ._engine import Engine, _fill_lr, _lr_is_variable, inner_optimizer
+from . import _seam
+from ._engine import Engine, _fill_lr, _lr_is_variable, inner_optimizer, lr_variable, micro_count
 
 __all__ = ["LRFinder"]
 
 log = logging.getLogger("hpcallbacks")
-_BACKEND = keras.backend.backend()
+_BACKEND = _seam.BACKEND
 
 
 class LRFinder(F.FinderBase, keras.callbacks.Callback):
@@ -155,7 +156,7 @@ def _checked_optimizer(model: Any) -> Any:
     opt = inner_optimizer(model.optimizer)
     if not _lr_is_variable(opt):
         raise ValueError(f"model.optimizer: LRFinder sets the learning rate of every trial update, but the optimizer "
-                         f"was compiled with learning_rate={opt._learning_rate!r}, a schedule object; compile with a "
+                         f"was compiled with learning_rate={_seam.lr_object(opt)!r}, a schedule object; compile with a "
                          f"float, e.g. {type(opt).__name__}(learning_rate=1e-3)")
     return opt
 
@@ -164,10 +165,8 @@ class _Batches:
     """The batches of ``fit``-style data, in order, started again when they run out."""
 
     def __init__(self, x: Any, y: Any, sample_weight: Any, batch_size: int | None) -> None:
-        from keras.src.trainers.data_adapters import get_data_adapter
-
         try:
-            self.adapter = get_data_adapter(x, y, sample_weight, batch_size=batch_size, shuffle=False)
+            self.adapter = _seam.data_adapter(x, y, sample_weight, batch_size)
         except (ValueError, TypeError) as e:
             raise ValueError(f"x: LRFinder.run takes the data fit takes; {e}") from None
         self.it: Iterator[Any] = iter(self.adapter.get_numpy_iterator())
@@ -207,11 +206,7 @@ class _Batches:
 
 def _build(model: Any, batch: tuple) -> None:
     """Create the model's, metrics' and optimizer's variables before they are copied (what fit does)."""
-    strategy = getattr(model, "_distribute_strategy", None)
-    if strategy is not None and hasattr(model, "_maybe_symbolic_build"):
-        model._maybe_symbolic_build(data_batch=batch)
-    else:
-        model._symbolic_build(data_batch=batch)
+    _seam.symbolic_build(model, batch)
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
 
@@ -254,10 +249,10 @@ def _loss_of(logs: Any) -> float:
 def _align(opt: Any, acc: int) -> None:
     """Start the test on an update boundary: an optimizer stopped inside an accumulation (restored afterwards)
     drops its partial sum, so trial update 0 has ``acc`` micro-batches of its own."""
-    micro = int(np.asarray(ops.convert_to_numpy(opt._iterations)))
+    micro = micro_count(opt)
     if acc > 1 and micro % acc:
-        opt._iterations.assign(micro - micro % acc)
-        for g in opt._accumulated_gradients:
+        _seam.micro_iterations(opt).assign(micro - micro % acc)
+        for g in _seam.accumulators(opt):
             g.assign(ops.zeros(g.shape, g.dtype))
 
 
@@ -265,7 +260,7 @@ def _set_lr(opt: Any, lr: float) -> None:
     if _BACKEND == "torch":
         _fill_lr(opt, lr)
     else:
-        opt._learning_rate.assign(lr)
+        lr_variable(opt).assign(lr)
 
 
 def _copy(variable: Any) -> Any:
@@ -278,14 +273,12 @@ class _Snapshot:
     """Device-side copies of every variable the test can change, and the global RNG states."""
 
     def __init__(self, model: Any) -> None:
-        from keras.src.backend.common import global_state
-
         opt = model.optimizer
         found: dict[int, Any] = {}
         groups = [model.variables, model.metrics_variables, opt.variables, inner_optimizer(opt).variables]
-        seeds = global_state.get_global_attribute("global_seed_generator")
+        seeds = _seam.global_seed_state()
         if seeds is not None:
-            groups.append([seeds.state])
+            groups.append([seeds])
         for group in groups:
             for v in group:
                 found.setdefault(id(v), v)

@@ -13,6 +13,8 @@ from typing import Any
 
 import keras
 
+from . import _seam
+
 __all__ = ["Group", "discover_groups", "resolve_groups", "left_out_layers", "batch_norm_layers", "hold_inference",
            "release_inference"]
 
@@ -77,7 +79,7 @@ def _all_layers(model: Any) -> list[Any]:
                 walk(layer)
 
     walk(model)
-    for layer in model._flatten_layers(include_self=False):  # layers reachable only as attributes
+    for layer in _seam.flatten_layers(model, include_self=False):  # layers reachable only as attributes
         if id(layer) not in seen:
             seen.add(id(layer))
             out.append(layer)
@@ -145,25 +147,16 @@ def resolve_groups(model: Any, groups: Sequence[Any] | None) -> list[Group]:
     return out
 
 
-def _own_weights(layer: Any) -> list[Any]:
-    """The weights a layer holds itself (not through its sublayers)."""
-    own = list(getattr(layer, "_trainable_variables", None) or []) + \
-        list(getattr(layer, "_non_trainable_variables", None) or [])
-    if not own and not getattr(layer, "_layers", None):
-        own = list(layer.weights)
-    return own
-
-
 def left_out_layers(model: Any, groups: Sequence[Group]) -> list[str]:
     """The names of the layers of ``model`` (nested ones included) holding weights in none of
     ``groups``: ``groups=`` that leaves them out is refused (they would train in every stage)."""
     covered = {id(w) for g in groups for w in g.weights}
-    return [layer.name for layer in _all_layers(model) if any(id(w) not in covered for w in _own_weights(layer))]
+    return [layer.name for layer in _all_layers(model) if any(id(w) not in covered for w in _seam.own_weights(layer))]
 
 
 def batch_norm_layers(layer: Any) -> list[Any]:
     """The BatchNormalization layers in ``layer`` (itself included)."""
-    found = [sub for sub in layer._flatten_layers(include_self=True)
+    found = [sub for sub in _seam.flatten_layers(layer, include_self=True)
              if isinstance(sub, keras.layers.BatchNormalization)]
     return found
 

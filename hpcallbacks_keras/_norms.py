@@ -15,6 +15,7 @@ import keras
 
 from hpcallbacks.norms import NormSwap
 
+from . import _seam
 from ._engine import variable_scope
 
 __all__ = ["FrozenBatchNormalization", "swap_norms", "layers_to_swap", "skip_entries", "unskipped"]
@@ -59,8 +60,8 @@ def unskipped(model: Any, layers: Sequence[Any], skip: Any) -> list[Any]:
     """``layers`` of ``model`` without those ``skip`` names (the rule of :func:`swap_norms`)."""
     names, skip_layers = _entries(skip)
     plan = NormSwap("frozen", skip=tuple(names))
-    inside = {id(sub) for layer in model._flatten_layers(include_self=False) if id(layer) in skip_layers
-              for sub in layer._flatten_layers(include_self=True)}
+    inside = {id(sub) for layer in _seam.flatten_layers(model, include_self=False) if id(layer) in skip_layers
+              for sub in _seam.flatten_layers(layer, include_self=True)}
     paths = _dotted_paths(model)
     return [layer for layer in layers if not _skipped(plan, layer, skip_layers, inside, paths)]
 
@@ -81,7 +82,7 @@ def _dotted_paths(model: Any) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
 
     def walk(container: Any, prefix: str, above: frozenset[int]) -> None:
-        for layer in container._flatten_layers(include_self=False, recursive=False):
+        for layer in _seam.flatten_layers(container, include_self=False, recursive=False):
             if id(layer) in above:
                 continue
             path = prefix + layer.name
@@ -110,10 +111,10 @@ def layers_to_swap(model: Any, to: str = "group", skip: Sequence[Any] = (), grou
     """The BatchNormalization layers of ``model`` that :func:`swap_norms` would replace."""
     names, skip_layers = _entries(skip)
     plan = NormSwap(to=to, skip=tuple(names), groups=groups, eps=eps)
-    inside = {id(sub) for layer in model._flatten_layers(include_self=False) if id(layer) in skip_layers
-              for sub in layer._flatten_layers(include_self=True)}
+    inside = {id(sub) for layer in _seam.flatten_layers(model, include_self=False) if id(layer) in skip_layers
+              for sub in _seam.flatten_layers(layer, include_self=True)}
     paths = _dotted_paths(model)
-    return [layer for layer in model._flatten_layers(include_self=False)
+    return [layer for layer in _seam.flatten_layers(model, include_self=False)
             if _swappable(layer, to) and not _skipped(plan, layer, skip_layers, inside, paths)]
 
 
@@ -151,8 +152,7 @@ def swap_norms(model: Any, to: str = "group", skip: Sequence[Any] = (), groups: 
     """
     names, skip_layers = _entries(skip)
     plan = NormSwap(to=to, skip=tuple(names), groups=groups, eps=eps)
-    if not isinstance(model, keras.Sequential) and not (isinstance(model, keras.Model)
-                                                        and hasattr(model, "_nodes_by_depth")):
+    if not isinstance(model, keras.Sequential) and not _seam.is_functional(model):
         raise ValueError(f"model must be a Sequential or Functional Keras model (a subclassed model has no graph "
                          f"to rewrite: replace its layers in its own code); got {type(model).__name__}")
     if not model.built:

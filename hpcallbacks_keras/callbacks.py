@@ -23,6 +23,7 @@ continues in the same way.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -36,8 +37,9 @@ from hpcallbacks import schedules as S
 from hpcallbacks._checks import ArgumentChecked, checked_init
 from hpcallbacks.plans import BN_POLICIES, LRFactors
 
-from ._engine import Engine, RunState, callback_list_of, foreign_controllers
+from ._engine import Engine, RunState, foreign_controllers
 from ._groups import batch_norm_layers, resolve_groups
+from ._seam import callback_list_of, callback_model
 
 __all__ = ["HPCallback", "LearningRateSchedule", "ReduceOnPlateau", "StagedUnfreeze", "DiscriminativeLR",
            "FreezeBatchNorm", "SwapNorm", "BatchRamp"]
@@ -48,13 +50,40 @@ def _warn(message: str | None) -> None:
         warnings.warn(message, R.RunWarning, stacklevel=3)
 
 
+def _public_class(callback: Any) -> str | None:
+    """The hpcallbacks_keras class ``callback`` is an instance of (a user's subclass counts as its base)."""
+    for klass in type(callback).__mro__:
+        if klass.__module__.startswith("hpcallbacks_keras") and not klass.__name__.startswith("_"):
+            return klass.__name__
+    return None
+
+
+def refuse_repeats(callback: Any) -> None:
+    """The contract's one ``ValueError`` for an hpcallbacks class given twice to this fit
+    (:func:`hpcallbacks.run.refuse_repeats`), read from the ``CallbackList`` calling ``callback``
+    now (``set_model``, the first hook Keras calls, before anything trains)."""
+    found = callback_list_of(callback)
+    if found is not None:
+        R.refuse_repeats([name for name in map(_public_class, found.callbacks) if name is not None])
+
+
 def keras_only(cls: type) -> type:
     """``cls`` (a Keras callback class) refuses another framework's loop at its first hook
-    (:func:`hpcallbacks.run.guard_hooks`: ``TypeError`` naming the import to use) and a wrong
-    keyword (:class:`hpcallbacks._checks.ArgumentError`). Hooks the class defines itself are kept."""
+    (:func:`hpcallbacks.run.guard_hooks`: ``TypeError`` naming the import to use), a wrong
+    keyword (:class:`hpcallbacks._checks.ArgumentError`) and a second instance of its class in
+    the same fit (:func:`refuse_repeats`, at ``set_model``). Hooks the class defines itself are kept."""
     for name, guard in R.guard_hooks("keras").items():
         if not any(name in klass.__dict__ for klass in cls.__mro__ if klass is not object):
             setattr(cls, name, guard)
+    set_model = cls.set_model
+    if not getattr(set_model, "_refuses_repeats", False):
+        @functools.wraps(set_model)
+        def checked_set_model(self: Any, model: Any) -> None:
+            refuse_repeats(self)
+            set_model(self, model)
+
+        checked_set_model._refuses_repeats = True  # type: ignore[attr-defined]
+        cls.set_model = checked_set_model  # type: ignore[method-assign]
     checked_init(cls)
     return cls
 
@@ -64,7 +93,7 @@ class HPCallback(ArgumentChecked, keras.callbacks.Callback):
 
     When ``fit`` builds its callback list, each hpcallbacks callback joins its peers of the list
     (Keras gives callbacks no handle on each other: the list is found on the call stack, see
-    :func:`hpcallbacks_keras._engine.callback_list_of`) and the list is reordered with the
+    :func:`hpcallbacks_keras._seam.callback_list_of`) and the list is reordered with the
     hpcallbacks callbacks first, so the epoch logs they add reach every callback of the fit. At
     ``on_train_begin`` the contract composes them (:func:`hpcallbacks.run.compose`; Keras'
     ``LearningRateScheduler`` / ``ReduceLROnPlateau`` in the same fit are foreign controllers) and
@@ -96,7 +125,7 @@ class HPCallback(ArgumentChecked, keras.callbacks.Callback):
 
     def set_params(self, params: Any) -> None:
         super().set_params(params)
-        if getattr(self, "_model", None) is not None:
+        if callback_model(self) is not None:
             self._join(callback_list_of(self))
 
     def _join(self, callback_list: Any) -> None:
@@ -105,7 +134,7 @@ class HPCallback(ArgumentChecked, keras.callbacks.Callback):
             self.engine.join(self)
             return
         callbacks = list(callback_list.callbacks)
-        ours = [cb for cb in callbacks if isinstance(cb, HPCallback) and getattr(cb, "_model", None) is self.model]
+        ours = [cb for cb in callbacks if isinstance(cb, HPCallback) and callback_model(cb) is self.model]
         self.engine.join(self, ours, foreign_controllers(callbacks))
         reordered = ours + [cb for cb in callbacks if not any(cb is o for o in ours)]
         if any(a is not b for a, b in zip(reordered, callbacks)):
@@ -139,7 +168,7 @@ class HPCallback(ArgumentChecked, keras.callbacks.Callback):
             return
         engine = self.engine
         if not engine.fit.started:
-            engine.start()
+            engine.start(epoch)
         elif (self.params or {}).get("steps") is None:
             engine.resync()
 

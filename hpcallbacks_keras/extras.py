@@ -13,8 +13,11 @@
 * :class:`TrialReporter` — the monitored metric to an Optuna trial or Ray Tune at each epoch end,
   and ``fit`` stopped when the trial is pruned (handbook H8).
 
-Keras tells callbacks neither the batch size nor the data: where a rule needs the per-device
-batch, pass ``per_device_batch_size`` (fit's ``batch_size``).
+Keras tells callbacks neither the batch size nor the data: where a rule needs the batch size, pass
+``batch_size=``, the number you pass to ``fit(batch_size=...)``: under a ``tf.distribute`` strategy
+that is the global batch, split across the replicas, as ``fit`` means it. (The Lightning and HF
+adapters take ``per_device_batch_size=``, the per-device batch their dataloaders and
+``TrainingArguments`` name; Keras keeps that keyword, meaning the per-replica batch, deprecated.)
 """
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ from hpcallbacks import schedules as S
 from hpcallbacks.advice import HyperparameterWarning
 from hpcallbacks.search import TrialReporterBase
 
-from ._engine import Engine, _to_int, inner_optimizer, install_replicated_accumulation, variable_scope
+from . import _seam
+from ._engine import Engine, inner_optimizer, install_replicated_accumulation, micro_count, variable_scope
 from .callbacks import HPCallback, keras_only
 from .callbacks import StagedUnfreeze as _StagedUnfreeze
 
@@ -44,7 +48,7 @@ __all__ = ["GradientAccumulation", "ScaleLearningRate", "LARS", "HyperparameterA
            "FineTune"]
 
 log = logging.getLogger("hpcallbacks")
-_BACKEND = keras.backend.backend()
+_BACKEND = _seam.BACKEND
 
 
 def _world_size(model: Any) -> int:
@@ -52,11 +56,45 @@ def _world_size(model: Any) -> int:
     return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
 
 
-def _per_device(value: int | None, who: str) -> int:
-    if value is None:
-        raise ValueError(f"{who}: per_device_batch_size must be given (fit's batch_size): Keras does not tell "
-                         "callbacks the batch size")
-    return check.positive_int("per_device_batch_size", value)
+def _batch_arguments(batch_size: int | None, per_device_batch_size: int | None, who: str) -> tuple[int | None,
+                                                                                                   int | None]:
+    """``(batch_size, per_device_batch_size)`` checked: at most one given; the per-device one deprecated."""
+    if batch_size is not None and per_device_batch_size is not None:
+        raise ValueError(f"{who}: batch_size={batch_size!r} and per_device_batch_size={per_device_batch_size!r} are "
+                         "both given; pass batch_size= alone (fit's batch_size: the global batch across replicas)")
+    if per_device_batch_size is not None:
+        warnings.warn(f"{who}: per_device_batch_size= is deprecated in Keras; pass batch_size=, fit's batch_size "
+                      "(the global batch across the replicas of a tf.distribute strategy, per_device_batch_size x "
+                      "replicas)", DeprecationWarning, stacklevel=4)
+        return None, check.positive_int("per_device_batch_size", per_device_batch_size)
+    return (None if batch_size is None else check.positive_int("batch_size", batch_size)), None
+
+
+def _global_batch(batch_size: int | None, per_device_batch_size: int | None, world: int, who: str) -> int:
+    """fit's batch size (global across the ``world`` replicas): the one given, checked against the batch
+    size of fit's arrays when the ``fit`` running now has arrays (:func:`hpcallbacks_keras._seam.fit_data`),
+    else that one; a ``ValueError`` when neither is known or they differ."""
+    given = per_device_batch_size * world if per_device_batch_size is not None else batch_size
+    fit_batch = _seam.fit_data()[1]
+    if given is None:
+        if fit_batch is None:
+            raise ValueError(f"{who}: batch_size must be given (fit's batch_size, e.g. {who}(..., batch_size=32) "
+                             "beside fit(dataset, ...) of batches of 32): fit was not given arrays, and Keras does "
+                             "not tell callbacks the batch size of a dataset")
+        return fit_batch
+    if fit_batch is not None and fit_batch != given:
+        shown = (f"per_device_batch_size={per_device_batch_size} x {world} replica(s) = {given}"
+                 if per_device_batch_size is not None else f"batch_size={given}")
+        raise ValueError(f"{who}: {shown}, but fit was called with batch_size={fit_batch}; pass fit's batch_size "
+                         f"(batch_size={fit_batch}, or leave it out: it is read from fit's arrays)")
+    return given
+
+
+def _per_replica(batch: int, world: int, who: str) -> int:
+    if batch % world:
+        raise ValueError(f"{who}: batch_size={batch} (fit's batch_size) is not a multiple of the {world} replicas "
+                         f"the strategy splits it across; use a multiple of {world}")
+    return batch // world
 
 
 # -- gradient accumulation -------------------------------------------------------------------------
@@ -88,11 +126,18 @@ class UpdateCountSchedule(keras.optimizers.schedules.LearningRateSchedule):
 class GradientAccumulation(keras.callbacks.Callback):
     """Reach ``target_batch_size`` samples per optimizer update by gradient accumulation (handbook H4).
 
-    Sets the optimizer's ``gradient_accumulation_steps`` to
-    :func:`hpcallbacks.batch.accumulation_steps` ``(target_batch_size, per_device_batch_size,
-    replicas)`` when fit starts (in ``set_model``, before every other callback, so schedule
-    defaults and ``BackupAndRestore`` see it); ``per_device_batch_size`` is fit's ``batch_size``
-    (Keras does not tell callbacks), replicas the ``tf.distribute`` strategy's. A target that is not
+    Sets the optimizer's ``gradient_accumulation_steps`` to ``target_batch_size / batch_size``
+    (:func:`hpcallbacks.batch.accumulation_steps` of the per-replica batch and the replicas) when
+    fit starts (in ``set_model``, before every other callback, so schedule defaults and
+    ``BackupAndRestore`` see it). ``batch_size`` (keyword-only): what you pass to
+    ``fit(batch_size=...)``; read from ``fit`` when it is given arrays (and checked against it when
+    given too), required with a dataset (Keras does not tell callbacks its batches). Under a
+    ``tf.distribute`` strategy fit's batch is global (split across the replicas), so each update reaches
+    ``target_batch_size`` samples on any number of replicas: ``GradientAccumulation(64,
+    batch_size=16)`` beside ``fit(x, y, batch_size=16)`` accumulates 4 micro-batches with 1 replica
+    or 2. ``per_device_batch_size`` (the Lightning and HF keyword: their dataloaders give a
+    per-device batch) still works in Keras, meaning the per-replica batch, with a
+    ``DeprecationWarning``; giving both is a ``ValueError``. A target that is not
     a multiple is refused (``ValueError`` naming the nearest reachable sizes) unless ``exact=False``
     (nearest, with a warning). Keras' own accumulation is right for the gradients; its one wrong
     count — a compiled Keras schedule object sees micro-batches — is corrected by wrapping it in
@@ -101,11 +146,13 @@ class GradientAccumulation(keras.callbacks.Callback):
     meaning). Updates per epoch become ``batches // steps``.
     """
 
-    def __init__(self, target_batch_size: int, exact: bool = True, per_device_batch_size: int | None = None) -> None:
+    def __init__(self, target_batch_size: int, exact: bool = True, per_device_batch_size: int | None = None, *,
+                 batch_size: int | None = None) -> None:
         super().__init__()
         self.target_batch_size = check.positive_int("target_batch_size", target_batch_size)
         self.exact = check.boolean("exact", exact)
-        self.per_device_batch_size = _per_device(per_device_batch_size, "GradientAccumulation")
+        self.batch_size, self.per_device_batch_size = _batch_arguments(batch_size, per_device_batch_size,
+                                                                       "GradientAccumulation")
         self.accumulation: B.Accumulation | None = None
 
     def set_model(self, model: Any) -> None:
@@ -113,8 +160,10 @@ class GradientAccumulation(keras.callbacks.Callback):
         if getattr(model, "optimizer", None) is None:
             raise ValueError("GradientAccumulation: compile the model with an optimizer before fit")
         world = _world_size(model)
-        acc = B.accumulation_for(self.target_batch_size, self.per_device_batch_size, world, self.exact,
-                                 f"per_device_batch_size={self.per_device_batch_size} and {world} replica(s)")
+        batch = _global_batch(self.batch_size, self.per_device_batch_size, world, "GradientAccumulation")
+        per_replica = _per_replica(batch, world, "GradientAccumulation")
+        acc = B.accumulation_for(self.target_batch_size, per_replica, world, self.exact,
+                                 f"batch_size={batch} (fit's) over {world} replica(s)")
         inexact = B.inexact_warning(acc)
         if inexact is not None:
             warnings.warn(inexact, stacklevel=2)
@@ -125,24 +174,24 @@ class GradientAccumulation(keras.callbacks.Callback):
         current = int(opt.gradient_accumulation_steps or 1)
         if current == acc.steps:
             return
-        if _to_int(opt._iterations) != 0:
+        if micro_count(opt) != 0:
             raise ValueError(f"GradientAccumulation: the optimizer already trained with {current} micro-batch(es) per "
                              f"update; switching to {acc.steps} would change what its update count means. Compile "
                              f"with gradient_accumulation_steps={acc.steps} or a fresh optimizer")
         opt.gradient_accumulation_steps = acc.steps if acc.steps > 1 else None
-        if acc.steps > 1 and opt.built and not getattr(opt, "_accumulated_gradients", None):
-            opt._accumulated_gradients = []  # what BaseOptimizer.build creates when the steps are set
+        # a train function traced before (LRFinder.run, MicroBatchFinder.run's probes, an earlier fit) has the
+        # old accumulation baked in, and fit reuses it: the next fit traces anew
+        model.make_train_function(force=True)
+        if acc.steps > 1 and opt.built and not _seam.accumulators(opt):
             with variable_scope(model):  # a tf.distribute strategy's variables are made in its scope
-                for v in opt._trainable_variables:
-                    opt._accumulated_gradients.append(
-                        opt.add_variable_from_reference(v, name="gradient_accumulator"))
-        lr = opt._learning_rate
+                _seam.create_accumulators(opt)  # what BaseOptimizer.build creates when the steps are set
+        lr = _seam.lr_object(opt)
         if isinstance(lr, UpdateCountSchedule):
             lr = lr.schedule
         if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-            opt._learning_rate = UpdateCountSchedule(lr, acc.steps) if acc.steps > 1 else lr
+            _seam.set_lr_object(opt, UpdateCountSchedule(lr, acc.steps) if acc.steps > 1 else lr)
         log.info("GradientAccumulation: %d micro-batches of %d x %d replica(s) per update = %d samples", acc.steps,
-                 self.per_device_batch_size, world, acc.effective_batch_size)
+                 per_replica, world, acc.effective_batch_size)
 
 
 # -- LR scaling ---------------------------------------------------------------------------------------
@@ -150,8 +199,11 @@ class ScaleLearningRate(HPCallback):
     """Scale the learning rate with the batch size (handbook H4; Goyal et al. 2017), with warmup.
 
     ``lr = base LR x k`` with ``k`` the core's :func:`hpcallbacks.batch.scale_learning_rate` factor
-    for the effective batch (``per_device_batch_size`` x ``gradient_accumulation_steps`` x replicas,
-    read when fit starts, so after :class:`GradientAccumulation`) against ``base_batch_size``:
+    for the effective batch (``batch_size`` x ``gradient_accumulation_steps``, read when fit starts,
+    so after :class:`GradientAccumulation`) against ``base_batch_size``; ``batch_size``
+    (keyword-only, required at fit start) is fit's ``batch_size`` (global across the replicas of a
+    ``tf.distribute`` strategy; the deprecated ``per_device_batch_size`` is per replica, as in the
+    Lightning and HF adapters):
     ``rule="linear"`` ``k = batch / base``, ``"sqrt"`` ``k = sqrt(batch / base)``. When the batch
     grows, ``k`` is reached by :func:`hpcallbacks.batch.scaling_warmup` over ``warmup_epochs``
     epochs of updates (``0``: none), rising linearly from the unscaled rate.
@@ -162,18 +214,21 @@ class ScaleLearningRate(HPCallback):
     """
 
     def __init__(self, base_batch_size: int, rule: str = "linear", warmup_epochs: float = 5.0, *,
-                 per_device_batch_size: int | None = None) -> None:
+                 per_device_batch_size: int | None = None, batch_size: int | None = None) -> None:
         super().__init__()
         self.base_batch_size, self.rule, self.warmup_epochs = B.scaling_options(base_batch_size, rule, warmup_epochs)
-        self.per_device_batch_size = _per_device(per_device_batch_size, "ScaleLearningRate")
-        self.batch_size: int | None = None
+        self.fit_batch_size, self.per_device_batch_size = _batch_arguments(batch_size, per_device_batch_size,
+                                                                           "ScaleLearningRate")
+        self.batch_size: int | None = None  # the effective batch, when fit starts
         self.factor: S.Schedule | None = None
 
     _role = "modifier"  # the run contract's role: a factor of the update count multiplying the LR
 
     def prepare(self, engine: Engine) -> None:
         engine.require_variable_lr("ScaleLearningRate")
-        self.batch_size = self.per_device_batch_size * engine.accumulation * _world_size(self.model)
+        batch = _global_batch(self.fit_batch_size, self.per_device_batch_size, _world_size(self.model),
+                              "ScaleLearningRate")
+        self.batch_size = batch * engine.accumulation
         k = B.scale_learning_rate(1.0, self.base_batch_size, self.batch_size, self.rule)
         steps = engine.steps_per_epoch("ScaleLearningRate", required=self.warmup_epochs > 0 and k > 1)
         self.factor = B.scaling_warmup(S.Constant(k), self.base_batch_size, self.batch_size, steps or 1,
@@ -238,7 +293,7 @@ class LARS(keras.optimizers.Optimizer):
                 ratio = ops.where(lr > 0, ops.minimum(ratio / ops.maximum(lr, 1e-30), 1.0), ratio)
             d = (g + decay * w) * ratio if decay else g * ratio
         if self.momentum:
-            buf = self.momentums[self._get_variable_index(variable)]
+            buf = self.momentums[_seam.variable_index(self, variable)]
             self.assign(buf, self.momentum * buf + d)
             d = d + self.momentum * buf if self.nesterov else buf
         self.assign_sub(variable, lr * d)
@@ -267,12 +322,12 @@ def optimizer_kind(optimizer: Any) -> str | None:
 
 
 def dropout_rates(model: Any) -> list[float]:
-    return [float(layer.rate) for layer in model._flatten_layers(include_self=False)
+    return [float(layer.rate) for layer in _seam.flatten_layers(model, include_self=False)
             if isinstance(layer, keras.layers.Dropout) and float(layer.rate) > 0]
 
 
 def kernel_sizes(model: Any) -> list[tuple[int, int]]:
-    return [tuple(int(k) for k in layer.kernel_size) for layer in model._flatten_layers(include_self=False)
+    return [tuple(int(k) for k in layer.kernel_size) for layer in _seam.flatten_layers(model, include_self=False)
             if isinstance(layer, keras.layers.Conv2D)]
 
 
@@ -284,8 +339,9 @@ class HyperparameterAdvisor(A.AdvisorBase, keras.callbacks.Callback):
     ``"adamw"``, :class:`LARS` -> SGD's; others: only batch size, dropout and kernels), the learning
     rate (the peak of the hpcallbacks LR schedule over the run, else the compiled rate),
     ``momentum`` or ``beta_1`` / ``beta_2`` / ``epsilon``, ``weight_decay``, the effective batch
-    (``per_device_batch_size`` x accumulation x replicas; not checked when not given: Keras does not
-    tell callbacks the batch size), the rate of every Dropout layer and the kernel sizes of
+    (``batch_size`` x accumulation; ``batch_size`` is read from ``fit`` when it is given arrays, and
+    not checked when neither gives it: Keras does not tell callbacks a dataset's batch size), the
+    rate of every Dropout layer and the kernel sizes of
     ``Conv2D`` layers, and runs :func:`hpcallbacks.advice.check`. ``fine_tuning=None`` means
     "fine-tuning when a StagedUnfreeze or DiscriminativeLR is in the fit".
 
@@ -293,19 +349,20 @@ class HyperparameterAdvisor(A.AdvisorBase, keras.callbacks.Callback):
     ``ValueError`` listing the warnings instead, before any update. ``.findings`` and ``.values``
     stay on the callback.
 
-    ``per_device_batch_size`` (keyword-only, Keras only): fit's ``batch_size``. The torch adapters
-    read the batch from the train dataloader / ``TrainingArguments``; Keras gives callbacks
-    neither the data nor the batch size, so the effective batch can only be checked when it is
-    given here.
+    ``batch_size`` (keyword-only, Keras only): fit's ``batch_size`` (global across the replicas of
+    a ``tf.distribute`` strategy; ``per_device_batch_size``, per replica, is deprecated). The torch
+    adapters read the batch from the train dataloader / ``TrainingArguments``; Keras gives
+    callbacks neither the data nor the batch size, so the effective batch can only be checked when
+    it is given here.
     """
 
     def __init__(self, strict: bool = False, fine_tuning: bool | None = None,
-                 from_scratch_learning_rate: float | None = None, *,
+                 from_scratch_learning_rate: float | None = None, *, batch_size: int | None = None,
                  per_device_batch_size: int | None = None) -> None:
         super().__init__()
         self._init_advisor(strict, fine_tuning, from_scratch_learning_rate)
-        self.per_device_batch_size = (None if per_device_batch_size is None
-                                      else check.positive_int("per_device_batch_size", per_device_batch_size))
+        self.batch_size, self.per_device_batch_size = _batch_arguments(batch_size, per_device_batch_size,
+                                                                       "HyperparameterAdvisor")
         self.findings: list[A.Finding] = []
         self.values: dict[str, Any] = {}
         self._done = False
@@ -329,11 +386,11 @@ class HyperparameterAdvisor(A.AdvisorBase, keras.callbacks.Callback):
         engine = self.model.__dict__.get("_hpcallbacks_engine")
         if fit is not None and engine.table_mode:
             steps = engine.steps_per_epoch("HyperparameterAdvisor", required=False)
-            start = _to_int(opt.iterations)
+            start = int(ops.convert_to_numpy(opt.iterations))
             end = steps * engine.epochs() if steps else start + 10_000
             stride = max(1, (end - start) // 10_000)
             return max(engine.lr_at(t) for t in range(start, max(end, start + 1), stride))
-        lr = opt._learning_rate
+        lr = _seam.lr_object(opt)
         if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
             return float(ops.convert_to_numpy(lr(0)))
         return float(ops.convert_to_numpy(opt.learning_rate))
@@ -357,9 +414,10 @@ class HyperparameterAdvisor(A.AdvisorBase, keras.callbacks.Callback):
         else:
             log.info("HyperparameterAdvisor: %s is not in the handbook's table; checking batch size, dropout and "
                      "kernels only", type(opt).__name__)
-        if self.per_device_batch_size is not None:
-            values["batch_size"] = self.per_device_batch_size * int(opt.gradient_accumulation_steps or 1) * \
-                _world_size(model)
+        if self.batch_size is not None or self.per_device_batch_size is not None or _seam.fit_data()[1]:
+            batch = _global_batch(self.batch_size, self.per_device_batch_size, _world_size(model),
+                                  "HyperparameterAdvisor")
+            values["batch_size"] = batch * int(opt.gradient_accumulation_steps or 1)
         values["dropout_rates"] = dropout_rates(model)
         values["kernel_sizes"] = kernel_sizes(model)
         fine = self.fine_tuning
@@ -493,7 +551,7 @@ class MicroBatchFinder(keras.callbacks.Callback):
             raise ValueError("model: compile a keras.Model with an optimizer and a loss before MicroBatchFinder.run")
         world = _world_size(model)
         head = _Batches(x, y, sample_weight, 1)
-        if type(head.adapter).__name__ != "ArrayDataAdapter":
+        if not _seam.is_array_adapter(head.adapter):
             raise ValueError(f"x: MicroBatchFinder.run takes arrays, which fit batches with its batch_size; a "
                              f"{type(x).__name__} brings its own batches (batch it with the micro-batch yourself)")
         layers = _plan_layers(model, list(callbacks or ()))
@@ -504,7 +562,7 @@ class MicroBatchFinder(keras.callbacks.Callback):
             for layer in layers:
                 layer.trainable = True
             missing = [v.path for layer in layers for v in layer.trainable_weights
-                       if opt.built and opt._var_key(v) not in getattr(opt, "_trainable_variables_indices", {})]
+                       if opt.built and not _seam.holds_variable(opt, v)]
             if missing:
                 raise ValueError(f"MicroBatchFinder: the optimizer was built without {sorted(missing)[:8]}, which the "
                                  "StagedUnfreeze plan trains: compile with those layers trainable (StagedUnfreeze "
@@ -542,8 +600,7 @@ class MicroBatchFinder(keras.callbacks.Callback):
 
     def _accumulate(self, model: Any) -> None:
         assert self.result is not None
-        GradientAccumulation(self.target_batch_size, per_device_batch_size=self.result.micro_batch_size).set_model(
-            model)
+        GradientAccumulation(self.target_batch_size, batch_size=self.batch_size).set_model(model)
 
     def set_model(self, model: Any) -> None:
         if self.result is None:
@@ -624,25 +681,9 @@ del _cls
 # ----------------------------------------------------------------------------------------------
 # the whole fine-tuning recipe (handbook H2, H3, H4, H5)
 def _fit_data(depth: int = 24) -> tuple[int | None, int | None]:
-    """(samples, batch size) of the arrays of the ``fit`` calling now: its ``epoch_iterator``'s data adapter
-    (Keras gives callbacks no handle on the data), or ``(None, None)`` (a dataset or generator)."""
-    import sys
-
-    frame = sys._getframe(1)
-    try:
-        for _ in range(depth):
-            if frame is None:
-                break
-            adapter = getattr(frame.f_locals.get("epoch_iterator"), "data_adapter", None)
-            if adapter is not None:
-                samples = getattr(adapter, "_num_samples", None)
-                batch = getattr(adapter, "_batch_size", None) or getattr(adapter, "batch_size", None)
-                return (int(samples) if isinstance(samples, int) else None,
-                        int(batch) if isinstance(batch, int) else None)
-            frame = frame.f_back
-        return None, None
-    finally:
-        del frame
+    """(samples, batch size) of the arrays of the ``fit`` calling now (:func:`hpcallbacks_keras._seam.fit_data`),
+    or ``(None, None)`` (a dataset or generator)."""
+    return _seam.fit_data(depth)
 
 
 class FineTune(_StagedUnfreeze):
@@ -717,7 +758,7 @@ class FineTune(_StagedUnfreeze):
         kind = optimizer_kind(type(opt).__name__, float(momentum) if isinstance(momentum, (int, float)) else 0.0,
                               bool(getattr(opt, "nesterov", False)))
         norms = any(isinstance(layer, keras.layers.BatchNormalization)
-                    for layer in self.model._flatten_layers(include_self=False))
+                    for layer in _seam.flatten_layers(self.model, include_self=False))
         self.recipe = Recipe(num_samples=samples, num_groups=len(groups), epochs=engine.epochs(), steps_per_epoch=spe,
                              similar=self.similar, optimizer=kind, learning_rate=self.learning_rate, batch_size=batch,
                              batch_norm=norms, large_threshold=self.large_threshold, head_epochs=self.head_epochs)

@@ -275,8 +275,7 @@ def _outcome(row: Row, tmp_path, strat: Any) -> Outcome:
 def _callbacks(row: Row, strat: Any) -> list:
     callbacks = row.callbacks(A, other)
     if strat is not None and row.accumulation > 1:
-        callbacks.append(A.GradientAccumulation(BATCH * row.accumulation,
-                                                per_device_batch_size=BATCH // strat.num_replicas_in_sync))
+        callbacks.append(A.GradientAccumulation(BATCH * row.accumulation, batch_size=BATCH))  # fit's, global
     return callbacks
 
 

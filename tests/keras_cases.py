@@ -603,14 +603,14 @@ def test_gradient_accumulation_sets_keras_steps_and_corrects_its_schedule_count(
 
     model, opt = _recording_model(keras.optimizers.schedules.ExponentialDecay(1.0, decay_steps=1, decay_rate=0.5))
     model.fit(X[:16], Y[:16], batch_size=4, epochs=1, verbose=0, shuffle=False,
-              callbacks=[GradientAccumulation(8, per_device_batch_size=4)])
+              callbacks=[GradientAccumulation(8, batch_size=4)])
     assert opt.gradient_accumulation_steps == 2 and isinstance(opt._learning_rate, UpdateCountSchedule)
     assert iterations(model) == 2
     assert ops.convert_to_numpy(opt.rec_lr)[:2, 0].tolist() == [1.0, 0.5]  # per update, not micro-batch
     # with an hpcallbacks schedule: the defaults count updates (3 per epoch of 6 batches)
     model, opt = _recording_model(0.2)
     cb = CosineRestart()
-    model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[cb, GradientAccumulation(8, per_device_batch_size=4)])
+    model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[cb, GradientAccumulation(8, batch_size=4)])
     assert cb.schedule.first_decay_steps == 3 and iterations(model) == 6
     np.testing.assert_allclose(ops.convert_to_numpy(opt.rec_lr)[:6, 0], [cb.schedule(t) for t in range(6)], rtol=1e-6)
 
@@ -618,15 +618,116 @@ def test_gradient_accumulation_sets_keras_steps_and_corrects_its_schedule_count(
 def test_gradient_accumulation_bad_input():
     from hpcallbacks_keras import GradientAccumulation
 
-    with pytest.raises(ValueError, match="per_device_batch_size must be given"):
-        GradientAccumulation(64)
     model = mlp()
     model.compile(keras.optimizers.SGD(0.1), "mse")
+    data = tf_free_batches(X, Y, 4)
+    with pytest.raises(ValueError, match=r"GradientAccumulation: batch_size must be given \(fit's batch_size"):
+        model.fit(data, verbose=0, callbacks=[GradientAccumulation(64)])  # at fit start: Keras hides the batches
+    with pytest.raises(ValueError, match="batch_size=8, but fit was called with batch_size=4"):
+        model.fit(X, Y, batch_size=4, verbose=0, callbacks=[GradientAccumulation(64, batch_size=8)])
+    with pytest.raises(ValueError, match="batch_size=8 and per_device_batch_size=4 are both given"):
+        GradientAccumulation(64, per_device_batch_size=4, batch_size=8)
     with pytest.raises(ValueError, match="nearest reachable: 8 or 12"):
-        model.fit(X, Y, batch_size=4, verbose=0, callbacks=[GradientAccumulation(10, per_device_batch_size=4)])
+        model.fit(X, Y, batch_size=4, verbose=0, callbacks=[GradientAccumulation(10, batch_size=4)])
+    assert iterations(model) == 0
     model.fit(X, Y, batch_size=4, verbose=0)
     with pytest.raises(ValueError, match="already trained"):
-        model.fit(X, Y, batch_size=4, verbose=0, callbacks=[GradientAccumulation(8, per_device_batch_size=4)])
+        model.fit(X, Y, batch_size=4, verbose=0, callbacks=[GradientAccumulation(8, batch_size=4)])
+
+
+def tf_free_batches(x, y, batch):
+    """A ``keras.utils.PyDataset`` of ``(x, y)`` batches (any backend): data whose batch size fit does not know."""
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return len(x) // batch
+
+        def __getitem__(self, i):
+            return x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+
+    return Batches()
+
+
+def test_gradient_accumulation_reads_fits_batch_size_from_its_arrays():
+    from hpcallbacks_keras import GradientAccumulation
+
+    model, opt = _recording_model(0.1)
+    model.fit(X[:16], Y[:16], batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[GradientAccumulation(8)])
+    assert opt.gradient_accumulation_steps == 2 and iterations(model) == 2
+    model, opt = _recording_model(0.1)
+    model.fit(tf_free_batches(X[:16], Y[:16], 4), epochs=1, verbose=0,
+              callbacks=[GradientAccumulation(8, batch_size=4)])
+    assert opt.gradient_accumulation_steps == 2 and iterations(model) == 2
+
+
+def test_per_device_batch_size_still_works_deprecated():
+    from hpcallbacks_keras import GradientAccumulation, HyperparameterAdvisor, ScaleLearningRate
+
+    for cls, args in ((GradientAccumulation, (8,)), (ScaleLearningRate, (4,)), (HyperparameterAdvisor, ())):
+        with pytest.warns(DeprecationWarning, match=f"{cls.__name__}: per_device_batch_size= is deprecated in "
+                                                    "Keras; pass batch_size="):
+            cls(*args, per_device_batch_size=4)
+    model, opt = _recording_model(0.1)
+    with pytest.warns(DeprecationWarning):
+        accumulation = GradientAccumulation(8, per_device_batch_size=4)
+    model.fit(X[:16], Y[:16], batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[accumulation])
+    assert opt.gradient_accumulation_steps == 2 and iterations(model) == 2  # one replica: the same number
+
+
+def test_gradient_accumulation_after_a_traced_train_function():
+    """Issue 20, defect 1: a train function traced before (here by LRFinder.run's trial updates, which restore the
+    model) has the old accumulation baked in on a graph backend and fit reuses it; the accumulation set at
+    fit's start applies there."""
+    from hpcallbacks_keras import GradientAccumulation, LRFinder
+
+    def run(by_hand):
+        keras.utils.set_random_seed(0)
+        model = mlp()
+        model.compile(keras.optimizers.SGD(0.1, gradient_accumulation_steps=3 if by_hand else None), "mse")
+        LRFinder(max_lr=1.0, num_steps=4, skip_start=0, skip_end=0).run(model, X, Y, batch_size=4)  # traces the step
+        callbacks = [] if by_hand else [GradientAccumulation(12, batch_size=4)]
+        model.fit(X, Y, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=callbacks)
+        return model
+
+    hand, callback = run(True), run(False)
+    assert iterations(callback) == iterations(hand) == 4
+    for a, b in zip(hand.get_weights(), callback.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_resume_without_the_optimizer_built_is_refused(tmp_path):
+    """Issue 20, defect 12: Keras skips the optimizer's state when it is not built before load_weights; the run
+    state saved with the weights says update 6, the optimizer 0: resuming is refused, a new run from the
+    weights warns."""
+    import warnings
+
+    plan = FreezePlan.gradual(every_epochs=1)
+    model = mlp()
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    with pytest.warns(hp.RunWarning, match="this run ends after update 6"):
+        model.fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[StagedUnfreeze(plan)])
+    path = str(tmp_path / "run.weights.h5")
+    model.save_weights(path)
+
+    def loaded(build):
+        again = mlp()
+        again.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+        if build:
+            again.optimizer.build(again.trainable_variables)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras: "Skipping variable loading for optimizer ..."
+            again.load_weights(path)
+        return again
+
+    with pytest.raises(ValueError, match=r"saved at update 6, but the optimizer is at update 0.*"
+                                         r"model.optimizer.build\(model.trainable_variables\)"):
+        loaded(False).fit(X, Y, batch_size=8, epochs=4, initial_epoch=2, verbose=0, callbacks=[StagedUnfreeze(plan)])
+    fresh = loaded(False)
+    with pytest.warns(hp.RunWarning, match="starts afresh at update 0"):
+        fresh.fit(X, Y, batch_size=8, epochs=3, verbose=0, callbacks=[StagedUnfreeze(plan)])
+    resumed = loaded(True)  # as documented: trains on from update 6, every group trainable
+    resumed.fit(X, Y, batch_size=8, epochs=3, initial_epoch=2, verbose=0, callbacks=[StagedUnfreeze(plan)])
+    assert iterations(resumed) == 9 and all(resumed.get_layer(n).trainable for n in ("g0", "g1", "g2"))
 
 
 def test_scale_learning_rate_with_warmup_and_a_schedule():
@@ -635,7 +736,7 @@ def test_scale_learning_rate_with_warmup_and_a_schedule():
 
     model, opt = _recording_model(0.1)
     model.fit(X, Y, batch_size=8, epochs=2, verbose=0,
-              callbacks=[ScaleLearningRate(4, warmup_epochs=1, per_device_batch_size=8)])
+              callbacks=[ScaleLearningRate(4, warmup_epochs=1, batch_size=8)])
     factor = scaling_warmup(hp.Constant(2.0), 4, 8, steps_per_epoch=3, warmup_epochs=1)
     np.testing.assert_allclose(ops.convert_to_numpy(opt.rec_lr)[:6, 0], [0.1 * factor(t) for t in range(6)],
                                rtol=1e-6)
@@ -643,7 +744,7 @@ def test_scale_learning_rate_with_warmup_and_a_schedule():
     model, opt = _recording_model(0.1)
     sched = hp.CosineDecay(0.1, decay_steps=6)
     model.fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[
-        LearningRateSchedule(sched), ScaleLearningRate(4, rule="sqrt", warmup_epochs=0, per_device_batch_size=8)])
+        LearningRateSchedule(sched), ScaleLearningRate(4, rule="sqrt", warmup_epochs=0, batch_size=8)])
     np.testing.assert_allclose(ops.convert_to_numpy(opt.rec_lr)[:6, 0], [sched(t) * 2 ** 0.5 for t in range(6)],
                                rtol=1e-6)
 
@@ -658,7 +759,7 @@ def test_hyperparameter_advisor():
 
     model = model_with_dropout()
     model.compile(keras.optimizers.Adam(0.1), "mse")
-    advisor = HyperparameterAdvisor(per_device_batch_size=4)
+    advisor = HyperparameterAdvisor(batch_size=4)
     with pytest.warns(HyperparameterWarning):
         model.fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=[advisor, CosineDecay(1.0)])
     rows = {f.row for f in advisor.findings}

@@ -51,12 +51,18 @@ _LOG_BOTH = "Lightning and HF: switches the value's logging to the trainer's log
 _KERAS_GAN = ("Keras only: the values are read in-graph from a table sized before the epoch, and Keras tells "
               "callbacks only the batches per epoch, not the discriminator updates per batch")
 
+_KERAS_BATCH = ("Keras only: fit's batch_size (global across a tf.distribute strategy's replicas), which Keras "
+                "does not tell callbacks; the torch adapters read the per-device batch of their dataloaders "
+                "(per_device_batch_size=, kept in Keras deprecated)")
+
 #: Adapter-only trailing keyword-only parameters: adapter -> class -> {parameter: why}.
 EXTRAS: dict[str, dict[str, dict[str, str]]] = {
     "keras": {
         "ReduceOnPlateau": {"verbose": "Keras only: prints each reduction, as Keras' ReduceLROnPlateau(verbose=1)"},
-        "HyperparameterAdvisor": {"per_device_batch_size": "Keras only: Keras gives callbacks no batch size "
-                                                           "(the torch adapters read the dataloader's)"},
+        "HyperparameterAdvisor": {"batch_size": _KERAS_BATCH,
+                                  "per_device_batch_size": "Keras: deprecated for batch_size= (per replica)"},
+        "GradientAccumulation": {"batch_size": _KERAS_BATCH},
+        "ScaleLearningRate": {"batch_size": _KERAS_BATCH},
         "InstanceNoise": {"updates_per_batch": _KERAS_GAN},
         "LabelSmoothing": {"updates_per_batch": _KERAS_GAN},
         "LabelFlip": {"updates_per_batch": _KERAS_GAN,
@@ -65,7 +71,7 @@ EXTRAS: dict[str, dict[str, dict[str, str]]] = {
     },
     "lightning": {
         **{name: {"log": _LOG} for name in ["LearningRateSchedule", *HF.FAMILIES, "ReduceOnPlateau",
-                                             "StagedUnfreeze"]},
+                                             "StagedUnfreeze", "FineTune"]},
         **{name: {"log": _LOG_BOTH} for name in ["ScaleLearningRate", "BatchRamp", "ParamScheduler",
                                                   "InstanceNoise", "LabelFlip"]},
     },

@@ -42,7 +42,9 @@ ARGS = {
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the main process runs the TensorFlow leg")
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_keras_tests_on_another_backend(backend, tmp_path):
-    pytest.importorskip(backend)
+    pytest.importorskip(backend, reason=f"{backend} is not installed in this environment, so Keras' {backend} backend "
+                        "cannot run here (the floor environment .venv-floor has no JAX: the JAX leg runs on the "
+                        "newest environment only)")
     env = dict(os.environ, KERAS_BACKEND=backend, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2",
                HPCALLBACKS_CONTRACT="keras")
     if backend == "jax":

@@ -69,7 +69,6 @@ def _staged_run(strategy):
     from hpcallbacks import FreezePlan
     from hpcallbacks_keras import GradientAccumulation, LearningRateSchedule, ReduceOnPlateau, StagedUnfreeze
 
-    world = strategy.num_replicas_in_sync if strategy is not None else 1
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = _mlp()
         model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse", steps_per_execution=1)
@@ -78,10 +77,11 @@ def _staged_run(strategy):
     callbacks = [LearningRateSchedule(hp.CosineDecay(0.05, decay_steps=8)),
                  StagedUnfreeze(FreezePlan(stages=[(0, 1), (2, 2), (5, "all")], unit="update")),
                  ReduceOnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9),
-                 GradientAccumulation(16, per_device_batch_size=8 // world)]
+                 GradientAccumulation(16, batch_size=8)]  # fit's batch_size, global across the replicas
     model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=callbacks)
-    accumulators = list(getattr(model.optimizer, "_accumulated_gradients", None) or [])
-    return model, accumulators
+    from hpcallbacks_keras import _seam
+
+    return model, _seam.accumulators(model.optimizer)
 
 
 def main() -> None:
@@ -108,19 +108,24 @@ def main() -> None:
     # that runs there
     from hpcallbacks_keras import GradientAccumulation
 
-    def accumulation_only(strat):
+    def accumulation_only(strat, target=16):
         import contextlib
 
         with strat.scope() if strat is not None else contextlib.nullcontext():
             model = _mlp()
             model.compile(keras.optimizers.Adam(0.01), "mse")
         x, y = _data()
-        world = strat.num_replicas_in_sync if strat is not None else 1
         model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0,
-                  callbacks=[GradientAccumulation(16, per_device_batch_size=8 // world)])
+                  callbacks=[GradientAccumulation(target, batch_size=8)])
         return model
 
     out["accumulation_only_diff"] = _diff(_weights(accumulation_only(None)), _weights(accumulation_only(strategy)))
+    # 1c. the target per update on any number of replicas: fit's batch_size=8 is global (4 per replica), so 32
+    # samples per update are 4 micro-batches and 32 samples x 2 epochs make 2 updates, on one device or two
+    # (issue 20, defect 2: with the per-device batch given as fit's, two replicas made 4 updates of 16)
+    reached = [accumulation_only(s, target=32) for s in (None, strategy)]
+    out["target_updates"] = [int(keras.ops.convert_to_numpy(m.optimizer.iterations)) for m in reached]
+    out["target_steps"] = [int(m.optimizer.gradient_accumulation_steps) for m in reached]
 
     # 2. swap_norms(to="sync") called outside the scope: the copy is the strategy's, and its BatchNorm
     # statistics over both replicas equal one device's over the global batch
@@ -181,6 +186,10 @@ def test_staged_unfreeze_accumulation_and_plateau_match_one_device(result):
 
 def test_gradient_accumulation_alone_matches_one_device(result):
     assert result["accumulation_only_diff"] <= TOL, result["accumulation_only_diff"]
+
+
+def test_gradient_accumulation_takes_fits_global_batch_and_reaches_the_target_on_two_replicas(result):
+    assert result["target_steps"] == [4, 4] and result["target_updates"] == [2, 2], result
 
 
 def test_gradient_accumulation_variables_are_the_strategys(result):

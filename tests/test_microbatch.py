@@ -502,6 +502,28 @@ def test_keras_finds_the_micro_batch_and_runs_as_if_set_by_hand(target, expected
     assert history == hand_history
 
 
+@pytest.mark.parametrize("in_fit", [True, False], ids=["finder-in-fit", "finder-not-in-fit"])
+def test_keras_compiled_fit_after_the_finder_accumulates_as_set_by_hand(in_fit):
+    """Issue 20, defect 1: run() traces the model's train function for its probes (compiled here: graph mode on
+    TensorFlow); the fit after it runs with the accumulation run() set, with or without the finder in its
+    callbacks, and equals the run set by hand."""
+    import numpy as np
+
+    from hpcallbacks_keras import MicroBatchFinder, _seam
+
+    x, y = keras_data()
+    model = keras_model(limit=64, eager=False, dropout=0.0)
+    finder = MicroBatchFinder(64, max_micro_batch=8)
+    assert (finder.run(model, x, y), finder.result.accumulation) == (8, 8)
+    model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[finder] if in_fit else [])
+    hand = keras_model(limit=64, eager=False, accumulation=8, dropout=0.0)
+    _seam.symbolic_build(hand, (x[:8], y[:8]))  # built before fit, as run() built the other
+    hand.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    assert int(model.optimizer.iterations) == int(hand.optimizer.iterations) == 2 * len(x) // 64
+    for a, b in zip(model.get_weights(), hand.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_keras_takes_eight_when_it_fits_a_divisor_under_a_cap_and_the_widest_stage():
     from hpcallbacks_keras import MicroBatchFinder, StagedUnfreeze
 
