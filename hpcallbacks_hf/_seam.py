@@ -16,7 +16,7 @@ Touches (each has a ``test_touch_<name>`` in ``tests/test_seam_hf.py``):
 ``set_callback_list``     assigns ``CallbackHandler.callbacks`` (the order HF calls them in)
 ``ExportableState``       ``transformers.trainer_callback.ExportableState`` (not exported at the top)
 ``BatchNormBase``         torch's private ``torch.nn.modules.batchnorm._BatchNorm``
-``train_batch_size`` / ``set_train_batch_size``  ``Trainer._train_batch_size``
+``train_batch_size`` / ``training_batch_size`` / ``set_train_batch_size``  ``Trainer._train_batch_size``
 ``forget_prepared_loader``  accelerate's ``Accelerator._dataloaders``
 ``after_trial_values``    wraps ``Trainer.create_accelerator_and_postprocess`` and reads
                           ``Trainer.hp_search_backend`` / ``Trainer._trial``
@@ -43,12 +43,16 @@ from hpcallbacks._versions import at_least, installed
 
 #: transformers 5.x (checked 5.25.0) rather than 4.x (checked 4.47.1): where the touches below differ.
 TRANSFORMERS_5 = at_least("transformers", "5.0")
+#: The installed transformers release, for messages.
+TRANSFORMERS_VERSION = ".".join(map(str, installed("transformers") or ()))
 
 __all__ = [
-    "TRANSFORMERS_5", "BatchNormBase", "ExportableState", "SCHEDULER_GROUP_LISTS", "after_trial_values",
+    "TRANSFORMERS_5", "TRANSFORMERS_VERSION", "BatchNormBase", "ExportableState", "SCHEDULER_GROUP_LISTS",
+    "after_trial_values",
     "callback_list", "calling_trainer", "check_importable", "ddp_finds_unused", "forget_prepared_loader",
     "hf_lambda_kind", "inner_optimizer", "is_layerwise_optimizer", "may_skip", "scheduler_parts",
     "set_callback_list", "set_last_lr", "set_train_batch_size", "step_was_skipped", "train_batch_size",
+    "training_batch_size",
 ]
 
 
@@ -67,11 +71,10 @@ def check_importable() -> None:
     keras = installed("keras")
     if keras is None or keras < (3,) or installed("tf-keras") is not None:
         return
-    shown = ".".join(map(str, installed("transformers") or ()))
     raise ImportError(
-        f"transformers {shown} cannot import its Trainer beside Keras 3 (keras {'.'.join(map(str, keras))}) while it "
-        "uses TensorFlow: set the environment variable USE_TF=0 before Python starts (transformers then uses torch "
-        "only), or install tf-keras, or transformers>=5")
+        f"transformers {TRANSFORMERS_VERSION} cannot import its Trainer beside Keras 3 (keras "
+        f"{'.'.join(map(str, keras))}) while it uses TensorFlow: set the environment variable USE_TF=0 before "
+        "Python starts (transformers then uses torch only), or install tf-keras, or transformers>=5")
 
 
 # -- the Trainer and its callback handler ------------------------------------------------------------
@@ -133,6 +136,14 @@ def train_batch_size(trainer: Any) -> int:
     if _BATCH_BEFORE_INIT_END:
         return int(trainer._train_batch_size)
     return int(trainer.args.train_batch_size)
+
+
+def training_batch_size(trainer: Any) -> int:
+    """The batch per process ``train()`` trains at, from its first event on: ``Trainer._train_batch_size``,
+    which ``train()`` sets before the training loop (4.47.1 from the checkpoint's ``train_batch_size`` on
+    resume, always; 5.25.0 only under ``auto_find_batch_size``). ``state.train_batch_size`` cannot say it:
+    a resumed run's state is the checkpoint's. Checked on 4.47.1 and 5.25.0."""
+    return int(trainer._train_batch_size)
 
 
 def set_train_batch_size(trainer: Any, size: int) -> None:

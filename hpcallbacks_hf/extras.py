@@ -1089,6 +1089,16 @@ class MicroBatchFinder(HPCallback):
                              "on_init_end): pass it in Trainer(callbacks=[...]); add_callback() after the Trainer is "
                              "built is too late")
         _check_taken(args, "MicroBatchFinder", self.result.accumulation)
+        trainer = _seam.calling_trainer()
+        trains_at = _seam.training_batch_size(trainer) if trainer is not None else self.result.micro_batch_size
+        if trains_at != self.result.micro_batch_size:
+            raise ValueError(  # transformers 4.x resumes at the checkpoint's batch, whatever this run found
+                f"MicroBatchFinder: this run found {self.result.describe()}, but the Trainer trains at "
+                f"{trains_at} samples per micro-batch (the checkpoint's: transformers {_seam.TRANSFORMERS_VERSION} "
+                f"resumes at the batch it was written with), so an update would hold {trains_at} x "
+                f"{self.result.accumulation} micro-batches instead of {self.result.target_batch_size} samples: resume "
+                f"where the same micro-batch fits, or set per_device_train_batch_size={trains_at} with "
+                "GradientAccumulation instead of the finder")
         saved, self._saved = self._saved, None
         if saved is not None and saved != self.result.get_config():
             log.info("MicroBatchFinder: the checkpoint's run used %s; this run uses %s (the same %d samples per "

@@ -88,6 +88,28 @@ def test_port_auto_batch_size_with_resume_from_checkpoint(tmp_path):
     torch.testing.assert_close(weights, full, rtol=1e-6, atol=1e-7)
 
 
+def test_resume_where_another_micro_batch_fits(tmp_path):
+    """The same port, resumed where only 4 samples fit (other hardware): transformers 5.x trains at the new
+    micro-batch, 4 x 16 = 64 samples per update; transformers 4.x trains at the checkpoint's 8 whatever the
+    arguments say, which with this run's accumulation of 16 would be 128 samples per update: refused before
+    the first update."""
+    from hf_versions import TRANSFORMERS_4
+
+    args = dict(num_train_epochs=2, save_strategy="steps", save_steps=1)
+    Trainer(model=HFNet(), args=arguments(tmp_path / "full", **args), train_dataset=samples(),
+            callbacks=[H.MicroBatchFinder(64)]).train()
+    runs, finder = Runs(), H.MicroBatchFinder(64)
+    trainer = Trainer(model=HFNet(limit=4), args=arguments(tmp_path / "resumed", **args), train_dataset=samples(),
+                      callbacks=[finder, runs])
+    if TRANSFORMERS_4:
+        with pytest.raises(ValueError, match=r"found 4 x 16 micro-batches .* trains at 8 samples per micro-batch "
+                                             r"\(the checkpoint's"):
+            trainer.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+        return
+    trainer.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    assert runs.runs == [(4, 16, 4, 4, 4)]  # (HF's state.train_batch_size stays the checkpoint's 8 on 5.25.0)
+
+
 # -- TrainerHyperParameterOptunaIntegrationTest ------------------------------------------------------------------
 def search(tmp_path, callback, space, n_trials=None, **kwargs):
     """HF's peer scenario: model_init suggesting the model's parameters, evaluation and a checkpoint every epoch,

@@ -158,6 +158,32 @@ def test_touch_train_batch_size(tmp_path):
                                   "Trainer._train_batch_size")
 
 
+def test_touch_training_batch_size(tmp_path):
+    """A run resumed with another per-device batch than its checkpoint's: the seam's batch at on_train_begin is
+    the one the model then sees (4.47.1 trains at the checkpoint's, 5.25.0 at the arguments')."""
+    seen = {}
+
+    class Sizes(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen["seam"] = _seam.training_batch_size(_seam.calling_trainer())
+
+
+    class Counting(Net):
+        def forward(self, x, y=None):
+            seen.setdefault("batches", []).append(len(x))
+            return super().forward(x, y)
+
+    Trainer(model=Counting(), args=arguments(tmp_path / "a", max_steps=2, save_strategy="steps", save_steps=1),
+            train_dataset=data()).train()
+    seen.clear()
+    resumed = Trainer(model=Counting(), args=arguments(tmp_path / "b", max_steps=3, per_device_train_batch_size=2),
+                      train_dataset=data(), callbacks=[Sizes()])
+    resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-1"))
+    assert seen["seam"] == max(seen["batches"]) == (2 if _seam.TRANSFORMERS_5 else 4), (
+        f"touch training_batch_size: Trainer._train_batch_size at on_train_begin is {seen['seam']}, the model sees "
+        f"{seen['batches']}")
+
+
 def test_touch_forget_prepared_loader(tmp_path):
     trainer = Trainer(model=Net(), args=arguments(tmp_path), train_dataset=data())
     loader = trainer.get_train_dataloader()
