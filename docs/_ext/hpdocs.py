@@ -895,16 +895,28 @@ def on_builder_inited(app: Any) -> None:
     started = time.perf_counter()
     GEN.mkdir(parents=True, exist_ok=True)
     _SEARCH = start_search() if os.environ.get("HPDOCS_SEARCH", "1") != "0" else None
-    generate_reference()
-    generate_contract()
-    generate_schedules()
-    generate_plan_picture()
-    if _SEARCH is not None:
-        finish_search(_SEARCH)
-    elif not (GEN / "search" / "search.png").exists():
+    times = {}
+    for step in (inventory, generate_reference, generate_contract, generate_schedules, generate_plan_picture):
+        t = time.perf_counter()
+        step()
+        times[step.__name__] = time.perf_counter() - t
+    if _SEARCH is None and not (GEN / "search" / "search.png").exists():
         raise RuntimeError("docs: HPDOCS_SEARCH=0 needs a search picture from an earlier build")
-    print(f"hpdocs: generated pages in {time.perf_counter() - started:.1f} s "
-          f"({len(inventory())} public names, {len(homes())} objects)")
+    print(f"hpdocs: generated pages in {time.perf_counter() - started:.1f} s ("
+          + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()) + "); the search runs beside the reading")
+
+
+def wait_for_search(*args: Any) -> None:
+    """The search page needs the study's table and picture: wait for it when that page is read (the pages
+    before it are read meanwhile), or before anything is written."""
+    global _SEARCH
+    if args and len(args) == 3 and args[1] != "guides/search":  # source-read of another page
+        return
+    if _SEARCH is not None:
+        t = time.perf_counter()
+        finish_search(_SEARCH)
+        _SEARCH = None
+        print(f"hpdocs: waited {time.perf_counter() - t:.1f} s for the search")
 
 
 def on_build_finished(app: Any, exception: Any) -> None:
@@ -916,6 +928,8 @@ def on_build_finished(app: Any, exception: Any) -> None:
 def setup(app: Any) -> dict[str, Any]:
     app.add_config_value("hpdocs_counts", (0, 0), "")
     app.connect("builder-inited", on_builder_inited)
+    app.connect("source-read", wait_for_search)
+    app.connect("env-updated", wait_for_search)
     app.connect("missing-reference", on_missing_reference)
     app.add_post_transform(_relative_references())
     app.connect("autodoc-process-bases", on_process_bases)
