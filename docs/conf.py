@@ -12,6 +12,8 @@ for key, value in {"OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "HF_HUB_
                    "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg"}.items():
     os.environ.setdefault(key, value)
 
+import hpdocs  # noqa: E402
+
 import hpcallbacks  # noqa: E402
 
 project = "hpcallbacks"
@@ -34,12 +36,7 @@ root_doc = "index"
 nitpicky = True
 # Names of other projects: not documented here, and no inventory is fetched (the build is offline).
 # Only external packages are listed; an hpcallbacks name is never ignored.
-nitpick_ignore_regex = [
-    (r"py:.*", r"(torch|keras|tensorflow|tf|lightning|pytorch_lightning|transformers|accelerate|optuna|ray|numpy|np"
-               r"|jax|matplotlib|sklearn)(\..*)?"),
-    (r"py:.*", r"(collections|typing|types|pathlib|random|argparse|dataclasses|enum|abc|contextlib|functools"
-               r"|numbers|logging|warnings|os|re|inspect|json|sqlite3|subprocess)(\..*)?"),
-]
+nitpick_ignore_regex = hpdocs.NITPICK_IGNORE_REGEX  # the packages listed in hpdocs.EXTERNAL
 
 # -- autodoc ------------------------------------------------------------------------------------------------
 autodoc_member_order = "bysource"

@@ -103,3 +103,28 @@ def test_contract_table_has_every_row(hpdocs, tmp_path, monkeypatch):
     contract = hpdocs._load_contract()
     for row in contract.ROWS:
         assert f"``{row.id}``" in table
+
+
+def test_a_renamed_name_breaks_the_build(hpdocs, tmp_path):
+    """The reference's rule for cross-references (docs/_ext/hpdocs.py): any public spelling of an object
+    resolves to its entry; a name that imports nothing is a warning, which ``make docs`` (-W) makes an error."""
+    pytest.importorskip("sphinx", reason="Sphinx is installed by make docs")
+    from sphinx.cmd.build import build_main
+
+    (tmp_path / "conf.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(DOCS / '_ext')!r})\n"
+        "import hpdocs\n"
+        "extensions = ['sphinx.ext.autodoc']\n"
+        "nitpicky = True\n"
+        "nitpick_ignore_regex = hpdocs.NITPICK_IGNORE_REGEX\n"
+        "def setup(app):\n"
+        "    app.connect('missing-reference', hpdocs.on_missing_reference)\n")
+    page = tmp_path / "index.rst"
+    body = "T\n=\n\n.. autoclass:: hpcallbacks.plans.FreezePlan\n\n{}\n"
+    page.write_text(body.format(":class:`hpcallbacks.FreezePlan` and :class:`FreezePlan <hpcallbacks.FreezePlan>`"))
+    out = tmp_path / "out"
+    assert build_main(["-q", "-b", "html", "-n", "-W", "-E", str(tmp_path), str(out)]) == 0
+    assert 'href="#hpcallbacks.plans.FreezePlan"' in (out / "index.html").read_text()
+    page.write_text(body.format(":class:`hpcallbacks.FreezePlann`"))
+    assert build_main(["-q", "-b", "html", "-n", "-W", "-E", str(tmp_path), str(out)]) != 0

@@ -81,7 +81,10 @@ ADAPTERS = (("Keras", "hpcallbacks_keras"), ("Lightning", "hpcallbacks_lightning
 EXTERNAL = ("torch", "keras", "tensorflow", "tf", "lightning", "pytorch_lightning", "transformers", "accelerate",
             "optuna", "ray", "numpy", "np", "jax", "matplotlib", "sklearn", "collections", "typing", "types",
             "pathlib", "random", "argparse", "dataclasses", "enum", "os", "re", "abc", "contextlib", "functools",
-            "numbers", "logging", "warnings", "_io")
+            "numbers", "logging", "warnings", "inspect", "json", "sqlite3", "subprocess", "_io")
+
+#: The conf.py setting that follows: references to those packages are not checked (only theirs).
+NITPICK_IGNORE_REGEX = [(r"py:.*", rf"({'|'.join(EXTERNAL)})(\..*)?")]
 
 #: Framework base classes: an adapter class's member that overrides one of their hooks is framework API,
 #: not listed in the reference (the class's docstring says which events it uses).
