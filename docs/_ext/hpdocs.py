@@ -567,8 +567,9 @@ def start_search() -> subprocess.Popen:
         if stale.is_file():
             stale.unlink()
     args = _with_option(_with_option(page_command("search.md", "search"), "--out", str(out)), "--quiet", None)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.Popen([sys.executable, "-m", "hpcallbacks", *args], cwd=out, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env=env)  # the checkout being documented
 
 
 def finish_search(proc: subprocess.Popen) -> None:
