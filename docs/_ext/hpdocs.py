@@ -183,7 +183,7 @@ def summary(obj: Any) -> str:
         return ""
     para = " ".join(doc.split("\n\n")[0].split())
     para = re.sub(r":[a-z:]+:`~?([^`<]*?)(?: <[^>]*>)?`", r"``\1``", para)  # roles -> code: no module context here
-    for m in re.finditer(r"\.(?=\s|$)", para):
+    for m in re.finditer(r"(?<!\be\.g)(?<!\bi\.e)\.(?=\s+[A-Z`(*]|$)", para):  # not "et al. 2016"
         if para[: m.start()].count("``") % 2 == 0:
             return para[: m.end()]
     return para
