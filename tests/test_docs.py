@@ -128,3 +128,12 @@ def test_a_renamed_name_breaks_the_build(hpdocs, tmp_path):
     assert 'href="#hpcallbacks.plans.FreezePlan"' in (out / "index.html").read_text()
     page.write_text(body.format(":class:`hpcallbacks.FreezePlann`"))
     assert build_main(["-q", "-b", "html", "-n", "-W", "-E", str(tmp_path), str(out)]) != 0
+
+
+def test_readme_links_into_the_docs_resolve():
+    """The README's relative links (into docs/, the pictures) name files that exist."""
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(((?!https?:|#)[^)#\s]+)(?:#[^)]*)?\)", readme)
+    assert links
+    for link in links:
+        assert (ROOT / link).exists(), link
