@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gc
 
+from hpcallbacks._versions import at_least
+
 SECONDS = {
     "test_keras_backends.py": 126, "test_keras.py": 111, "test_contract.py": 93, "test_demo.py": 75,
     "test_schedules.py": 53, "test_microbatch.py": 52, "test_search.py": 40, "test_hf.py": 37,
@@ -19,6 +21,18 @@ SECONDS = {
     "test_schedules_reference.py": 7, "test_cross_framework.py": 7, "test_trial_reporter.py": 5,
     "test_lightning.py": 5, "test_lightning_extras.py": 3, "test_cli.py": 3,
 }
+
+
+def pytest_configure(config):
+    """Warnings of older releases that the frameworks raise themselves, ignored by message only on those
+    releases (the floor leg, ``make test-floor``); every other warning stays an error (pyproject)."""
+    if not at_least("torch", "2.6"):
+        # torch 2.4-2.5 warn at every torch.load without weights_only (transformers 4.x loads its checkpoints so)
+        config.addinivalue_line("filterwarnings", "ignore:You are using `torch.load` with `weights_only=False`"
+                                ":FutureWarning")
+        # torch 2.4's SequentialLR steps its own schedulers with step(0) at each milestone
+        config.addinivalue_line("filterwarnings", r"ignore:The epoch parameter in `scheduler.step\(\)` was not "
+                                "necessary:UserWarning:torch.optim.lr_scheduler")
 
 
 def pytest_collection_modifyitems(config, items):
