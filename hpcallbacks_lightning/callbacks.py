@@ -3,7 +3,12 @@
 Each class here is a mixin with the Lightning hook methods; :mod:`hpcallbacks_lightning` and
 :mod:`hpcallbacks_lightning.pl` combine them with the ``Callback`` base of ``lightning.pytorch``
 and ``pytorch_lightning`` respectively. Nothing here imports Lightning: the trainer and the
-module are used through their public attributes only.
+module are used through their public attributes, and Lightning's internals only through the
+seam, :mod:`hpcallbacks_lightning._seam` (the one file to read when Lightning releases).
+
+Where the whole callback list is first seen: every hpcallbacks callback's ``setup`` starts with
+:func:`check_callbacks` (a class given twice is the contract's ``ValueError``, and each callback
+gets its checkpoint key, the class name), before anything trains.
 
 When things happen in a ``Trainer.fit`` (Lightning 2.6)::
 
