@@ -20,10 +20,10 @@ Three runs, same epochs, batch 32, seed and initial classifier, AdamW (HF's defa
     new layers' rate 1e-3 with ``lr_scheduler_type="cosine"`` and 10% warmup. HF leaves the
     frozen parameters out of its optimizer, so nothing can be unfrozen later in the run;
 (c) hpcallbacks: ``FineTune()`` with its defaults (the recipe of :mod:`hpcallbacks.recipe`
-    from the run's facts): H5's "small/different" cell, whose reach rule unfreezes every group
-    after the head's epoch in a run this short (36 updates after it), per-group factors from 1
-    (the new head) down to 1/100 (the embeddings), a cosine with a warm restart at the unfreeze,
-    and H2's AdamW rate 1e-3 for the head. *Different*, not similar: the encoder was trained to embed
+    from the run's facts): H5's "small/different" cell with the reach rule (the head for one
+    epoch, then every group), per-group factors from 1 (the new head) down to 1/100 (the
+    embeddings), a cosine with a warm restart at the unfreeze, and H2's AdamW rate for the head
+    (3.16e-3, the middle of [1e-3, 1e-2] in log space). *Different*, not similar: the encoder was trained to embed
     sentences so that paraphrases are close, and such embeddings put antonyms ("good", "bad")
     close together — the polarity of isolated words is not what its top layers separate.
 """

@@ -16,10 +16,10 @@ Three runs from the same pretrained weights, same new head, epochs, batch 16 and
     with Adam 1e-3 for half the epochs; then ``base.trainable = True``, recompiled with Adam 1e-5,
     trained for the other half;
 (c) hpcallbacks: ``FineTune(groups=GROUPS)`` with its defaults (the recipe of
-    :mod:`hpcallbacks.recipe`): "small/different", the head for one epoch, then the top half of
-    the 5 layer groups (conv1+bn1, conv2+bn2, conv3+bn3, fc, head), per-group factors from 1
-    down to 1/100, every BatchNorm layer frozen (H4: batches of 16), a cosine with a warm restart
-    at the unfreeze and H2's Adam rate 1e-3 for the head, in one ``fit``.
+    :mod:`hpcallbacks.recipe`): "small/different", the head for one epoch, then all 5 layer
+    groups (conv1+bn1, conv2+bn2, conv3+bn3, fc, head) at per-group factors from 1 down to 1/100,
+    every BatchNorm layer frozen (H4), a cosine with a warm restart at the unfreeze and H2's Adam
+    rate 3.16e-3 for the head, in one ``fit``.
 
 *Different*, although the images are alike: the pretraining task (tell 0-4 apart) shares no class
 with the new one, and a 28k-parameter network trained on five classes keeps top features for

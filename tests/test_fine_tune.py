@@ -16,7 +16,7 @@ import pytest
 
 from hpcallbacks import FreezePlan
 from hpcallbacks import schedules as S
-from hpcallbacks.recipe import ALPHA, FROM_SCRATCH_LR, RANGE_TEST, UPDATES_PER_GROUP, Recipe, optimizer_kind
+from hpcallbacks.recipe import ALPHA, FROM_SCRATCH_LR, H2_RANGES, RANGE_TEST, Recipe, optimizer_kind
 
 
 def recipe(**kw) -> Recipe:
@@ -31,23 +31,16 @@ def test_small_similar_trains_only_the_head():
     assert r.resolved().masks == ((False,) * 5 + (True,),)
 
 
-def test_small_different_with_a_long_run_keeps_the_bottom_half_frozen():
-    r = recipe(epochs=10, steps_per_epoch=20)  # 180 updates after the head, 3 bottom groups: 60 each
-    assert r.cell == "small/different"
-    assert r.resolved().starts == (0, 20)
-    assert r.resolved().masks[1] == (False, False, False, True, True, True)
-    assert any(s == "H5 reach rule" and "stay frozen" in t for s, t in r.reasons)
-
-
-def test_reach_rule_unfreezes_every_group_when_the_run_is_short():
-    # 3 bottom groups need 3 * UPDATES_PER_GROUP updates after the head's stage; one update fewer unfreezes all
-    spe = 10
-    need = 3 * UPDATES_PER_GROUP
-    long = recipe(epochs=1 + math.ceil(need / spe), steps_per_epoch=spe)
-    short = recipe(epochs=1 + (need - 1) // spe, steps_per_epoch=spe)
-    assert long.resolved().masks[-1] == (False, False, False, True, True, True)
-    assert short.resolved().masks[-1] == (True,) * 6
-    assert any(s == "H5 reach rule" and "every group trains" in t for s, t in short.reasons)
+def test_small_different_trains_the_head_then_every_group_the_bottom_half_slowly():
+    # the reach rule: H5's top half becomes "every group, the bottom half at 1/10 to 1/100 of the head"
+    for epochs, spe in ((10, 20), (2, 5)):
+        r = recipe(epochs=epochs, steps_per_epoch=spe)
+        assert r.cell == "small/different"
+        assert r.resolved().starts == (0, spe)
+        assert r.resolved().masks == ((False,) * 5 + (True,), (True,) * 6)
+        bottom_half = r.factors[:3]
+        assert all(0.01 - 1e-12 <= f <= 0.1 + 1e-12 for f in bottom_half)
+        assert any(s == "H5 reach rule" and "every group trains" in t for s, t in r.reasons)
 
 
 def test_large_similar_unfreezes_all_and_large_different_trains_from_scratch():
@@ -74,10 +67,12 @@ def test_factors_spread_two_orders_below_the_head():
 @pytest.mark.parametrize("name, momentum, nesterov, kind", [
     ("Adam", 0.0, False, "adam"), ("AdamW", 0.0, False, "adamw"), ("SGD", 0.0, False, "sgd"),
     ("SGD", 0.9, False, "sgd_momentum"), ("SGD", 0.9, True, "nesterov")])
-def test_learning_rate_is_the_low_end_of_h2_for_the_optimizer(name, momentum, nesterov, kind):
+def test_learning_rate_is_the_middle_of_h2_for_the_optimizer(name, momentum, nesterov, kind):
     assert optimizer_kind(name, momentum, nesterov) == kind
     assert recipe(optimizer=kind).head_learning_rate == FROM_SCRATCH_LR[kind]
-    assert FROM_SCRATCH_LR == {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "sgd_momentum": 1e-3, "nesterov": 1e-3}
+    low, high = H2_RANGES[kind]
+    assert FROM_SCRATCH_LR[kind] == pytest.approx(math.sqrt(low * high))  # the middle of H2's range in log space
+    assert H2_RANGES["adam"] == (1e-3, 1e-2) and H2_RANGES["sgd"] == (1e-2, 1e-1)
 
 
 def test_range_test_waits_for_the_suggestion():
@@ -90,12 +85,13 @@ def test_range_test_waits_for_the_suggestion():
 
 
 # -- H4: BatchNorm ------------------------------------------------------------------------------------
-def test_small_batches_on_a_pretrained_body_freeze_every_batch_norm():
-    assert recipe(batch_size=16).bn == "freeze_all"
-    assert recipe(batch_size=64).bn == "freeze_stats"
-    assert recipe(batch_size=None).bn == "freeze_stats"
-    assert recipe(batch_size=16, batch_norm=False).bn == "freeze_stats"
-    assert recipe(batch_size=16).plan.bn == "freeze_all"
+def test_a_pretrained_body_keeps_its_batch_norm_at_any_batch_size():
+    small = recipe(batch_size=16)
+    assert small.bn == small.plan.bn == "freeze_all"
+    assert any(s == "H4" and "batches of 16 (< 32)" in t for s, t in small.reasons)
+    assert recipe(batch_size=64).bn == recipe(batch_size=None).bn == "freeze_all"
+    assert recipe(num_samples=50_000, batch_size=16).bn == "train"  # from scratch
+    assert not any(s == "H4" for s, _ in recipe(batch_norm=False).reasons)
 
 
 # -- H3: the schedule around each unfreeze -------------------------------------------------------------
@@ -186,7 +182,7 @@ def test_lightning_fine_tune_reads_the_dataset_and_optimizer():
     r = cb.recipe
     assert (r.num_samples, r.num_groups, r.epochs, r.steps_per_epoch, r.optimizer, r.batch_size) == (
         48, 3, 2, 6, "sgd_momentum", 8)
-    assert r.head_learning_rate == 1e-3  # H2's rule, not the optimizer's 0.5
+    assert r.head_learning_rate == pytest.approx(math.sqrt(1e-3 * 1e-2))  # H2's rule, not the optimizer's 0.5
 
 
 def test_hf_fine_tune_reads_the_dataset_and_optimizer(tmp_path):
@@ -229,7 +225,7 @@ def test_keras_fine_tune_reads_the_arrays_and_optimizer():
     r = cb.recipe
     assert (r.num_samples, r.num_groups, r.epochs, r.steps_per_epoch, r.optimizer, r.batch_size, r.bn) == (
         48, 2, 2, 6, "adam", 8, "freeze_all")
-    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3 * ALPHA, rel=1e-4)
+    assert float(model.optimizer.learning_rate) == pytest.approx(FROM_SCRATCH_LR["adam"] * ALPHA, rel=1e-4)
     with pytest.raises(ValueError, match="pass num_samples="):
         import tensorflow as tf
 
