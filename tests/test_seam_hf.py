@@ -95,6 +95,16 @@ def test_version_flag_is_the_installed_release():
 
 
 # -- one test per touch ----------------------------------------------------------------------------------
+def test_every_touch_has_a_test():
+    """Each name the seam exports is exercised by a ``test_touch_*`` below (the flags by the test above)."""
+    tree = ast.parse(Path(__file__).read_text())
+    tested = {node.attr for fn in tree.body if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_touch_")
+              for node in ast.walk(fn) if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+              and node.value.id == "_seam"}
+    missing = set(_seam.__all__) - tested - {"TRANSFORMERS_5", "TRANSFORMERS_VERSION"}
+    assert not missing, f"seam touches without a test_touch_*: {sorted(missing)}"
+
+
 def test_touch_calling_trainer(run):
     trainer, seen = run
     for event in ("on_init_end", "on_train_begin"):
@@ -309,6 +319,7 @@ def test_touch_check_importable():
     """transformers 4.x beside Keras 3 and TensorFlow, without USE_TF=0: ``import hpcallbacks_hf`` says what to do
     (transformers' own ``from transformers import Trainer`` fails there, three errors deep: checked by hand on
     4.47.1, not here, as it imports TensorFlow for 40 s); elsewhere both import."""
+    _seam.check_importable()  # this process: the floor leg runs with USE_TF=0; the newest has transformers 5
     env = {k: v for k, v in os.environ.items() if k != "USE_TF"}
     code = ("import importlib\n"
             "try:\n    import hpcallbacks_hf\n    print('IMPORTED')\n"
