@@ -397,11 +397,13 @@ def test_batch_size_finder_callback_val_batches():
 
 def test_scale_batch_size_no_trials_when_the_target_fits():
     """Ports Lightning's ``test_scale_batch_size_no_trials`` (``max_trials=0`` keeps the batch): a target that fits
-    whole is kept with no accumulation, after one probe of the bisection's first candidate and the ones above."""
+    whole is kept with no accumulation. Differs: there is no trial count, the bisection always probes (here 2, 4
+    and 8, the divisors of 8 above its middle)."""
     model = BatchSizeModel(batch_size=8, limit=64)
     finder = HL.MicroBatchFinder(8)
     trainer, _ = fit(model, finder, limit_val_batches=0)
     assert (finder.result.micro_batch_size, finder.result.accumulation) == (8, 1)
+    assert [n for n, _ in finder.result.probes] == [2, 4, 8]
     assert model.batch_size == 8 and trainer.accumulate_grad_batches == 1
 
 
