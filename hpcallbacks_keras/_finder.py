@@ -231,6 +231,7 @@ def _step_function(model: Any) -> Callable[[list], float]:
         for batch in micro_batches:
             x, y, sw = keras.utils.unpack_x_y_sample_weight(batch)
             n = float(len(keras.tree.flatten(x)[0]))
+            model.reset_metrics()  # this batch's loss (Keras 3.8 returns the running mean over calls otherwise)
             total += n * _loss_of(model.train_on_batch(x, y, sw, return_dict=True))
             weight += n
         return total / weight

@@ -275,7 +275,8 @@ class LARS(keras.optimizers.Optimizer):
         if self.built:
             return
         super().build(variables)
-        self.momentums = self.add_optimizer_variables(variables, "momentum") if self.momentum else []
+        # add_variable_from_reference per variable: Keras 3.8 has no add_optimizer_variables (3.15 has)
+        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables] if self.momentum else []
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         lr = ops.cast(learning_rate, variable.dtype)

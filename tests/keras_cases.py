@@ -261,8 +261,10 @@ def test_bug_setting_trainable_mid_fit():
         model = mlp()
         model.get_layer("g0").trainable = False
         model.compile(keras.optimizers.Adam(0.01), "mse")
-    # (on JAX plain Keras fails on the train state's shapes instead)
-    with pytest.raises(ValueError, match="must match" if BACKEND == "jax" else "Unknown variable"):
+    # (on JAX plain Keras fails on the train state's shapes instead; Keras 3.8 on TensorFlow reads the unknown
+    # variable's value in the graph: "numpy() is only available when eager execution is enabled")
+    with pytest.raises((ValueError, NotImplementedError),
+                       match="must match" if BACKEND == "jax" else "Unknown variable|numpy.. is only available"):
         model.fit(X, Y, batch_size=4, epochs=2, verbose=0, callbacks=[PlainUnfreeze()])
     # the adapter: the same plan really unfreezes g0 at epoch 1, in one fit
     model = mlp()
@@ -275,14 +277,17 @@ def test_bug_setting_trainable_mid_fit():
 
 
 def test_bug_multi_optimizer_cannot_follow_an_unfreeze():
-    model = mlp()
-    opt = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
-        keras.optimizers.Adam(0.01), {".*g0.*": keras.optimizers.Adam(0.001)}))
-    model.compile(opt, "mse")
-    opt.build(model.trainable_variables)
-    model.get_layer("g0").trainable = False
-    with pytest.raises(ValueError, match="corresponding 1:1" if BACKEND == "jax" else "Gradients must match"):
-        model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
+    from hpcallbacks_keras import _seam
+
+    if _seam.KERAS_GE_3_11:  # keras.optimizers.MultiOptimizer: not in Keras 3.8 or 3.10
+        model = mlp()
+        opt = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+            keras.optimizers.Adam(0.01), {".*g0.*": keras.optimizers.Adam(0.001)}))
+        model.compile(opt, "mse")
+        opt.build(model.trainable_variables)
+        model.get_layer("g0").trainable = False
+        with pytest.raises(ValueError, match="corresponding 1:1" if BACKEND == "jax" else "Gradients must match"):
+            model.fit(X, Y, batch_size=4, epochs=1, verbose=0)
     # the adapter: per-group LRs and staged unfreezing with one optimizer
     model = mlp()
     model.compile(keras.optimizers.Adam(0.01), "mse")
@@ -1098,6 +1103,7 @@ def test_lr_finder_restores_everything_and_suggests_what_the_core_suggests(tmp_p
     test = F.RangeTest(F.lr_range(1e-5, 10.0, 60))
     for t in range(60):
         reference.optimizer.learning_rate = test.lr(t)
+        reference.reset_metrics()  # Keras 3.8's train_on_batch returns the running mean over calls otherwise
         if test.record(reference.train_on_batch(x, y, return_dict=True)["loss"]):
             break
     assert result.losses == pytest.approx(test.result().losses, rel=1e-6)
