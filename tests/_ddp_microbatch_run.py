@@ -35,7 +35,7 @@ def fit(limits):
             x, y = batch
             limit = self.limits[self.global_rank]
             if x.shape[0] > limit:
-                raise torch.OutOfMemoryError(f"CUDA out of memory (test model: {x.shape[0]} samples > {limit})")
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (test model: {x.shape[0]} samples > {limit})")
             return nn.functional.mse_loss(self.net(x), y)
 
         def configure_optimizers(self):
@@ -71,7 +71,8 @@ def hf(out: str) -> None:
 
         def forward(self, x, y=None):
             if x.shape[0] > self.limit:
-                raise torch.OutOfMemoryError(f"CUDA out of memory (test model: {x.shape[0]} samples > {self.limit})")
+                raise torch.cuda.OutOfMemoryError(
+                    f"CUDA out of memory (test model: {x.shape[0]} samples > {self.limit})")
             return {"loss": nn.functional.mse_loss(self.net(x), y)}
 
     x = torch.randn(256, 4, generator=torch.Generator().manual_seed(0))

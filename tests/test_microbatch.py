@@ -99,7 +99,7 @@ from hpcallbacks.torch import microbatch as HTM  # noqa: E402
 
 def out_of_memory(n, limit):
     if n > limit:
-        raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (test model: {n} samples > "
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (test model: {n} samples > "
                                      f"{limit})")
 
 

@@ -51,7 +51,7 @@ def test_the_messages_accelerate_reads_as_out_of_memory_do_not_fit(message):
     a ``RuntimeError`` with one of its messages is "does not fit"; defect 8: a real CPU allocation failure
     was re-raised before."""
     assert HTM.is_out_of_memory(RuntimeError(message))
-    assert HTM.is_out_of_memory(torch.OutOfMemoryError(message))
+    assert HTM.is_out_of_memory(torch.cuda.OutOfMemoryError(message))  # torch.OutOfMemoryError from torch 2.5
 
 
 @pytest.mark.parametrize("error", [

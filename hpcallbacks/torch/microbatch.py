@@ -64,7 +64,7 @@ def is_out_of_memory(error: BaseException) -> bool:
     >>> is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 4x8)"))
     False
     """
-    if isinstance(error, torch.OutOfMemoryError):
+    if isinstance(error, torch.cuda.OutOfMemoryError):  # torch.OutOfMemoryError from torch 2.5 on, the same class
         return True
     return (isinstance(error, RuntimeError) and len(error.args) == 1 and isinstance(error.args[0], str)
             and any(message in error.args[0] for message in OUT_OF_MEMORY_MESSAGES))
