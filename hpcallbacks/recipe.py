@@ -179,6 +179,7 @@ class Recipe:
             reasons.append(("H5", "one layer group: nothing to stage; the whole model trains from the start."))
         elif cell == "small/different":
             plan = FreezePlan.head_then_all(head_epochs=head_epochs)
+            reasons[-1] = ("H5", reasons[-1][1] + " The reach rule below replaces the frozen bottom half.")
             reasons.append(("H5 reach rule", (
                 "after the head's stage every group trains, the bottom half at 1/10 to 1/100 of the head's rate "
                 "(the factors below) instead of not at all: H5's frozen bottom half cannot learn what the new task "
