@@ -70,6 +70,8 @@ MIRRORED_ROWS = (
     "plateau-multiplies-schedule",
     "short-run-then-resumed-applies-the-stage",
     "reuse-schedule-recomputes-defaults",
+    "fine-tune-applies-the-recipe",
+    "fine-tune-resume-continues-the-recipe",
 )
 
 
