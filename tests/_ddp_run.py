@@ -2,7 +2,8 @@
 
 ``main(OUT_DIR)`` fits the same backbone + head model twice under
 ``strategy="ddp", accelerator="cpu", devices=2``: once with Lightning's ``BackboneFinetuning`` (the
-anchor) and once with hpcallbacks (``SwapNorm`` + ``StagedUnfreeze`` + ``CosineRestart``). At the
+anchor) and once with hpcallbacks (``SwapNorm`` + ``StagedUnfreeze`` + ``CosineRestart``), and with ``FineTune``. At
+the
 start of every update each rank all-gathers its flattened weights and records whether both ranks
 hold the same ones, which groups are trainable and whether a frozen parameter had a gradient;
 each rank writes ``OUT_DIR/<run>-rank<r>.json``.
@@ -93,3 +94,7 @@ def main(out: str) -> None:
                                 Check(out, "ours")],
                      logger=CSVLogger(out, name="logs"), log_every_n_steps=1, **common)
     ours.fit(Net(), torch.utils.data.DataLoader(data, batch_size=4))
+    # FineTune (issue 22): the recipe (head, then every group; BatchNorm frozen) under DDP, no SwapNorm
+    recipe = L.Trainer(callbacks=[HL.FineTune(groups=["backbone", "head"]), Check(out, "finetune")], logger=False,
+                       **common)
+    recipe.fit(Net(), torch.utils.data.DataLoader(data, batch_size=4))

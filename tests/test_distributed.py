@@ -94,6 +94,16 @@ def test_lightning_ddp_ranks_stay_identical_through_unfreeze_and_norm_swap(light
     assert "lr/backbone" in (folder / logs[0]).read_text().splitlines()[0]
 
 
+def test_lightning_ddp_fine_tune_keeps_ranks_identical(lightning_ddp):
+    """FineTune under DDP: the recipe's head stage, then every group; the ranks hold the same weights at every
+    update, frozen parameters get no gradient, DDP looks for unused parameters (frozen groups)."""
+    folder = lightning_ddp.scenario("unfreeze")
+    for rank in (json.loads((folder / f"finetune-rank{r}.json").read_text()) for r in (0, 1)):
+        assert all(same for _, same, _ in rank["rows"]) and rank["end_same"]
+        assert [row[2] for row in rank["rows"]] == [[False, False, True]] * 4 + [[True, True, True]] * 8
+        assert rank["frozen_grads"] == 0 and rank["find_unused"]
+
+
 def test_hf_torchrun_staged_unfreeze_keeps_ranks_identical(hf_torchrun):
     """A tiny BERT whose encoder the user froze, gradual unfreezing + CosineRestart: the ranks hold the same
     weights at every update, frozen parameters get no gradient, a layer stays bit-identical until its stage."""
