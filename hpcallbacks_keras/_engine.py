@@ -810,6 +810,8 @@ class Engine:
                 if _JAX and _seam.jax_state_held(self.model):
                     self.model.jax_state_sync()  # the values of the old trainable set go back to the variables
                 self.apply_flags(union)
+                if _JAX:
+                    _seam.jax_trainable_set_changed(self.model)
             self.traced_union = union
             self.traced_gates = gates
             self.need_retrace = False

@@ -34,11 +34,12 @@ import keras
 from hpcallbacks._versions import at_least
 
 __all__ = [
-    "BACKEND", "KERAS_GE_3_10", "KERAS_GE_3_11", "PATCHED", "SavedState", "accumulators", "apply_weight_decay",
-    "backend_update_step", "callback_list_of", "callback_model", "clip_gradients", "create_accumulators",
+    "BACKEND", "KERAS_GE_3_10", "KERAS_GE_3_11", "KERAS_GE_3_12", "PATCHED", "SavedState", "accumulators",
+    "apply_weight_decay", "backend_update_step", "callback_list_of", "callback_model", "clip_gradients",
+    "create_accumulators",
     "data_adapter", "fit_data", "flatten_layers", "global_seed_state", "holds_variable", "install_model_property",
-    "is_array_adapter", "is_functional", "is_multi_optimizer", "jax_state_held", "layer_trainable_flag",
-    "lr_object", "micro_iterations", "optimizer_methods", "optimizer_wrapped", "own_weights",
+    "is_array_adapter", "is_functional", "is_multi_optimizer", "jax_state_held", "jax_trainable_set_changed",
+    "layer_trainable_flag", "lr_object", "micro_iterations", "optimizer_methods", "optimizer_wrapped", "own_weights",
     "set_layer_trainable_flag", "set_lr_object", "strategy_of", "symbolic_build", "trainable_variables_of",
     "unwrap_optimizer", "variable_index", "wrap_optimizer",
 ]
@@ -50,6 +51,10 @@ __all__ = [
 KERAS_GE_3_10 = at_least("keras", "3.10")
 #: ``keras.optimizers.MultiOptimizer`` exists (3.15: yes; 3.8: no; 3.10: no, per issue 19's trial).
 KERAS_GE_3_11 = at_least("keras", "3.11")
+#: The JAX trainer no longer records each state variable's sharding at fit start and enforces the records in
+#: its train step (``_record_training_state_sharding_spec`` / ``_enforce_jax_state_sharding``: 3.8 has them,
+#: 3.15 passes ``out_shardings`` to ``jax.jit`` instead; keras PR #21559, August 2025: assumed from 3.12).
+KERAS_GE_3_12 = at_least("keras", "3.12")
 
 BACKEND = keras.backend.backend()
 
@@ -273,6 +278,14 @@ def symbolic_build(model: Any, batch: Any) -> None:
         model._maybe_symbolic_build(data_batch=batch)
     else:
         model._symbolic_build(data_batch=batch)
+
+
+def jax_trainable_set_changed(model: Any) -> None:
+    """JAX: the trainable set changed inside ``fit`` (a stage). Before 3.12 the trainer's train step enforces
+    the shardings it recorded at fit start, one per trainable variable then: they are recorded again
+    (``_record_training_state_sharding_spec()``: 3.8); later releases derive them when the step is jitted."""
+    if not KERAS_GE_3_12:
+        model._record_training_state_sharding_spec()
 
 
 def jax_state_held(model: Any) -> bool:

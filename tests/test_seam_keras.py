@@ -215,6 +215,15 @@ def test_flag_KERAS_GE_3_11_multi_optimizer():
     assert not _seam.is_multi_optimizer(keras.optimizers.SGD(0.1))
 
 
+def test_flag_KERAS_GE_3_12_jax_trainer_records_state_shardings():
+    pytest.importorskip("jax")
+    from keras.src.backend.jax.trainer import JAXTrainer
+
+    assert hasattr(JAXTrainer, "_record_training_state_sharding_spec") == (not _seam.KERAS_GE_3_12), (
+        f"KERAS_GE_3_12 ({_seam.KERAS_GE_3_12}) does not say whether keras {KERAS}'s JAX trainer records the state "
+        "shardings at fit start (jax_trainable_set_changed)")
+
+
 # -- saving ----------------------------------------------------------------------------------------------------
 def test_SavedState_round_trips_through_save_weights_with_the_optimizer_state(tmp_path):
     from hpcallbacks_keras import CosineDecay
