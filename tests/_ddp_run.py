@@ -1,10 +1,9 @@
 """Lightning DDP scenario of tests/test_distributed.py (run by tests/_distributed_run.py, 2 CPU ranks).
 
-``main(OUT_DIR)`` fits the same backbone + head model twice under
-``strategy="ddp", accelerator="cpu", devices=2``: once with Lightning's ``BackboneFinetuning`` (the
-anchor) and once with hpcallbacks (``SwapNorm`` + ``StagedUnfreeze`` + ``CosineRestart``), and with ``FineTune``. At
-the
-start of every update each rank all-gathers its flattened weights and records whether both ranks
+``main(OUT_DIR)`` fits the same backbone + head model three times under
+``strategy="ddp", accelerator="cpu", devices=2``: with Lightning's ``BackboneFinetuning`` (the
+anchor), with hpcallbacks (``SwapNorm`` + ``StagedUnfreeze`` + ``CosineRestart``) and with ``FineTune``.
+At the start of every update each rank all-gathers its flattened weights and records whether both ranks
 hold the same ones, which groups are trainable and whether a frozen parameter had a gradient;
 each rank writes ``OUT_DIR/<run>-rank<r>.json``.
 """
