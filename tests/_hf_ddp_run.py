@@ -73,3 +73,14 @@ def main(out: str) -> None:
     rank = dist.get_rank() if dist.is_initialized() else 0
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"rows": watch.rows, "world": dist.get_world_size()}, f)
+    # FineTune (issue 22) on a fresh model the user froze the same way: the head's epoch, then every group
+    from hpcallbacks_hf import FineTune
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    for p in model.bert.parameters():
+        p.requires_grad_(False)
+    watch = Watch(model)
+    Trainer(model=model, args=args, train_dataset=data, callbacks=[FineTune(), watch]).train()
+    with open(os.path.join(out, f"finetune-rank{rank}.json"), "w") as f:
+        json.dump({"rows": watch.rows, "world": dist.get_world_size()}, f)

@@ -119,6 +119,20 @@ def test_hf_torchrun_staged_unfreeze_keeps_ranks_identical(hf_torchrun):
     assert not any(r["layer0_moved"] for r in rows[:9]) and rows[-1]["layer0_moved"]  # bit-identical until its stage
 
 
+def test_hf_torchrun_fine_tune_keeps_ranks_identical(hf_torchrun):
+    """FineTune under torchrun: the same weights on both ranks at every update, no gradient on frozen parameters,
+    the head's epoch (4 updates) then every group, each group at its factor of the recipe's schedule."""
+    folder = hf_torchrun.scenario("unfreeze")
+    ranks = [json.loads((folder / f"finetune-rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["rows"] == ranks[1]["rows"]
+    rows = ranks[0]["rows"]
+    assert [r["update"] for r in rows] == list(range(12)) and all(r["same"] for r in rows)
+    assert not any(r["frozen_grad"] for r in rows)
+    counts = [r["trainable"] for r in rows]
+    assert len(set(counts[:4])) == len(set(counts[4:])) == 1 and counts[0] < counts[4]
+    assert len(rows[5]["lrs"]) > 1  # per-group factors
+
+
 # -- extras: accumulation, range test, label flips ----------------------------------------------------
 @pytest.mark.parametrize("framework", ["lightning", "hf"])
 def test_accumulation_range_test_and_flips(framework, request):
