@@ -740,6 +740,8 @@ class FineTune(_StagedUnfreeze):
 
     def set_params(self, params: Any) -> None:
         self._data = _fit_data()  # fit's frame is on the stack while it builds its callback list
+        found = _seam.callback_list_of(self)
+        self._finder = found is not None and any(isinstance(cb, LRFinder) and cb.apply for cb in found.callbacks)
         super().set_params(params)
 
     def prepare(self, engine: Engine) -> None:
@@ -773,8 +775,7 @@ class FineTune(_StagedUnfreeze):
         from hpcallbacks.recipe import RANGE_TEST
 
         super().begin_run(engine, update, state)
-        if self.learning_rate == RANGE_TEST and not any(
-                isinstance(cb, LRFinder) and cb.apply for cb in engine.fit.callbacks):
+        if self.learning_rate == RANGE_TEST and not getattr(self, "_finder", False):
             raise ValueError("FineTune(learning_rate='range_test') takes the rate an LRFinder(apply=True) finds: add "
                              "LRFinder(apply=True) to fit's callbacks, or give learning_rate")
         steps = engine.steps_per_epoch("FineTune", required=False)

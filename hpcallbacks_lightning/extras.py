@@ -1080,15 +1080,10 @@ class FineTuneMixin(StagedUnfreezeMixin, _ScheduleBase):
 
         return self.recipe.schedule(initial_lr if self.learning_rate == RANGE_TEST else None)
 
-    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        from hpcallbacks.recipe import RANGE_TEST, Recipe, optimizer_kind
+    def _build(self, trainer: Any, pl_module: Any) -> None:
+        """The recipe of this run's facts; its plan (with the factors and BN policy) becomes the one applied."""
+        from hpcallbacks.recipe import Recipe, optimizer_kind
 
-        if not trainer.optimizers:
-            raise ValueError("FineTune needs an optimizer; configure_optimizers returned none")
-        if self.learning_rate == RANGE_TEST and not any(
-                isinstance(cb, LRFinderMixin) and cb.apply for cb in trainer.callbacks):
-            raise ValueError("FineTune(learning_rate='range_test') takes the rate an LRFinder(apply=True) finds: add "
-                             "LRFinder(apply=True) to the Trainer's callbacks, or give learning_rate")
         samples = _samples(trainer, self.num_samples)
         spe, total = _run_lengths(trainer)
         if spe is None or total == float("inf"):
@@ -1097,18 +1092,31 @@ class FineTuneMixin(StagedUnfreezeMixin, _ScheduleBase):
         first = trainer.optimizers[0].param_groups[0]
         kind = optimizer_kind(type(trainer.optimizers[0]).__name__, float(first.get("momentum", 0.0) or 0.0),
                               bool(first.get("nesterov", False)))
-        norms = bool(HT.batch_norm_layers([pl_module]))
+        norms = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in pl_module.modules())
         self.recipe = Recipe(num_samples=samples, num_groups=len(self.groups), epochs=max(1, math.ceil(total / spe)),
                              steps_per_epoch=spe, similar=self.similar, optimizer=kind,
                              learning_rate=self.learning_rate, batch_size=per_device_batch_size(trainer),
                              batch_norm=norms, large_threshold=self.large_threshold, head_epochs=self.head_epochs)
-        log.info("%s", self.recipe)
         self.plan = self.recipe.plan
         self._effective_plan = R.plan_for_run(self.plan, self.bn, self.plan.factors)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        from hpcallbacks.recipe import RANGE_TEST
+
+        if not trainer.optimizers:
+            raise ValueError("FineTune needs an optimizer; configure_optimizers returned none")
+        if self.learning_rate == RANGE_TEST and not any(
+                isinstance(cb, LRFinderMixin) and cb.apply for cb in trainer.callbacks):
+            raise ValueError("FineTune(learning_rate='range_test') takes the rate an LRFinder(apply=True) finds: add "
+                             "LRFinder(apply=True) to the Trainer's callbacks, or give learning_rate")
+        self._build(trainer, pl_module)  # the factors (groups and samples) regroup the optimizer now
         StagedUnfreezeMixin.on_fit_start(self, trainer, pl_module)
         _ScheduleBase.on_fit_start(self, trainer, pl_module)
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # again with the run's final lengths (GradientAccumulation and others may change them after fit start)
+        self._build(trainer, pl_module)
+        log.info("%s", self.recipe)
         StagedUnfreezeMixin.on_train_start(self, trainer, pl_module)
         _ScheduleBase.on_train_start(self, trainer, pl_module)
 

@@ -231,3 +231,94 @@ def test_keras_fine_tune_reads_the_arrays_and_optimizer():
 
         ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(8)
         model.fit(ds, epochs=1, verbose=0, shuffle=False, callbacks=[FineTune(groups=[["body", "bn"], "head"])])
+
+
+# -- beside the other callbacks: the range test's rate, gradient accumulation --------------------------------
+def _lightning_net():
+    import lightning.pytorch as pl
+    import torch
+    from torch import nn
+
+    class Net(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.body, self.head = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
+
+        def training_step(self, batch, _):
+            return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    return Net()
+
+
+def test_lightning_fine_tune_takes_the_range_test_rate_and_accumulates():
+    pl = pytest.importorskip("lightning.pytorch")
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from hpcallbacks_lightning import FineTune, GradientAccumulation, LRFinder
+
+    data = DataLoader(TensorDataset(torch.tensor(X), torch.tensor(Y)), batch_size=8)
+    finder = LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=20, skip_start=2, skip_end=2, apply=True)
+    cb = FineTune(learning_rate="range_test", groups=["body", "head"])
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[finder, cb, GradientAccumulation(16)])
+    trainer.fit(_lightning_net(), data)
+    assert finder.suggestion is not None and cb.recipe.head_learning_rate is None
+    peak = max(cb.schedule(t) for t in range(cb.recipe.total_steps))
+    assert peak == pytest.approx(finder.suggestion)  # the head's peak is the range test's suggestion
+    assert trainer.accumulate_grad_batches == 2 and cb.recipe.steps_per_epoch == 3  # 6 batches / 2
+
+
+def test_keras_fine_tune_takes_the_range_test_rate_and_accumulates():
+    keras = pytest.importorskip("keras")
+
+    from hpcallbacks_keras import FineTune, GradientAccumulation, LRFinder
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="body"),
+                              keras.layers.Dense(2, name="head")])
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    finder = LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=20, skip_start=2, skip_end=2, apply=True)
+    finder.run(model, X, Y, batch_size=8)
+    cb = FineTune(learning_rate="range_test")
+    model.fit(X, Y, batch_size=8, epochs=2, verbose=0, callbacks=[finder, cb, GradientAccumulation(16)])
+    assert finder.suggestion is not None
+    peak = max(cb.resolved_schedule(t) for t in range(cb.recipe.total_steps))
+    assert peak == pytest.approx(finder.suggestion, rel=1e-6)
+    assert cb.recipe.steps_per_epoch == 3  # 6 batches, 2 per update
+
+
+def test_hf_fine_tune_takes_the_range_test_rate_and_accumulates(tmp_path):
+    pytest.importorskip("transformers")
+    import torch
+    from torch import nn
+    from transformers import Trainer, TrainingArguments
+
+    from hpcallbacks_hf import FineTune, GradientAccumulation, LRFinder
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.body, self.head = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x, labels=None):
+            out = self.head(torch.relu(self.body(x)))
+            return {"loss": nn.functional.cross_entropy(out, labels), "logits": out}
+
+    rows = [{"x": torch.tensor(X[i]), "labels": int(Y[i])} for i in range(48)]
+    finder = LRFinder(min_lr=1e-4, max_lr=1.0, num_steps=20, skip_start=2, skip_end=2, apply=True)
+    cb = FineTune(learning_rate="range_test", groups=["body", "head"])
+    args = TrainingArguments(str(tmp_path), per_device_train_batch_size=8, num_train_epochs=2, report_to=[],
+                             use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True)
+    trainer = Trainer(model=Net(), args=args, train_dataset=rows, callbacks=[finder, cb, GradientAccumulation(16)])
+    trainer.train()
+    assert finder.suggestion is not None and cb.recipe.steps_per_epoch == 3  # 6 batches, 2 per update
+    peak = max(cb.build_schedule(cb._run.ctx)(t) for t in range(cb.recipe.total_steps))
+    assert peak == pytest.approx(finder.suggestion, rel=1e-6)
