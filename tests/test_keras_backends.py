@@ -43,8 +43,7 @@ ARGS = {
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_keras_tests_on_another_backend(backend, tmp_path):
     pytest.importorskip(backend, reason=f"{backend} is not installed in this environment, so Keras' {backend} backend "
-                        "cannot run here (the floor environment .venv-floor has no JAX: the JAX leg runs on the "
-                        "newest environment only)")
+                        "cannot run here (this leg runs where it is installed)")
     env = dict(os.environ, KERAS_BACKEND=backend, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2",
                HPCALLBACKS_CONTRACT="keras")
     if backend == "jax":
