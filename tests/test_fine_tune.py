@@ -322,3 +322,20 @@ def test_hf_fine_tune_takes_the_range_test_rate_and_accumulates(tmp_path):
     assert finder.suggestion is not None and cb.recipe.steps_per_epoch == 3  # 6 batches, 2 per update
     peak = max(cb.build_schedule(cb._run.ctx)(t) for t in range(cb.recipe.total_steps))
     assert peak == pytest.approx(finder.suggestion, rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:.*does not have many workers.*")
+@pytest.mark.filterwarnings("ignore:.*single layer group.*")
+def test_lightning_fine_tune_beside_the_micro_batch_finder():
+    L = pytest.importorskip("lightning.pytorch")
+    import torch
+    from test_microbatch import QUIET, Net, dataset
+
+    import hpcallbacks_lightning as HL
+
+    finder, cb = HL.MicroBatchFinder(64), HL.FineTune()
+    trainer = L.Trainer(max_epochs=2, callbacks=[finder, cb], **QUIET)
+    trainer.fit(Net(), torch.utils.data.DataLoader(dataset(), batch_size=64, shuffle=True))
+    assert (finder.result.micro_batch_size, trainer.accumulate_grad_batches) == (8, 8)
+    r = cb.recipe  # the recipe counts updates of the found micro-batches: 128 samples / 64 per update
+    assert (r.num_samples, r.steps_per_epoch, r.batch_size) == (128, 2, 8)
