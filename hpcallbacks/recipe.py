@@ -61,7 +61,7 @@ from . import schedules as S
 from .plans import DEFAULT_LARGE_DATASET, FreezePlan, LRFactors, ResolvedPlan
 
 __all__ = ["Recipe", "RANGE_TEST", "H2_RANGES", "FROM_SCRATCH_LR", "SMALL_BATCH", "SPREAD", "WARMUP_FRACTION",
-           "OPTIMIZERS", "optimizer_kind"]
+           "OPTIMIZERS", "optimizer_kind", "fine_tune_arguments"]
 
 #: ``learning_rate=RANGE_TEST``: the learning rate comes from an LR range test (``LRFinder``).
 RANGE_TEST = "range_test"
@@ -328,6 +328,28 @@ large_threshold, head_epochs
         return plot_plan(self.schedule(learning_rate), self.plan, self.num_groups, self.steps_per_epoch, self.epochs,
                          path, group_names=group_names,
                          title=title or f"FineTune recipe [{self.cell}]: LR per layer group and freeze timeline")
+
+
+def fine_tune_arguments(similar: bool = False, learning_rate: float | str | None = None,
+                        num_samples: int | None = None, head_epochs: float = 1.0,
+                        large_threshold: int = 10_000) -> dict[str, Any]:
+    """The arguments of every adapter's ``FineTune`` that the recipe takes, checked when the callback is built.
+
+    The run's facts (samples when not given, groups, epochs, updates per epoch, optimizer) come at
+    fit start; a probe :class:`Recipe` checks the user's arguments now, so a wrong value is a
+    ``ValueError`` naming it at construction, in every adapter alike.
+
+    >>> fine_tune_arguments(similar=True)["similar"]
+    True
+    >>> fine_tune_arguments(learning_rate=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: learning_rate must be a finite number > 0; got -1.0
+    """
+    Recipe(num_samples=0 if num_samples is None else num_samples, num_groups=2, epochs=1, steps_per_epoch=1,
+           similar=similar, learning_rate=learning_rate, head_epochs=head_epochs, large_threshold=large_threshold)
+    return {"similar": similar, "learning_rate": learning_rate, "num_samples": num_samples,
+            "head_epochs": head_epochs, "large_threshold": large_threshold}
 
 
 def optimizer_kind(name: str, momentum: float = 0.0, nesterov: bool = False) -> str:

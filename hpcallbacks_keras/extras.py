@@ -718,13 +718,10 @@ class FineTune(_StagedUnfreeze):
                  num_samples: int | None = None, groups: Sequence[Any] | None = None, bn: str | None = None,
                  head_epochs: float = 1.0, large_threshold: int = 10_000) -> None:
         from hpcallbacks.plans import FreezePlan
-        from hpcallbacks.recipe import Recipe
+        from hpcallbacks.recipe import fine_tune_arguments
 
         super().__init__(FreezePlan.head_then_all(), groups, bn)
-        Recipe(num_samples=0 if num_samples is None else num_samples, num_groups=2, epochs=1, steps_per_epoch=1,
-               similar=similar, learning_rate=learning_rate, head_epochs=head_epochs, large_threshold=large_threshold)
-        self.similar, self.learning_rate, self.num_samples = similar, learning_rate, num_samples
-        self.head_epochs, self.large_threshold = head_epochs, large_threshold
+        vars(self).update(fine_tune_arguments(similar, learning_rate, num_samples, head_epochs, large_threshold))
         self.recipe: Any = None
         self._data: tuple[int | None, int | None] = (None, None)
 
