@@ -939,7 +939,9 @@ class MicroBatchFinder(HPCallback):
     backward, an optimizer step (the optimizer passed in ``optimizers=``, else a temporary one
     from ``create_optimizer()``, dropped afterwards) and a second forward + backward, with every
     group that a ``StagedUnfreeze`` of the Trainer trains at some stage trainable (the memory of
-    its widest stage). ``torch.OutOfMemoryError`` means "does not fit"; any other error is raised.
+    its widest stage). An out-of-memory error means "does not fit"
+    (:func:`hpcallbacks.torch.microbatch.is_out_of_memory`: ``torch.cuda.OutOfMemoryError`` and the
+    out-of-memory messages accelerate reads, a CPU allocation failure among them); any other error is raised.
     Under torchrun every decision is the minimum over the processes (``torch.distributed``).
     Afterwards weights, buffers, optimizer state, gradients, ``requires_grad`` flags, training
     modes and RNG states are restored bit-identically. ``.result`` is the

@@ -459,15 +459,16 @@ class LossBalance(A.LossBalanceBase, keras.callbacks.Callback):
 
 # -- the largest micro-batch that fits (handbook H4) ---------------------------------------------------
 def _out_of_memory(error: BaseException) -> bool:
-    """The backend's out-of-memory error: ``tf.errors.ResourceExhaustedError``, ``torch.OutOfMemoryError``."""
+    """The backend's out-of-memory error: ``tf.errors.ResourceExhaustedError``; on the torch backend the
+    torch adapters' rule (:func:`hpcallbacks.torch.microbatch.is_out_of_memory`)."""
     if _BACKEND == "tensorflow":
         import tensorflow as tf
 
         return isinstance(error, tf.errors.ResourceExhaustedError)
     if _BACKEND == "torch":
-        import torch
+        from hpcallbacks.torch.microbatch import is_out_of_memory
 
-        return isinstance(error, torch.OutOfMemoryError)
+        return is_out_of_memory(error)
     return False
 
 
@@ -509,7 +510,8 @@ class MicroBatchFinder(keras.callbacks.Callback):
     :meth:`run` takes array data (what ``fit``'s ``batch_size`` batches); the trial step of ``n``
     is the model's own compiled train step (its loss, ``LossScaleOptimizer``) on the first
     ``n x replicas`` samples. It does not fit when it raises the backend's out-of-memory error
-    (``tf.errors.ResourceExhaustedError``; ``torch.OutOfMemoryError`` on the torch backend); any
+    (``tf.errors.ResourceExhaustedError``; on the torch backend ``torch.cuda.OutOfMemoryError`` and the
+    out-of-memory messages of :func:`hpcallbacks.torch.microbatch.is_out_of_memory`); any
     other error is raised. With a ``StagedUnfreeze`` in ``callbacks`` every group some stage of its
     plan trains is trainable during the probes (the memory of its widest stage; the optimizer must
     hold their variables: compile with the layers trainable, as ``StagedUnfreeze`` asks). Afterwards
