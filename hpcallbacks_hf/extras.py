@@ -156,7 +156,8 @@ class GradientAccumulation(HPCallback):
     ``args.gradient_accumulation_steps`` to :func:`hpcallbacks.batch.accumulation_steps`
     ``(target_batch_size, batch per process, args.world_size)``; the batch per process is
     ``args.train_batch_size`` (``per_device_train_batch_size`` x GPUs of the process;
-    ``per_device_batch_size=`` may repeat it, and must equal it). A target that is not a multiple
+    ``per_device_batch_size=`` may repeat it, and must equal it: the name is HF's own,
+    ``per_device_train_batch_size``; Keras' adapter takes fit's global ``batch_size=``). A target that is not a multiple
     of ``batch x world size`` is refused (``ValueError`` naming the nearest reachable sizes)
     unless ``exact=False``, which uses the nearest reachable one and warns. The Trainer then
     counts updates after accumulation: ``state.max_steps``, HF's LR schedule and every

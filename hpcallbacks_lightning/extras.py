@@ -161,6 +161,10 @@ class GradientAccumulationMixin:
     Refused (``ValueError`` at fit start): ``Trainer(accumulate_grad_batches=k)`` or Lightning's
     ``GradientAccumulationScheduler`` beside it, a ``BatchRamp``, manual optimization. As in
     Lightning, the last update of an epoch may hold fewer micro-batches. State: the accumulation.
+
+    ``per_device_batch_size`` is named for what a Lightning loader's ``batch_size`` is: the batch of
+    one process. Keras' adapter takes ``batch_size=`` instead, meaning what ``fit`` means by it (the
+    global batch across replicas); each adapter speaks its framework's way.
     """
 
     def __init__(self, target_batch_size: int, exact: bool = True, per_device_batch_size: int | None = None) -> None:
@@ -1089,7 +1093,7 @@ class FineTuneMixin(StagedUnfreezeMixin, _ScheduleBase):
         first = trainer.optimizers[0].param_groups[0]
         kind = optimizer_kind(type(trainer.optimizers[0]).__name__, float(first.get("momentum", 0.0) or 0.0),
                               bool(first.get("nesterov", False)))
-        norms = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in pl_module.modules())
+        norms = bool(HT.batch_norm_layers([pl_module]))
         self.recipe = Recipe(num_samples=samples, num_groups=len(self.groups), epochs=max(1, math.ceil(total / spe)),
                              steps_per_epoch=spe, similar=self.similar, optimizer=kind,
                              learning_rate=self.learning_rate, batch_size=per_device_batch_size(trainer),
