@@ -15,11 +15,13 @@ import gc
 from hpcallbacks._versions import at_least
 
 SECONDS = {
-    "test_keras_backends.py": 126, "test_keras.py": 111, "test_contract.py": 93, "test_demo.py": 75,
-    "test_schedules.py": 53, "test_microbatch.py": 52, "test_search.py": 40, "test_hf.py": 37,
-    "test_distributed.py": 33, "test_keras_distributed.py": 21, "test_hf_extras.py": 18, "test_readme.py": 13,
-    "test_schedules_reference.py": 7, "test_cross_framework.py": 7, "test_trial_reporter.py": 5,
-    "test_lightning.py": 5, "test_lightning_extras.py": 3, "test_cli.py": 3,
+    "test_keras.py": 122, "test_keras_backends.py": 119, "test_contract.py": 100, "test_demo.py": 90,
+    "test_microbatch.py": 53, "test_hf.py": 42, "test_search.py": 32, "test_schedules.py": 31,
+    "test_distributed.py": 27, "test_microbatch_ports.py": 19, "test_keras_distributed.py": 19,
+    "test_pruning_ports.py": 19, "test_hf_ports.py": 18, "test_hf_extras.py": 15, "test_seam_hf.py": 12,
+    "test_trial_reporter.py": 9, "test_cross_framework.py": 6, "test_schedules_reference.py": 5,
+    "test_fine_tune.py": 4, "test_seam_keras.py": 4, "test_docs.py": 3, "test_lightning.py": 3, "test_readme.py": 3,
+    "test_cli.py": 3, "test_lightning_extras.py": 1,
 }
 
 
