@@ -67,6 +67,7 @@ import numpy as np
 from keras import ops
 
 from hpcallbacks import run as R
+from hpcallbacks._versions import installed
 
 from . import _seam
 from ._groups import Group, hold_inference, left_out_layers, release_inference, resolve_groups, set_group_trainable
@@ -329,6 +330,8 @@ def _name(owner: Any) -> str:
 
 class Engine:
     """Per-model coordinator of the hpcallbacks callbacks of a ``fit`` call."""
+
+    _cache_warned = False  # the JAX persistent-cache notice: once per process
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -636,6 +639,13 @@ class Engine:
         fit.started = True
         self.quiet_until = -1
         check_distributed_execution(self.model, _name(fit.callbacks[0]))
+        if not _seam.JAX_CACHE_SAFE and _seam.jax_persistent_cache_dir() and not Engine._cache_warned:
+            Engine._cache_warned = True
+            warnings.warn(f"{_name(fit.callbacks[0])}: JAX's persistent compilation cache is on "
+                          f"({_seam.jax_persistent_cache_dir()}) with jax {'.'.join(map(str, installed('jax') or ()))}:"
+                          " on jax 0.4.38 a train step loaded from it read stale learning rates after a resume; "
+                          "turn the cache off (unset JAX_COMPILATION_CACHE_DIR) or upgrade jax (0.10.2: checked)",
+                          R.RunWarning, stacklevel=2)
         opt = self.optimizer
         self.acc = self.accumulation
         self.micro = micro_count(opt)

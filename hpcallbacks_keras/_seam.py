@@ -57,6 +57,23 @@ KERAS_GE_3_11 = at_least("keras", "3.11")
 KERAS_GE_3_12 = at_least("keras", "3.12")
 
 BACKEND = keras.backend.backend()
+#: JAX's persistent compilation cache is safe with the adapter's in-graph table from this JAX release on
+#: (0.10.2: checked, the newest leg runs with the cache). On jax 0.4.38 (Keras 3.8's, the floor leg) a fit
+#: whose train step came from the cache read stale learning rates after a ``BackupAndRestore`` resume
+#: (tests/keras_cases.py, two tests; both pass without the cache). Releases between are unchecked.
+JAX_CACHE_SAFE_FROM = "0.10"
+JAX_CACHE_SAFE = BACKEND != "jax" or at_least("jax", JAX_CACHE_SAFE_FROM)
+
+
+def jax_persistent_cache_dir() -> str | None:
+    """The directory of JAX's persistent compilation cache when it is on (``JAX_COMPILATION_CACHE_DIR``
+    or ``jax.config.update("jax_compilation_cache_dir", ...)``), on the JAX backend; else None.
+    ``jax.config.jax_compilation_cache_dir``: public config, checked on jax 0.4.38 and 0.10.2."""
+    if BACKEND != "jax":
+        return None
+    import jax
+
+    return jax.config.jax_compilation_cache_dir or None
 
 
 # -- saving: the run state saved with the model's weights --------------------------------------------

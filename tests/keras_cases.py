@@ -1242,3 +1242,31 @@ def test_readme_keras_example_runs_on_this_backend(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for code in blocks:
         exec(compile(code, "README.md[keras]", "exec"), {"__name__": "__readme__"})
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's persistent compilation cache: the JAX backend only")
+def test_jax_persistent_cache_warns_where_the_seam_does_not_call_it_safe(tmp_path):
+    """On jax 0.4.38 (the floor leg) a train step loaded from JAX's persistent compilation cache read stale
+    learning rates after a resume: the fit warns once, naming the fix; on a checked jax (0.10.2) it does not."""
+    import warnings
+
+    import jax
+
+    from hpcallbacks_keras import _engine, _seam
+
+    before = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
+    _engine.Engine._cache_warned = False
+    try:
+        model = mlp()
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.fit(X, Y, batch_size=8, epochs=1, verbose=0, callbacks=[CosineDecay()])
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+        _engine.Engine._cache_warned = False
+    notices = [w for w in caught if issubclass(w.category, hp.RunWarning) and "compilation cache" in str(w.message)]
+    assert len(notices) == (0 if _seam.JAX_CACHE_SAFE else 1), [str(w.message) for w in notices]
+    if notices:
+        assert "JAX_COMPILATION_CACHE_DIR" in str(notices[0].message)
