@@ -347,6 +347,25 @@ def fit_data(depth: int = 24) -> tuple[int | None, int | None]:
         del frame
 
 
+def fit_validates(depth: int = 24) -> bool | None:
+    """Whether the ``fit`` calling now evaluates validation data, or None (no ``fit`` on the stack). Keras hands
+    callbacks no such fact (3.8, 3.15): every backend's trainer ``fit`` frame holds ``validation_data`` (the
+    argument, or what ``validation_split`` made of the arrays) beside ``epoch_iterator`` when it calls
+    ``on_train_begin`` (checked in the TensorFlow, torch and JAX trainers of 3.8.0 and 3.15.1)."""
+    frame = sys._getframe(1)
+    try:
+        for _ in range(depth):
+            if frame is None:
+                break
+            names = frame.f_locals
+            if "epoch_iterator" in names and "validation_data" in names:
+                return names["validation_data"] is not None
+            frame = frame.f_back
+        return None
+    finally:
+        del frame
+
+
 def global_seed_state() -> Any:
     """The state variable of Keras' global ``SeedGenerator`` (dropout without a seed draws from it), or None
     before one exists (``keras.src.backend.common.global_state``, attribute ``"global_seed_generator"``:

@@ -644,9 +644,10 @@ class TrialReporter(TrialReporterBase, keras.callbacks.Callback):
     trial and one decision, nothing to broadcast, and the sampled values are the same for every
     replica. ``.pruned``, ``.pruned_step`` (the epoch) and ``.message`` say what happened.
 
-    A ``monitor`` missing from an epoch's logs (a typo, or ``"val_loss"`` without validation data) is
-    a ``ValueError`` at that epoch's end naming it and the keys logged: a trial that reports nothing
-    could never be pruned. A trial of a multi-objective study gets no report (Optuna prunes
+    A ``val_*`` monitor in a fit without ``validation_data`` or ``validation_split`` is refused at fit
+    start (``ValueError``: the run evaluates nothing); a ``monitor`` missing from an epoch's logs (a
+    typo) is a ``ValueError`` at that epoch's end naming it and the keys logged: a trial that reports
+    nothing could never be pruned. A trial of a multi-objective study gets no report (Optuna prunes
     single-objective studies only; HF's ``hyperparameter_search`` does the same), with a warning
     when the reporter is built.
     """
@@ -657,6 +658,9 @@ class TrialReporter(TrialReporterBase, keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._start(True)
+        if str(self.monitor).startswith("val_"):  # Keras logs validation metrics as val_<name>
+            self._check_evaluates(_seam.fit_validates() is not False, "fit got no validation_data and no "
+                                  "validation_split", "pass fit validation_data= (or validation_split=)")
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._report(logs or {}, int(epoch)):

@@ -501,6 +501,22 @@ def test_fit_data_reads_fits_arrays_from_the_stack():
     assert _seam.fit_data() == (None, None)
 
 
+def test_fit_validates_reads_fits_validation_data_from_the_stack():
+    x, y = _data(20)
+    seen = []
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(_seam.fit_validates())
+
+    model = _model()
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    for kwargs in ({}, {"validation_data": (x, y)}, {"validation_split": 0.25}):
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[Probe()], **kwargs)
+    assert seen == [False, True, True], f"fit_validates: fit's validation_data local gives {seen}"
+    assert _seam.fit_validates() is None
+
+
 def test_global_seed_state():
     keras.random.uniform((2,))  # draws from the global SeedGenerator (created when first needed)
     state = _seam.global_seed_state()

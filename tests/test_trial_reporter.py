@@ -343,10 +343,16 @@ def test_keras_monitor_never_logged_raises_at_the_first_epoch_end():
         model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), epochs=3, verbose=0,
                   callbacks=[Epochs(), HK.TrialReporter(trial, monitor="val_los")])
     assert epochs == [0]
-    with pytest.raises(ValueError, match="monitor 'val_loss' was not logged.*no validation metric at all: does the "
-                                         "run get validation data"):
-        model.fit(x, x[:, :1], epochs=2, verbose=0, callbacks=[HK.TrialReporter(trial)])
-    assert trial.study.trials[0].intermediate_values == {}
+    # a fit that will validate nothing is refused at its start, before an epoch trains
+    epochs.clear()
+    with pytest.raises(ValueError, match=r"monitor 'val_loss' can never be reported: this run evaluates nothing "
+                                         r"\(fit got no validation_data and no validation_split\)"):
+        model.fit(x, x[:, :1], epochs=2, verbose=0, callbacks=[Epochs(), HK.TrialReporter(trial)])
+    assert epochs == [] and trial.study.trials[0].intermediate_values == {}
+    # validation_split makes validation data inside fit: accepted, reported
+    reporter = HK.TrialReporter(trial)
+    model.fit(x, x[:, :1], validation_split=0.25, epochs=1, verbose=0, callbacks=[reporter])
+    assert list(trial.study.trials[0].intermediate_values) == [0]
 
 
 def test_lightning_monitor_never_logged_raises_at_the_first_validation_end():
