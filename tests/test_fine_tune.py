@@ -339,3 +339,45 @@ def test_lightning_fine_tune_beside_the_micro_batch_finder():
     assert (finder.result.micro_batch_size, trainer.accumulate_grad_batches) == (8, 8)
     r = cb.recipe  # the recipe counts updates of the found micro-batches: 128 samples / 64 per update
     assert (r.num_samples, r.steps_per_epoch, r.batch_size) == (128, 2, 8)
+
+
+def test_keras_fine_tune_beside_the_trial_reporter():
+    """The recipe and the pruning reporter in one fit: every epoch reported, the recipe's stages applied."""
+    keras = pytest.importorskip("keras")
+    optuna = pytest.importorskip("optuna")
+
+    from hpcallbacks_keras import FineTune, TrialReporter
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="body"),
+                              keras.layers.Dense(2, name="head")])
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    trial = optuna.create_study().ask()
+    cb, reporter = FineTune(), TrialReporter(trial, monitor="val_loss")
+    history = model.fit(X, Y, batch_size=8, epochs=3, verbose=0, validation_data=(X, Y), callbacks=[cb, reporter])
+    assert sorted(trial.study.trials[0].intermediate_values) == [0, 1, 2] and not reporter.pruned
+    assert history.history["trainable_groups"] == [1.0, 2.0, 2.0]  # the head's epoch, then every group
+
+
+def test_lightning_fine_tune_beside_the_trial_reporter():
+    pl = pytest.importorskip("lightning.pytorch")
+    optuna = pytest.importorskip("optuna")
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from hpcallbacks_lightning import FineTune, TrialReporter
+
+    net = _lightning_net()
+
+    def validation_step(batch, batch_idx=0):
+        net.log("val_loss", nn.functional.cross_entropy(net(batch[0]), batch[1]))
+
+    net.validation_step = validation_step
+    data = DataLoader(TensorDataset(torch.tensor(X), torch.tensor(Y)), batch_size=8)
+    trial = optuna.create_study().ask()
+    cb, reporter = FineTune(groups=["body", "head"]), TrialReporter(trial, monitor="val_loss")
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, callbacks=[cb, reporter])
+    trainer.fit(net, data, data)
+    assert sorted(trial.study.trials[0].intermediate_values) == [0, 1, 2] and not reporter.pruned
+    assert cb.recipe is not None and all(p.requires_grad for p in net.parameters())  # every group after the head's
